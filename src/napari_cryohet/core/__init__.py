@@ -1,0 +1,1 @@
+"""Pure computation (numpy / scipy / torch). Never imports napari, Qt or magicgui."""

@@ -1,0 +1,1 @@
+"""File formats: MRC stacks, RELION star files, cryoDRGN pickles, PDB/mmCIF."""

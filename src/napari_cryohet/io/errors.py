@@ -1,0 +1,81 @@
+"""Named exceptions for bad input (DESIGN.md §6).
+
+Every error names the file, the field (column, header entry, key) and what was expected,
+so a widget can show the message as is and a user can fix the input without reading a
+traceback. All derive from :class:`CryohetInputError`, itself a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "CryohetInputError",
+    "CorruptFileError",
+    "MissingColumnError",
+    "MissingStackError",
+    "StackIndexError",
+    "ImageShapeError",
+    "NonFiniteImageError",
+    "PixelSizeError",
+    "CountMismatchError",
+    "EmptyFileError",
+]
+
+
+class CryohetInputError(ValueError):
+    """Base class: a problem with an input file.
+
+    Parameters
+    ----------
+    path
+        The file at fault.
+    problem
+        What is wrong, in words (the field and what was expected).
+    field
+        The column, header entry or key at fault, when there is one.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str, *, field: str | None = None):
+        self.path = Path(path) if path is not None else None
+        self.field = field
+        self.problem = problem
+        where = f"{self.path}" if self.path is not None else "<input>"
+        what = f" [{field}]" if field else ""
+        super().__init__(f"{where}{what}: {problem}")
+
+
+class CorruptFileError(CryohetInputError):
+    """A file that cannot be parsed: truncated MRC, bad header, unreadable star/pickle."""
+
+
+class MissingColumnError(CryohetInputError):
+    """A required column (pose, CTF, image name) is absent from a metadata table."""
+
+
+class MissingStackError(CryohetInputError):
+    """A star row names an image stack that does not exist."""
+
+
+class StackIndexError(CryohetInputError):
+    """A star row points past the end of its stack (or to index < 1)."""
+
+
+class ImageShapeError(CryohetInputError):
+    """Images are not square, or have an odd edge length."""
+
+
+class NonFiniteImageError(CryohetInputError):
+    """Images contain NaN or infinite values."""
+
+
+class PixelSizeError(CryohetInputError):
+    """No pixel size in the metadata nor in the MRC header (or an invalid one)."""
+
+
+class CountMismatchError(CryohetInputError):
+    """Two inputs that must describe the same particles have different lengths."""
+
+
+class EmptyFileError(CryohetInputError):
+    """A metadata file with no particles."""
