@@ -1,0 +1,51 @@
+"""``cryohet``: every stage from the shell (DESIGN.md §2, thin ring).
+
+One module per subcommand in this package, each with a module docstring (its help),
+``add_args(parser)`` and ``main(args)``; ``main`` only parses and delegates to a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+#: subcommand name → module in this package. Add a line per stage.
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "info": "info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_cryohet import __version__
+
+    parser = argparse.ArgumentParser(prog="cryohet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"napari-cryohet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(f"napari_cryohet.cli.{module_name}")
+        doc = (module.__doc__ or name).strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_args(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cryohet`` console script; returns the exit status."""
+    from napari_cryohet.io.errors import CryohetInputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._main(args) or 0)
+    except CryohetInputError as err:
+        print(f"cryohet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
