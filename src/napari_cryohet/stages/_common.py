@@ -1,0 +1,58 @@
+"""What every stage shares: progress reporting, cancellation, the workspace layout.
+
+Stage run functions are synchronous and GUI-free (STYLE.md "Widgets are thin"):
+
+    def run_x(dataset, config, *, progress=None, cancel=None) -> XResult
+
+``progress(fraction, message)`` is called with ``fraction`` in [0, 1]; ``cancel`` is a
+:class:`CancelToken` checked at least once per batch, and a cancelled run raises
+:class:`Cancelled` after leaving every file already written intact. The plugin ring wraps
+the same call in a napari ``thread_worker``; the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["ProgressCallback", "CancelToken", "Cancelled", "report", "check_cancel", "stage_dir"]
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a stage when its :class:`CancelToken` was set."""
+
+
+class CancelToken:
+    """A thread-safe flag a GUI or a signal handler sets to stop a running stage."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def report(progress: ProgressCallback | None, fraction: float, message: str = "") -> None:
+    """Call ``progress`` if given (fraction clipped to [0, 1])."""
+    if progress is not None:
+        progress(min(max(float(fraction), 0.0), 1.0), message)
+
+
+def check_cancel(cancel: CancelToken | None) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set."""
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled("cancelled by user")
+
+
+def stage_dir(workspace: str | Path, stage: str) -> Path:
+    """``<workspace>/<stage>/``, created: where a stage writes its results and checkpoints."""
+    path = Path(workspace) / stage
+    path.mkdir(parents=True, exist_ok=True)
+    return path
