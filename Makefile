@@ -52,5 +52,17 @@ bench-quick: $(STAMP)
 docs-figures: $(STAMP) sysdeps
 	$(PY) docs/make_figures.py
 
+# cryoDRGN 4.3.x in its own venv (benchmarks/vae_vs_cryodrgn.py), torch pinned to ours:
+# torch first, then cryodrgn under the same constraints file.
+CRYODRGN_VENV := .venv-cryodrgn
+cryodrgn-venv: $(CRYODRGN_VENV)/.installed
+
+$(CRYODRGN_VENV)/.installed: constraints.txt
+	$(PYTHON) -m venv $(CRYODRGN_VENV)
+	$(CRYODRGN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CRYODRGN_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(CRYODRGN_VENV)/bin/python -m pip install -q -c constraints.txt "cryodrgn==4.3.*"
+	touch $@
+
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

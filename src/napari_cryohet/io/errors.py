@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "CryohetInputError",
     "CorruptFileError",
+    "MissingFileError",
     "MissingColumnError",
     "MissingStackError",
     "StackIndexError",
@@ -49,11 +50,15 @@ class CorruptFileError(CryohetInputError):
     """A file that cannot be parsed: truncated MRC, bad header, unreadable star/pickle."""
 
 
+class MissingFileError(CryohetInputError):
+    """An input file (star, stack, pickle, volume) does not exist."""
+
+
 class MissingColumnError(CryohetInputError):
     """A required column (pose, CTF, image name) is absent from a metadata table."""
 
 
-class MissingStackError(CryohetInputError):
+class MissingStackError(MissingFileError):
     """A star row names an image stack that does not exist."""
 
 

@@ -1,0 +1,92 @@
+"""Open napari on the bundled sample with the particle stack viewer docked: ``cryohet demo``.
+
+With a display, napari opens and stays open until closed. Without one (no ``DISPLAY``
+nor ``WAYLAND_DISPLAY``), or with ``--headless``, the same steps run under a virtual X
+display (Xvfb via pyvirtualdisplay): a screenshot of the whole window is written to
+``--out`` (default ``cryohet-demo/stack_viewer.png``) and the command exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["add_args", "main", "sample_star_path", "run_demo"]
+
+PLUGIN = "napari-cryohet"
+WIDGET = "1 · Particle stack viewer"  # display_name in napari.yaml
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--headless", action="store_true",
+                        help="run under a virtual display, write a screenshot and exit")
+    parser.add_argument("--out", type=Path, default=Path("cryohet-demo"),
+                        help="folder for the screenshot (default: cryohet-demo)")
+    parser.add_argument("--star", type=Path, default=None,
+                        help="particle .star file to show (default: the bundled sample)")
+    parser.add_argument("--particle", type=int, default=3, help="particle to show first (default 3)")
+
+
+def sample_star_path() -> Path:
+    """``sample_data/adk_small/particles.star`` of the source tree (the bundled sample)."""
+    from napari_cryohet.io.errors import MissingFileError
+
+    root = Path(__file__).resolve().parents[3]
+    path = root / "sample_data" / "adk_small" / "particles.star"
+    if not path.is_file():
+        raise MissingFileError(path, "bundled sample not found; create it with "
+                                     "`.venv/bin/python scripts/make_sample_data.py`")
+    return path
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_demo(star: Path, *, screenshot: Path | None, particle: int = 3):
+    """Open a viewer, dock the stack viewer, open ``star`` through our reader.
+
+    Returns ``(viewer, widget)``; with ``screenshot`` the window is captured to that PNG.
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-cryohet demo", show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    viewer.open(str(star), plugin=PLUGIN)
+    if widget.dataset is not None:
+        widget.index = min(particle, len(widget.dataset) - 1)
+    if screenshot is not None:
+        viewer.window.resize(1400, 860)
+        for _ in range(3):
+            QApplication.processEvents()
+        viewer.reset_view()
+        for _ in range(3):
+            QApplication.processEvents()
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
+    return viewer, widget
+
+
+def main(args: argparse.Namespace) -> int:
+    star = args.star if args.star is not None else sample_star_path()
+    headless = args.headless or not _has_display()
+    if not headless:
+        import napari
+
+        run_demo(star, screenshot=None, particle=args.particle)
+        napari.run()
+        return 0
+    from pyvirtualdisplay import Display
+
+    out = Path(args.out) / "stack_viewer.png"
+    with Display(visible=False, size=(1600, 1000), color_depth=24):
+        import napari
+
+        try:
+            run_demo(star, screenshot=out, particle=args.particle)
+        finally:  # close Qt before the X server goes away
+            napari.Viewer.close_all()
+    print(f"cryohet demo: headless run, screenshot written to {out}")
+    return 0

@@ -1,0 +1,514 @@
+"""Similarity graphs, the symmetric normalised graph Laplacian and its eigenvectors.
+
+The manifold-learning step of seed 000_8d73a95ce4c6e7ab.txt (§2.2, Appendix B): from a
+low-dimensional representation ``x`` ``(N, q)`` of each particle's conformation, build a
+weighted similarity graph ``W`` ``(N, N)``, its symmetric normalised Laplacian
+
+    L = D^-1/2 (D - W) D^-1/2 = I - D^-1/2 W D^-1/2,      D_ii = sum_j W_ij
+
+(Appendix B of 000) and the eigenvectors of ``L`` for its ``K`` smallest eigenvalues,
+the matrix ``Phi = [phi^(0) | ... | phi^(K-1)]`` of eq. 2.5 that the chain-fit stage
+expands torsion and bond angles on (eq. 2.6).
+
+Graphs
+------
+* :func:`build_gaussian_graph` — the dense Gaussian kernel of eq. 3.5 / Appendix B,
+  ``W_ij = exp(-|x_i - x_j|^2 / (2 sigma^2))`` including the diagonal ``W_ii = 1``;
+  optionally sparsified by dropping weights below a threshold (Appendix B).
+* :func:`build_knn_graph` — the symmetric k-nearest-neighbour graph of Appendix B
+  (``i ~ j`` when either is among the other's ``k`` nearest neighbours), binary, with a
+  fixed Gaussian scale, or self-tuning (Zelnik-Manor & Perona 2004):
+  ``sigma_i`` = distance from ``x_i`` to its ``k``-th neighbour and
+  ``W_ij = exp(-d_ij^2 / (sigma_i sigma_j))``. Stored as ``scipy.sparse`` CSR, so
+  ``N = 10^6`` fits in memory (seed 000 §4, future step (i)).
+
+Eigen-solvers (:func:`laplacian_eigenmaps`)
+-------------------------------------------
+* ``"dense"`` — LAPACK ``eigh`` of ``L`` restricted to the ``K`` smallest eigenvalues.
+* ``"sparse"`` — ARPACK ``eigsh`` (Lanczos) for the ``K`` *largest* eigenvalues ``mu`` of
+  the normalised adjacency ``A = D^-1/2 W D^-1/2``; ``L = I - A`` has the same eigenvectors
+  and eigenvalues ``lambda = 1 - mu``. This needs only sparse mat-vecs (no factorisation,
+  unlike shift-invert on ``L``) and is what makes ``N = 10^6`` feasible.
+* ``"lobpcg"`` — block LOBPCG for the largest eigenvalues of ``A`` with the exact trivial
+  eigenvector ``D^1/2 1`` in the starting block.
+* ``"auto"`` — ``"dense"`` for ``N <= 3000``, ``"sparse"`` otherwise.
+
+Conventions (read these before using the output)
+------------------------------------------------
+* Eigenvalues ascending; eigenvectors are the eigenvectors of the *symmetric* ``L``
+  (as in eq. 2.5 of 000), orthonormal columns (unit Euclidean norm, so
+  ``sqrt(N) * phi`` is the O(1) scale of the seed's convergence statement).
+* Column 0 is the trivial eigenvector ``D^1/2 1 / |D^1/2 1|`` (eigenvalue 0 for a connected
+  graph); it is computed, not imposed, and flagged by ``LaplacianEigenmaps.trivial``.
+* Sign convention: every column is flipped so that its entry of largest absolute value is
+  positive (the same rule as ``sklearn.utils.extmath._deterministic_vector_sign_flip``).
+  The result is deterministic for given input; within a degenerate eigenspace (a circle's
+  cos/sin pair) the basis is solver-dependent, so compare subspaces, not columns.
+* Degree-zero nodes (a point with no neighbour of non-zero weight, e.g. ``sigma`` far too
+  small) raise :class:`GraphError`. A disconnected graph is allowed (clustered data):
+  ``n_components`` is recorded and the zero eigenvalue then has that multiplicity.
+* Duplicated points: harmless for the Gaussian and binary graphs (distance 0 → weight 1);
+  for the self-tuning graph a point with ``>= k`` exact duplicates has ``sigma_i = 0`` and
+  raises :class:`GraphError` (deduplicate, add jitter, or use another weighting). The kNN
+  search removes each point itself, not one of its duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+import scipy.sparse.csgraph
+import scipy.sparse.linalg
+
+__all__ = [
+    "GraphError",
+    "LaplacianEigenmaps",
+    "build_gaussian_graph",
+    "build_knn_graph",
+    "find_nearest_neighbors",
+    "normalized_adjacency",
+    "normalized_laplacian",
+    "laplacian_eigenmaps",
+    "fix_eigenvector_signs",
+]
+
+#: ``method="auto"`` uses dense ``eigh`` up to this many nodes.
+DENSE_MAX_NODES = 3000
+#: ``build_gaussian_graph`` refuses to allocate a dense matrix beyond this many nodes.
+GAUSSIAN_DENSE_MAX_NODES = 30000
+#: ``find_nearest_neighbors(method="auto")`` switches to NN-descent above this many points.
+EXACT_KNN_MAX_POINTS = 200_000
+
+
+class GraphError(ValueError):
+    """A similarity graph that cannot give a normalised Laplacian (isolated nodes, bad input)."""
+
+
+@dataclass
+class LaplacianEigenmaps:
+    """The ``K`` smallest eigenpairs of the symmetric normalised Laplacian (eq. 2.5 of 000).
+
+    Attributes
+    ----------
+    eigenvalues
+        ``(K,)`` ascending eigenvalues of ``L`` (in ``[0, 2]``).
+    eigenvectors
+        ``(N, K)`` orthonormal eigenvectors of ``L``; column 0 is the trivial one.
+    degrees
+        ``(N,)`` node degrees ``D_ii``.
+    trivial
+        ``(K,)`` bool, True for the trivial eigenvector (column 0).
+    method
+        Solver actually used (``"dense"``, ``"sparse"`` or ``"lobpcg"``).
+    n_components
+        Connected components of the graph (1 for a connected graph).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    degrees: np.ndarray
+    trivial: np.ndarray
+    method: str
+    n_components: int
+    info: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def _as_points(x: np.ndarray, name: str = "x") -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise GraphError(f"{name}: expected an (N, q) array of points, got shape {x.shape}")
+    if x.shape[0] < 2:
+        raise GraphError(f"{name}: need at least 2 points, got {x.shape[0]}")
+    if not np.all(np.isfinite(x)):
+        raise GraphError(f"{name}: contains NaN or infinite values")
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _check_positive(value: float | None, name: str) -> float:
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise GraphError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
+def build_gaussian_graph(
+    x: np.ndarray,
+    *,
+    sigma: float,
+    threshold: float | None = None,
+    chunk_size: int = 2048,
+) -> np.ndarray | scipy.sparse.csr_matrix:
+    """Dense Gaussian-kernel similarity graph (eq. 3.5 and Appendix B of 000).
+
+    ``W_ij = exp(-|x_i - x_j|^2 / (2 sigma^2))`` for all pairs, diagonal included.
+
+    Parameters
+    ----------
+    x
+        ``(N, q)`` representation of each particle (PCA coefficients, latents, voxels).
+    sigma
+        Kernel width, in the units of ``x`` (σ = 96 for the 64×64 densities of §3.1).
+    threshold
+        If given, weights below it are set to 0 and a CSR matrix is returned
+        (the sparsification mentioned in Appendix B); otherwise a dense ``(N, N)`` array.
+    chunk_size
+        Rows computed at a time (bounds the temporary memory).
+
+    Returns
+    -------
+    ndarray or csr_matrix
+        ``(N, N)`` symmetric float64 weights.
+
+    Examples
+    --------
+    >>> w = build_gaussian_graph(np.array([[0.0], [1.0]]), sigma=1.0)
+    >>> float(w[0, 1]) == float(np.exp(-0.5))
+    True
+    """
+    x = _as_points(x)
+    sigma = _check_positive(sigma, "sigma")
+    n = x.shape[0]
+    if threshold is None and n > GAUSSIAN_DENSE_MAX_NODES:
+        raise GraphError(
+            f"build_gaussian_graph: {n} points need a dense {n}x{n} matrix; use build_knn_graph "
+            f"(or pass threshold=...) above {GAUSSIAN_DENSE_MAX_NODES} points"
+        )
+    sq_norms = np.einsum("ij,ij->i", x, x)  # (N,)
+    scale = -1.0 / (2.0 * sigma**2)
+    rows, cols, vals = [], [], []
+    dense = np.empty((n, n), dtype=np.float64) if threshold is None else None
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        d2 = sq_norms[start:stop, None] + sq_norms[None, :] - 2.0 * (x[start:stop] @ x.T)  # (c, N)
+        np.maximum(d2, 0.0, out=d2)
+        d2[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        w = np.exp(d2 * scale, out=d2)
+        if dense is not None:
+            dense[start:stop] = w
+        else:
+            r, c = np.nonzero(w >= threshold)
+            rows.append(r + start)
+            cols.append(c)
+            vals.append(w[r, c])
+    if dense is not None:
+        return 0.5 * (dense + dense.T)  # exact symmetry despite rounding
+    w = scipy.sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    return w.maximum(w.T).tocsr()
+
+
+def find_nearest_neighbors(
+    x: np.ndarray,
+    k: int,
+    *,
+    method: str = "auto",
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of every point, the point itself excluded.
+
+    Parameters
+    ----------
+    x
+        ``(N, q)`` points.
+    k
+        Neighbours per point (``1 <= k < N``).
+    method
+        ``"exact"`` (scikit-learn KD-/ball tree), ``"nndescent"`` (approximate, pynndescent)
+        or ``"auto"`` (exact up to ``EXACT_KNN_MAX_POINTS`` points).
+    seed
+        Seed of the NN-descent random projections.
+    n_jobs
+        Parallel jobs (``None``: all cores).
+
+    Returns
+    -------
+    indices, distances
+        ``(N, k)`` int64 neighbour indices and float64 Euclidean distances, ascending.
+        With duplicated points the point itself is removed, not one of its duplicates.
+    """
+    x = _as_points(x)
+    n = x.shape[0]
+    if not 1 <= int(k) < n:
+        raise GraphError(f"k: expected 1 <= k < N = {n}, got {k}")
+    k = int(k)
+    if method == "auto":
+        method = "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent"
+    if method == "exact":
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs or -1).fit(x)
+        dist, idx = nn.kneighbors(x)
+    elif method == "nndescent":
+        from pynndescent import NNDescent
+
+        index = NNDescent(x, n_neighbors=k + 1, random_state=seed, n_jobs=n_jobs or -1,
+                          low_memory=True, compressed=True)
+        idx, dist = index.neighbor_graph
+    else:
+        raise GraphError(f"method: expected 'auto', 'exact' or 'nndescent', got {method!r}")
+    idx = np.asarray(idx, dtype=np.int64)  # (N, k+1)
+    dist = np.asarray(dist, dtype=np.float64)
+    is_self = idx == np.arange(n)[:, None]
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True  # point absent from its list (ties/approximation): drop the farthest
+    keep = ~is_self  # exactly one entry removed per row (indices within a row are distinct)
+    return idx[keep].reshape(n, k), dist[keep].reshape(n, k)
+
+
+def build_knn_graph(
+    x: np.ndarray,
+    *,
+    k: int,
+    weights: str = "binary",
+    sigma: float | None = None,
+    method: str = "auto",
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> scipy.sparse.csr_matrix:
+    """Symmetric k-nearest-neighbour similarity graph (Appendix B of 000), sparse.
+
+    ``i ~ j`` when ``x_i`` is among the ``k`` nearest neighbours of ``x_j`` or vice versa.
+
+    Parameters
+    ----------
+    x
+        ``(N, q)`` representation of each particle.
+    k
+        Neighbours per point.
+    weights
+        ``"binary"`` (``W_ij = 1``, Appendix B), ``"gaussian"`` (``exp(-d^2 / (2 sigma^2))``,
+        eq. 3.5 restricted to the kNN edges; needs ``sigma``) or ``"self_tuning"``
+        (``exp(-d_ij^2 / (sigma_i sigma_j))`` with ``sigma_i`` the distance from ``x_i`` to
+        its ``k``-th neighbour).
+    sigma
+        Kernel width for ``weights="gaussian"`` (units of ``x``).
+    method, seed, n_jobs
+        Neighbour search, see :func:`find_nearest_neighbors`.
+
+    Returns
+    -------
+    csr_matrix
+        ``(N, N)`` symmetric float64 weights, no self-loops.
+
+    Raises
+    ------
+    GraphError
+        Bad parameters; ``self_tuning`` with points that have ``>= k`` exact duplicates.
+    """
+    if weights not in ("binary", "gaussian", "self_tuning"):
+        raise GraphError(f"weights: expected 'binary', 'gaussian' or 'self_tuning', got {weights!r}")
+    if weights == "gaussian":
+        sigma = _check_positive(sigma, "sigma")
+    idx, dist = find_nearest_neighbors(x, k, method=method, seed=seed, n_jobs=n_jobs)  # (N, k)
+    n = idx.shape[0]
+    if weights == "binary":
+        vals = np.ones_like(dist)
+    elif weights == "gaussian":
+        vals = np.exp(-(dist**2) / (2.0 * sigma**2))
+    else:
+        scales = dist[:, -1]  # (N,) distance to the k-th neighbour
+        bad = np.flatnonzero(scales <= 0)
+        if len(bad):
+            raise GraphError(
+                f"self_tuning weights: {len(bad)} point(s) (e.g. index {int(bad[0])}) have >= k={k} "
+                "exact duplicates, so their scale sigma_i is 0; deduplicate, add jitter, "
+                "raise k, or use weights='binary'"
+            )
+        vals = np.exp(-(dist**2) / (scales[:, None] * scales[idx]))
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    w = scipy.sparse.csr_matrix((vals.ravel(), (rows, idx.ravel())), shape=(n, n))
+    w = w.maximum(w.T).tocsr()  # the weight formulas are symmetric, so max = either entry
+    w.eliminate_zeros()
+    return w
+
+
+# -------------------------------------------------------------------------- Laplacian
+
+
+def _degrees(weights) -> np.ndarray:
+    """Node degrees ``D_ii``; raise :class:`GraphError` for nodes without neighbours."""
+    if scipy.sparse.issparse(weights):
+        w = weights.tocsr()
+        deg = np.asarray(w.sum(axis=1)).ravel()
+        off = deg - w.diagonal()
+        if w.nnz and w.data.min() < 0:
+            raise GraphError("weights: similarity weights must be non-negative")
+    else:
+        w = np.asarray(weights)
+        deg = w.sum(axis=1)
+        off = deg - np.diagonal(w)
+        if w.size and w.min() < 0:
+            raise GraphError("weights: similarity weights must be non-negative")
+    if not np.all(np.isfinite(deg)):
+        raise GraphError("weights: contain NaN or infinite values")
+    isolated = np.flatnonzero(off <= 0)
+    if len(isolated):
+        raise GraphError(
+            f"graph has {len(isolated)} degree-zero node(s) (no neighbour with non-zero weight), "
+            f"e.g. index {int(isolated[0])}: increase sigma or k, or remove outliers"
+        )
+    return deg
+
+
+def _check_square(weights) -> int:
+    shape = weights.shape
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise GraphError(f"weights: expected a square (N, N) matrix, got shape {shape}")
+    if shape[0] < 2:
+        raise GraphError(f"weights: need at least 2 nodes, got {shape[0]}")
+    return shape[0]
+
+
+def normalized_adjacency(weights, *, degrees: np.ndarray | None = None):
+    """``A = D^-1/2 W D^-1/2`` (dense in → dense out, sparse in → CSR out).
+
+    ``L = I - A`` (Appendix B of 000); ``A`` has the same eigenvectors and eigenvalues
+    ``1 - lambda`` in ``[-1, 1]``.
+    """
+    _check_square(weights)
+    deg = _degrees(weights) if degrees is None else degrees
+    inv_sqrt = 1.0 / np.sqrt(deg)  # (N,)
+    if scipy.sparse.issparse(weights):
+        dm = scipy.sparse.diags(inv_sqrt)
+        return (dm @ weights.tocsr() @ dm).tocsr()
+    w = np.asarray(weights, dtype=np.float64)
+    return inv_sqrt[:, None] * w * inv_sqrt[None, :]
+
+
+def normalized_laplacian(weights):
+    """Symmetric normalised graph Laplacian ``L = I - D^-1/2 W D^-1/2`` (Appendix B of 000).
+
+    Parameters
+    ----------
+    weights
+        ``(N, N)`` symmetric non-negative similarity matrix, dense or ``scipy.sparse``.
+
+    Returns
+    -------
+    ndarray or csr_matrix
+        ``(N, N)`` Laplacian, same storage as ``weights``.
+
+    Raises
+    ------
+    GraphError
+        Degree-zero nodes, negative or non-finite weights, a non-square matrix.
+    """
+    a = normalized_adjacency(weights)
+    n = a.shape[0]
+    if scipy.sparse.issparse(a):
+        return (scipy.sparse.identity(n, format="csr") - a).tocsr()
+    return np.eye(n) - a
+
+
+def fix_eigenvector_signs(vectors: np.ndarray) -> np.ndarray:
+    """Flip columns so the entry of largest absolute value of each is positive (in place)."""
+    if vectors.size == 0:
+        return vectors
+    rows = np.argmax(np.abs(vectors), axis=0)  # (K,)
+    signs = np.sign(vectors[rows, np.arange(vectors.shape[1])])
+    signs[signs == 0] = 1.0
+    vectors *= signs[None, :]
+    return vectors
+
+
+def laplacian_eigenmaps(
+    weights,
+    n_eigenvectors: int,
+    *,
+    method: str = "auto",
+    seed: int = 0,
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+) -> LaplacianEigenmaps:
+    """Eigenvectors of ``L`` for its ``K`` smallest eigenvalues (eq. 2.5 of 000).
+
+    Parameters
+    ----------
+    weights
+        ``(N, N)`` symmetric similarity matrix (dense or sparse), e.g. from
+        :func:`build_gaussian_graph` or :func:`build_knn_graph`.
+    n_eigenvectors
+        ``K``, the number of eigenpairs, trivial one included (``K < N``).
+    method
+        ``"auto"``, ``"dense"``, ``"sparse"`` or ``"lobpcg"`` (see the module docstring).
+    seed
+        Seed of the iterative solvers' starting vectors (results are reproducible).
+    tol
+        Convergence tolerance of the iterative solvers (relative, on the eigenvalues of ``A``).
+    max_iter
+        Iteration cap of the iterative solvers (default: the solver's own).
+
+    Returns
+    -------
+    LaplacianEigenmaps
+        Eigenvalues ascending, orthonormal eigenvectors with the sign convention of
+        :func:`fix_eigenvector_signs`, the trivial eigenvector first and flagged.
+
+    Examples
+    --------
+    >>> theta = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    >>> x = np.c_[np.cos(theta), np.sin(theta)]
+    >>> emb = laplacian_eigenmaps(build_knn_graph(x, k=6), 3)
+    >>> bool(emb.eigenvalues[0] < 1e-8)
+    True
+    """
+    n = _check_square(weights)
+    k = int(n_eigenvectors)
+    if not 1 <= k < n:
+        raise GraphError(f"n_eigenvectors: expected 1 <= K < N = {n}, got {n_eigenvectors}")
+    if method == "auto":
+        method = "dense" if n <= DENSE_MAX_NODES else "sparse"
+    if method not in ("dense", "sparse", "lobpcg"):
+        raise GraphError(f"method: expected 'auto', 'dense', 'sparse' or 'lobpcg', got {method!r}")
+    if scipy.sparse.issparse(weights):
+        weights = weights.tocsr()
+        if abs(weights - weights.T).max() > 1e-12 * max(1.0, abs(weights).max()):
+            raise GraphError("weights: the similarity matrix must be symmetric")
+        n_components = int(scipy.sparse.csgraph.connected_components(weights, directed=False)[0])
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if not np.allclose(weights, weights.T, rtol=0, atol=1e-12 * max(1.0, np.abs(weights).max())):
+            raise GraphError("weights: the similarity matrix must be symmetric")
+        n_components = int(scipy.sparse.csgraph.connected_components(weights > 0, directed=False)[0])
+    deg = _degrees(weights)
+    a = normalized_adjacency(weights, degrees=deg)
+    rng = np.random.default_rng(seed)
+    info: dict = {}
+    if method == "dense":
+        a_dense = a.toarray() if scipy.sparse.issparse(a) else a
+        lap = np.eye(n) - a_dense
+        lam, vec = scipy.linalg.eigh(lap, subset_by_index=[0, k - 1])
+    elif method == "sparse":
+        v0 = rng.standard_normal(n)
+        ncv = min(n, max(2 * k + 1, 40))
+        mu, vec = scipy.sparse.linalg.eigsh(a, k=k, which="LA", v0=v0, tol=tol, ncv=ncv, maxiter=max_iter)
+        order = np.argsort(-mu)
+        lam, vec = 1.0 - mu[order], vec[:, order]
+        info["ncv"] = ncv
+    else:
+        x0 = rng.standard_normal((n, k))
+        x0[:, 0] = np.sqrt(deg)  # the exact trivial eigenvector is a perfect start
+        mu, vec = scipy.sparse.linalg.lobpcg(
+            a, x0, largest=True, tol=max(tol, 1e-8), maxiter=max_iter or 500
+        )
+        order = np.argsort(-mu)
+        lam, vec = 1.0 - mu[order], vec[:, order]
+    vec = np.ascontiguousarray(vec, dtype=np.float64)
+    vec /= np.linalg.norm(vec, axis=0, keepdims=True)
+    fix_eigenvector_signs(vec)
+    lam = np.clip(lam, 0.0, 2.0)
+    trivial = np.zeros(k, dtype=bool)
+    trivial[0] = True
+    return LaplacianEigenmaps(
+        eigenvalues=lam, eigenvectors=vec, degrees=deg, trivial=trivial,
+        method=method, n_components=n_components, info=info,
+    )

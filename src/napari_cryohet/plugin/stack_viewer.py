@@ -1,0 +1,550 @@
+"""Particle stack viewer dock widget (DESIGN.md §1 stage 1, §4 "viewer").
+
+The stack is an ordinary napari image layer ``(N, D, D)``: napari's dims slider steps over
+particles and the widget follows ``viewer.dims.events.current_step``. Beside it the widget
+shows the current particle's metadata (pose angles, shifts, CTF), the CTF's 1D radial
+profile, a searchable per-particle table and an "export as .star" button.
+
+Scales to 10^6 particles: the table is a :class:`ParticleTableModel` that reads the
+DataFrame's columns on demand (no per-cell items), filtering is one vectorised pandas
+operation, and the images are never read up front (see :mod:`napari_cryohet.plugin._reader`).
+
+Public API (for scripts and tests)
+----------------------------------
+``StackViewerWidget(viewer)``; ``.load_dataset(ds, name=None) -> Image layer``;
+``.dataset``; ``.layer``; ``.index`` (current particle position, settable);
+``.show_particles(indices)``; ``.apply_filter(text) -> rows``; ``.visible_rows``;
+``.selected_rows()``; ``.export_star(path, rows=None) -> Path``; ``.current_metadata``
+(dict) and ``.metadata_text()``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari.layers import Image
+
+from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.rotation import matrix_to_euler
+from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["StackViewerWidget", "ParticleTableModel", "display_table", "particle_metadata"]
+
+_EXPRESSION = re.compile(r"[<>=!&|~]|\b(and|or|not|in)\b")
+
+
+# ----------------------------------------------------------------------------- table model
+class ParticleTableModel(QAbstractTableModel):
+    """A lazy Qt model over a DataFrame, showing the rows ``rows`` (positions).
+
+    Columns are converted to numpy arrays once; ``data`` indexes them per visible cell,
+    so a 10^6-row table costs one array per column and nothing per row.
+    """
+
+    def __init__(self, frame: pd.DataFrame | None = None, parent=None):
+        super().__init__(parent)
+        self._names: list[str] = []
+        self._columns: list[np.ndarray] = []
+        self.rows = np.zeros(0, dtype=np.int64)
+        if frame is not None:
+            self.set_frame(frame)
+
+    def set_frame(self, frame: pd.DataFrame) -> None:
+        self.beginResetModel()
+        self._names = [str(c) for c in frame.columns]
+        self._columns = [frame[c].to_numpy() for c in frame.columns]
+        self.rows = np.arange(len(frame), dtype=np.int64)
+        self.endResetModel()
+
+    def set_rows(self, rows: np.ndarray) -> None:
+        self.beginResetModel()
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
+        return 0 if parent.isValid() else len(self._names)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
+            return None
+        value = self._columns[index.column()][self.rows[index.row()]]
+        return _format(value)
+
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Horizontal:
+            return self._names[section] if section < len(self._names) else None
+        return str(self.rows[section]) if section < len(self.rows) else None
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.6g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- science-free views
+def display_table(dataset: ParticleDataset) -> pd.DataFrame:
+    """The per-particle table shown (and searched) in the widget.
+
+    A star-born dataset shows its table as read (every column). A synthetic dataset has
+    no table, so RELION-named columns are derived from its poses and CTF (so the same
+    queries, e.g. ``rlnDefocusU > 15000``, work on both); a scalar ground-truth state is
+    shown as ``truth_state``.
+    """
+    table = dataset.table if dataset.table is not None else pd.DataFrame(index=pd.RangeIndex(len(dataset)))
+    frame = table.reset_index(drop=True)
+    derived: dict[str, np.ndarray] = {}
+    if dataset.rotations is not None and "rlnAngleRot" not in frame:
+        euler = np.degrees(matrix_to_euler(np.asarray(dataset.rotations, dtype=np.float64)))  # (N, 3)
+        derived.update(rlnAngleRot=euler[:, 0], rlnAngleTilt=euler[:, 1], rlnAnglePsi=euler[:, 2])
+    if dataset.shifts_a is not None and "rlnOriginXAngst" not in frame and "rlnOriginX" not in frame:
+        shifts = np.asarray(dataset.shifts_a, dtype=np.float64)  # (N, 2)
+        derived.update(rlnOriginXAngst=shifts[:, 0], rlnOriginYAngst=shifts[:, 1])
+    if dataset.ctf is not None and "rlnDefocusU" not in frame:
+        ctf = dataset.ctf
+        derived.update(
+            rlnDefocusU=np.asarray(ctf.defocus_u_a, float),
+            rlnDefocusV=np.asarray(ctf.defocus_v_a, float),
+            rlnDefocusAngle=np.degrees(np.asarray(ctf.defocus_angle_rad, float)),
+        )
+    truth = dataset.ground_truth or {}
+    state = truth.get("state")
+    if state is not None and np.ndim(state) == 1 and "truth_state" not in frame:
+        derived["truth_state"] = np.asarray(state)
+    if derived:
+        frame = pd.concat([frame, pd.DataFrame(derived)], axis=1)
+    return frame
+
+
+def particle_metadata(dataset: ParticleDataset, i: int) -> dict[str, Any]:
+    """Metadata of particle ``i`` (position in ``dataset``), units in the keys.
+
+    Angles come from the star columns when the dataset has them (the values the user's
+    file holds), otherwise from the rotation matrices (RELION ZYZ, :mod:`core.rotation`).
+    """
+    table = dataset.table if dataset.table is not None else pd.DataFrame()
+    row = table.iloc[i] if len(table.columns) else None
+
+    def col(name: str) -> float | None:
+        return float(row[name]) if row is not None and name in row.index else None
+
+    meta: dict[str, Any] = {"particle": int(i), "root_index": int(dataset.indices[i])}
+    if row is not None and "rlnImageName" in row.index:
+        meta["image_name"] = str(row["rlnImageName"])
+    angles = [col("rlnAngleRot"), col("rlnAngleTilt"), col("rlnAnglePsi")]
+    if None in angles and dataset.rotations is not None:
+        angles = list(np.degrees(matrix_to_euler(np.asarray(dataset.rotations[i], dtype=np.float64))))
+    if None not in angles:
+        meta.update(rot_deg=float(angles[0]), tilt_deg=float(angles[1]), psi_deg=float(angles[2]))
+    if dataset.shifts_a is not None:
+        meta.update(shift_x_a=float(dataset.shifts_a[i][0]), shift_y_a=float(dataset.shifts_a[i][1]))
+    elif col("rlnOriginXAngst") is not None:
+        meta.update(shift_x_a=col("rlnOriginXAngst"), shift_y_a=col("rlnOriginYAngst"))
+    if dataset.ctf is not None:
+        c = dataset.ctf
+        meta.update(
+            defocus_u_a=float(c.defocus_u_a[i]),
+            defocus_v_a=float(c.defocus_v_a[i]),
+            defocus_angle_deg=float(np.degrees(c.defocus_angle_rad[i])),
+            voltage_kv=float(c.voltage_kv[i]),
+            cs_mm=float(c.cs_mm[i]),
+            amplitude_contrast=float(c.amplitude_contrast[i]),
+            phase_shift_deg=float(np.degrees(c.phase_shift_rad[i])),
+        )
+    return meta
+
+
+_LABELS = {
+    "particle": ("particle", "{:d}"),
+    "root_index": ("root index", "{:d}"),
+    "image_name": ("image", "{}"),
+    "rot_deg": ("rot", "{:.2f}°"),
+    "tilt_deg": ("tilt", "{:.2f}°"),
+    "psi_deg": ("psi", "{:.2f}°"),
+    "shift_x_a": ("shift x", "{:.2f} Å"),
+    "shift_y_a": ("shift y", "{:.2f} Å"),
+    "defocus_u_a": ("defocus U", "{:.1f} Å"),
+    "defocus_v_a": ("defocus V", "{:.1f} Å"),
+    "defocus_angle_deg": ("astig. angle", "{:.2f}°"),
+    "voltage_kv": ("voltage", "{:.0f} kV"),
+    "cs_mm": ("Cs", "{:.2f} mm"),
+    "amplitude_contrast": ("Q0", "{:.3f}"),
+    "phase_shift_deg": ("phase shift", "{:.1f}°"),
+}
+
+
+def format_metadata(meta: dict[str, Any]) -> str:
+    """One ``label: value unit`` line per metadata entry."""
+    lines = []
+    for key, value in meta.items():
+        label, fmt = _LABELS.get(key, (key, "{}"))
+        lines.append(f"{label:>13}: {fmt.format(value)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the widget
+class StackViewerWidget(QWidget):
+    """Dock widget: dataset picker, particle metadata, CTF profile, table, export.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (injected by npe2).
+
+    Attributes
+    ----------
+    dataset_picker : QComboBox
+        Image layers carrying a ParticleDataset (``layer.metadata["cryohet_dataset"]``).
+    metadata_label : QLabel
+        The current particle's metadata (text of :meth:`metadata_text`).
+    ctf_canvas
+        matplotlib canvas with the CTF radial profile of the current particle.
+    filter_edit : QLineEdit
+        Search: a substring of any cell, or a pandas expression (``rlnDefocusU > 15000``).
+    table_view, table_model
+        The per-particle table (:class:`ParticleTableModel`).
+    export_button : QPushButton
+        Writes the selected rows (or all filtered rows when none selected) as ``.star``.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.layer = None
+        self.dataset: ParticleDataset | None = None
+        self.frame = pd.DataFrame()
+        self.current_metadata: dict[str, Any] = {}
+        self._index = 0
+
+        self.dataset_picker = QComboBox()
+        self.dataset_picker.setToolTip("Image layers that carry a particle dataset")
+        self.metadata_label = QLabel("no particle dataset loaded")
+        self.metadata_label.setFont(QFont("monospace"))
+        self.metadata_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.ctf_canvas, self._ctf_axes = _make_ctf_canvas()
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("search any column, or e.g.  rlnDefocusU > 15000")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_status = QLabel("")
+        self.table_model = ParticleTableModel()
+        self.table_view = QTableView()
+        self.table_view.setModel(self.table_model)
+        self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table_view.verticalHeader().setDefaultSectionSize(20)
+        self.table_view.setMinimumHeight(160)
+        self.export_button = QPushButton("Export selected/filtered particles as .star…")
+
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("dataset:"))
+        row.addWidget(self.dataset_picker, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.metadata_label)
+        layout.addWidget(self.ctf_canvas)
+        layout.addWidget(self.filter_edit)
+        layout.addWidget(self.filter_status)
+        layout.addWidget(self.table_view, 1)
+        layout.addWidget(self.export_button)
+
+        # debounce typing; Enter applies at once
+        self._filter_timer = QTimer(self)
+        self._filter_timer.setSingleShot(True)
+        self._filter_timer.setInterval(400)
+        self._filter_timer.timeout.connect(lambda: self.apply_filter(self.filter_edit.text()))
+        self.filter_edit.textEdited.connect(lambda _text: self._filter_timer.start())
+        self.filter_edit.returnPressed.connect(lambda: self.apply_filter(self.filter_edit.text()))
+        self.dataset_picker.currentIndexChanged.connect(self._on_pick)
+        self.table_view.selectionModel().currentRowChanged.connect(self._on_table_row)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.viewer.layers.events.inserted.connect(self._refresh_picker)
+        self.viewer.layers.events.removed.connect(self._refresh_picker)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        self._refresh_picker()
+
+    # ------------------------------------------------------------------ loading
+    def load_dataset(self, dataset: ParticleDataset, name: str | None = None):
+        """Add ``dataset`` as a stack layer (lazy) and show it; returns the layer."""
+        data, kwargs, _ = dataset_layer_data(dataset, name=name)
+        layer = self.viewer.add_image(data, **kwargs)
+        self.set_layer(layer)
+        return layer
+
+    def set_layer(self, layer) -> None:
+        """Show the dataset of an existing stack layer (one carrying ``cryohet_dataset``)."""
+        dataset = layer.metadata.get(DATASET_KEY)
+        if not isinstance(dataset, ParticleDataset):
+            raise ValueError(f"layer {layer.name!r} carries no {DATASET_KEY!r} in its metadata")
+        self.layer, self.dataset = layer, dataset
+        self.frame = display_table(dataset)
+        self.table_model.set_frame(self.frame)
+        self.table_view.resizeColumnsToContents()
+        self.filter_edit.clear()
+        self.filter_status.setText(f"{len(dataset)} particles")
+        self._refresh_picker()
+        self.viewer.dims.ndisplay = 2
+        self.viewer.reset_view()
+        self.index = 0
+        self._show(0)
+
+    def _dataset_layers(self) -> list:
+        return [
+            lyr for lyr in self.viewer.layers
+            if isinstance(lyr, Image) and isinstance(lyr.metadata.get(DATASET_KEY), ParticleDataset)
+        ]
+
+    def _refresh_picker(self, event=None) -> None:
+        layers = self._dataset_layers()
+        self.dataset_picker.blockSignals(True)
+        self.dataset_picker.clear()
+        for lyr in layers:
+            self.dataset_picker.addItem(lyr.name)
+        if self.layer is not None and self.layer in layers:
+            self.dataset_picker.setCurrentIndex(layers.index(self.layer))
+        self.dataset_picker.blockSignals(False)
+        if self.layer is not None and self.layer not in layers:
+            self._clear()
+        elif self.layer is None and layers:
+            self.set_layer(layers[-1])
+
+    def _on_pick(self, position: int) -> None:
+        layers = self._dataset_layers()
+        if 0 <= position < len(layers) and layers[position] is not self.layer:
+            self.set_layer(layers[position])
+
+    def _clear(self) -> None:
+        self.layer, self.dataset = None, None
+        self.frame = pd.DataFrame()
+        self.table_model.set_frame(self.frame)
+        self.current_metadata = {}
+        self.metadata_label.setText("no particle dataset loaded")
+        self.filter_status.setText("")
+        self._draw_ctf(None)
+
+    # ------------------------------------------------------------------ current particle
+    @property
+    def index(self) -> int:
+        """Position of the particle shown (0 … N-1); setting it moves napari's slider."""
+        return self._index
+
+    @index.setter
+    def index(self, value: int) -> None:
+        if self.layer is None or self.dataset is None:
+            return
+        n = len(self.dataset)
+        value = int(value)
+        if not 0 <= value < n:
+            raise IndexError(f"particle {value} out of range for {n} particles")
+        axis = self.viewer.dims.ndim - self.layer.ndim  # the layer's particle axis in world dims
+        world = self.layer.data_to_world(np.array([value, 0.0, 0.0]))
+        self.viewer.dims.set_point(axis, float(world[0]))
+        self._show(value)  # also when the slider did not move (same step)
+
+    def _on_step(self, event=None) -> None:
+        if self.layer is None or self.dataset is None:
+            return
+        point = np.asarray(self.viewer.dims.point)[-self.layer.ndim:]
+        i = int(np.clip(np.round(self.layer.world_to_data(point)[0]), 0, len(self.dataset) - 1))
+        if i != self._index or not self.current_metadata:
+            self._show(i)
+
+    def _show(self, i: int) -> None:
+        self._index = i
+        self.current_metadata = particle_metadata(self.dataset, i)
+        self.metadata_label.setText(format_metadata(self.current_metadata))
+        self._draw_ctf(self.current_metadata)
+
+    def metadata_text(self) -> str:
+        """The metadata panel's text for the current particle."""
+        return self.metadata_label.text()
+
+    def _draw_ctf(self, meta: dict[str, Any] | None) -> None:
+        ax = self._ctf_axes
+        ax.clear()
+        ax.set_xlabel("spatial frequency (1/Å)", fontsize=7)
+        ax.set_ylabel("CTF", fontsize=7)
+        ax.tick_params(labelsize=6)
+        curves = _ctf_curves(meta, self.dataset.apix if self.dataset is not None else 1.0) if meta else []
+        for freq, values, label in curves:
+            ax.plot(freq, values, lw=0.9, label=label)
+        if curves:
+            ax.axhline(0.0, color="0.6", lw=0.5)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_xlim(0, curves[0][0][-1])
+            ax.legend(fontsize=6, loc="lower left", frameon=False)
+        self.ctf_canvas.draw_idle()
+
+    # ------------------------------------------------------------------ table
+    @property
+    def visible_rows(self) -> np.ndarray:
+        """Positions of the particles the table currently shows (after filtering)."""
+        return self.table_model.rows.copy()
+
+    def apply_filter(self, text: str) -> np.ndarray:
+        """Filter the table; returns the visible rows.
+
+        ``text`` is a pandas expression when it contains a comparison or boolean operator
+        (evaluated with ``DataFrame.eval``, e.g. ``rlnDefocusU > 15000 and rlnClassNumber == 2``),
+        otherwise a case-insensitive substring searched in every column. A bad expression
+        leaves the table as it was and shows the error under the search box.
+        """
+        text = text.strip()
+        if text != self.filter_edit.text().strip():
+            self.filter_edit.setText(text)
+        n = len(self.frame)
+        try:
+            rows = _filter_rows(self.frame, text)
+        except Exception as err:  # a user's expression: show, never raise into Qt
+            self.filter_status.setText(f"<span style='color:#e66'>filter error: {err}</span>")
+            return self.visible_rows
+        self.table_model.set_rows(rows)
+        self.filter_status.setText(f"{len(rows)} of {n} particles" if text else f"{n} particles")
+        if len(rows) and self.dataset is not None and not np.isin(self._index, rows):
+            self.index = int(rows[0])
+        return rows
+
+    def show_particles(self, indices: Any) -> None:
+        """Show only the particles at ``indices`` (positions) in the table, jump to the first."""
+        rows = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        n = len(self.frame)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"particle indices out of range for {n} particles")
+        self.filter_edit.clear()
+        self.table_model.set_rows(rows)
+        self.filter_status.setText(f"{len(rows)} of {n} particles (given)")
+        if len(rows):
+            self.index = int(rows[0])
+
+    def selected_rows(self) -> np.ndarray:
+        """Positions of the particles selected in the table (sorted), possibly empty."""
+        picked = sorted({ix.row() for ix in self.table_view.selectionModel().selectedRows()})
+        return self.table_model.rows[np.asarray(picked, dtype=np.int64)]
+
+    def _on_table_row(self, current: QModelIndex, previous: QModelIndex) -> None:
+        if current.isValid() and current.row() < len(self.table_model.rows):
+            self.index = int(self.table_model.rows[current.row()])
+
+    # ------------------------------------------------------------------ export
+    def export_star(self, path: str | Path, rows: Any = None) -> Path:
+        """Write particles ``rows`` (default: the selection, else every filtered row) as .star.
+
+        Uses :func:`napari_cryohet.io.dataset.write_dataset_star` on ``dataset.subset(rows)``:
+        a star-born dataset keeps every original column and value.
+        """
+        from napari_cryohet.io.dataset import write_dataset_star
+
+        if self.dataset is None:
+            raise ValueError("no particle dataset loaded")
+        if rows is None:
+            rows = self.selected_rows()
+            if len(rows) == 0:
+                rows = self.visible_rows
+        path = Path(path)
+        write_dataset_star(path, self.dataset.subset(np.asarray(rows, dtype=np.int64)))
+        self.filter_status.setText(f"exported {len(rows)} particles to {path.name}")
+        return path
+
+    def _on_export_clicked(self) -> None:
+        if self.dataset is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export particles as .star", "particles_subset.star",
+                                              "STAR files (*.star)")
+        if path:
+            try:
+                self.export_star(path)
+            except Exception as err:  # show, keep napari running
+                from napari.utils.notifications import show_error
+
+                show_error(f"export failed: {err}")
+
+
+def _filter_rows(frame: pd.DataFrame, text: str) -> np.ndarray:
+    n = len(frame)
+    if not text:
+        return np.arange(n, dtype=np.int64)
+    if _EXPRESSION.search(text):
+        mask = frame.eval(text)
+        if not isinstance(mask, pd.Series) or mask.dtype != bool:
+            raise ValueError(f"{text!r} is not a true/false condition")
+        return np.flatnonzero(mask.to_numpy())
+    needle = text.lower()
+    hit = np.zeros(n, dtype=bool)
+    has_digit = any(ch.isdigit() for ch in needle)
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) and not has_digit:
+            continue
+        hit |= column.astype(str).str.lower().str.contains(needle, regex=False).to_numpy()
+    return np.flatnonzero(hit)
+
+
+def _make_ctf_canvas():
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.6, 1.8), dpi=100, layout="constrained")
+    canvas = FigureCanvasQTAgg(figure)
+    canvas.setMinimumHeight(150)
+    canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    return canvas, figure.add_subplot(1, 1, 1)
+
+
+def _ctf_curves(meta: dict[str, Any], apix: float) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """1D CTF along U and V for the particle (empty until ``core.ctf`` exists)."""
+    try:
+        from napari_cryohet.core.ctf import compute_ctf_1d
+    except ImportError:
+        return []
+    if "defocus_u_a" not in meta:
+        return []
+    freq = np.linspace(0.0, 0.5 / apix, 400)  # (F,) 1/Å up to Nyquist
+    common = dict(voltage_kv=meta["voltage_kv"], cs_mm=meta["cs_mm"],
+                  amplitude_contrast=meta["amplitude_contrast"],
+                  phase_shift_rad=float(np.radians(meta["phase_shift_deg"])))
+    curves = []
+    for key, label in (("defocus_u_a", "U"), ("defocus_v_a", "V")):
+        values = compute_ctf_1d(_as_input(freq), defocus_a=meta[key], **common)
+        curves.append((freq, _to_numpy(values), f"{label} = {meta[key]:.0f} Å"))
+        if meta["defocus_u_a"] == meta["defocus_v_a"]:
+            break
+    return curves
+
+
+def _as_input(freq: np.ndarray):
+    import torch
+
+    return torch.as_tensor(freq, dtype=torch.float64)
+
+
+def _to_numpy(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
