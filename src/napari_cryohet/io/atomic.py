@@ -17,6 +17,10 @@ import numpy as np
 
 __all__ = ["atomic_path", "save_npz_atomic"]
 
+# Read once at import (os.umask both sets and gets; doing it later would race threads).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
@@ -32,6 +36,8 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; give the file the permissions a plain open() would have.
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
