@@ -2,8 +2,9 @@
 
 Two independent checks: import-linter's ``lint-imports`` against the contracts in
 ``pyproject.toml`` ([tool.importlinter]), and an AST scan of every module of the inner
-rings (which also sees imports inside functions and ``importlib`` calls are out of
-scope). Both are shown to fail on a planted violation in a temporary copy of the tree.
+rings (it also sees imports inside functions; dynamic ``importlib`` imports are out of
+scope for both). Both are shown to fail on a planted violation in a temporary copy of
+the tree.
 """
 
 from __future__ import annotations

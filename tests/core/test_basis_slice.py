@@ -23,8 +23,8 @@ def _dense_reference(basis, weights, coords, lookup):
     """Assemble Σ_k s_k V^(k) on the extended grid, then torch grid_sample (trilinear)."""
     e = lookup.index.shape[0]
     sign = lookup.sign.to(basis.dtype)
-    vals = torch.stack([basis[lookup.index][..., 0] * sign.abs()[..., None],
-                        basis[lookup.index][..., 1] * sign[..., None]], 0)  # (2, E, E, E, K+1)
+    vals = basis[lookup.index]  # (E, E, E, 2, K+1)
+    vals = torch.stack([vals[..., 0, :] * sign.abs()[..., None], vals[..., 1, :] * sign[..., None]], 0)
     volumes = torch.einsum("rzyxk,bk->brzyx", vals, weights)  # (B, 2, E, E, E)
     grid = (coords + lookup.offset) * (2.0 / (e - 1)) - 1.0  # (B, Q, 3) (x, y, z)
     out = F.grid_sample(volumes, grid[:, None, None], mode="bilinear", align_corners=True)  # (B, 2, 1, 1, Q)
@@ -37,7 +37,7 @@ def _random_problem(d=8, k1=3, b=3, dtype=torch.float64, seed=0):
     pts = build_slice_points(d, dtype=dtype)
     rot = random_rotations(b, generator=g, dtype=dtype)
     coords = rotate_slice_points(pts.freqs, rot)
-    basis = torch.randn(lookup.n_stored, k1, 2, generator=g, dtype=dtype)
+    basis = torch.randn(lookup.n_stored, 2, k1, generator=g, dtype=dtype)
     weights = torch.randn(b, k1, generator=g, dtype=dtype)
     return lookup, pts, rot, coords, basis, weights
 
@@ -119,7 +119,7 @@ def test_slice_of_real_volume_is_hermitian_and_matches_core_slice():
     freqs = torch.stack([kx[keep], ky[keep]], -1)
     rot = random_rotations(4, generator=g, dtype=torch.float64)
     coords = rotate_slice_points(freqs, rot)
-    basis = torch.view_as_real(stored)[:, None, :]  # (P, 1, 2)
+    basis = torch.view_as_real(stored)[:, :, None]  # (P, 2, 1)
     out = extract_basis_slices(basis, torch.ones(4, 1, dtype=torch.float64), coords, lookup)
     # Friedel: the sample at -k is the conjugate of the sample at k
     key = {(int(a), int(b)): i for i, (a, b) in enumerate(freqs.tolist())}

@@ -74,10 +74,14 @@ def test_subset_reads_nothing_until_indexed_and_supports_numpy_keys():
     assert sub.images.shape == (10, 8, 8) and sub.images.ndim == 3
 
 
-def test_subset_bounds_are_checked():
-    ds, _ = make_dataset()
+def test_subset_bounds_are_checked_and_negative_positions_normalised():
+    ds, stack = make_dataset()
     with pytest.raises(IndexError):
         ds.subset([0, 20])
+    sub = ds.subset([-1, 2])
+    np.testing.assert_array_equal(sub.indices, [19, 2])
+    np.testing.assert_array_equal(sub.images.indices, [19, 2])
+    np.testing.assert_array_equal(sub.images[0], stack.data[19])
 
 
 def test_dataset_rejects_inconsistent_lengths():

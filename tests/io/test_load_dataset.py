@@ -9,7 +9,12 @@ import pytest
 
 from napari_cryohet.core.dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import euler_to_matrix
-from napari_cryohet.io.dataset import load_dataset, resolve_stack_path, save_dataset, write_dataset_star
+from napari_cryohet.io.dataset import (
+    load_dataset,
+    resolve_stack_path,
+    save_dataset,
+    write_dataset_star,
+)
 from napari_cryohet.io.mrc import MultiFileStack
 from napari_cryohet.io.star import read_star
 

@@ -8,6 +8,7 @@ are fixtures returning these functions.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -18,7 +19,8 @@ import starfile
 
 
 def write_mrc(path: Path, data: np.ndarray, apix: float, *, volume: bool = False) -> Path:
-    with mrcfile.new(path, overwrite=True) as mrc:
+    with mrcfile.new(path, overwrite=True) as mrc, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN on purpose in some tests
         mrc.set_data(np.asarray(data, dtype=np.float32))
         if volume:
             mrc.set_volume()

@@ -14,7 +14,10 @@ from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CryohetInputError,
+    EmptyFileError,
+    ImageShapeError,
     MissingStackError,
+    NonFiniteImageError,
     PixelSizeError,
     StackIndexError,
 )
@@ -100,7 +103,16 @@ def _corrupt_files(tmp_path: Path, write_star_project, write_mrc) -> dict[str, t
     past_end.write_text(text.replace("000005@Extract/stack_1.mrcs", "000099@Extract/stack_1.mrcs"))
     missing = tmp_path / "ok" / "missing.star"
     missing.write_text(text.replace("Extract/stack_1.mrcs", "Extract/gone.mrcs"))
+    nan_images = np.ones((4, 16, 16), np.float32)
+    nan_images[0, 3, 5] = np.nan  # image 0 is among the sampled images
+    nan_stack = write_mrc(tmp_path / "nan.mrcs", nan_images, 1.0)
+    odd = write_mrc(tmp_path / "odd.mrcs", np.ones((3, 15, 15), np.float32), 1.0)
+    empty = tmp_path / "empty.star"
+    empty.write_text("data_particles\n\nloop_\n_rlnImageName #1\n_rlnDefocusU #2\n")
     return {
+        "nan": (nan_stack, NonFiniteImageError),
+        "odd": (odd, ImageShapeError),
+        "empty": (empty, EmptyFileError),
         "truncated": (truncated, CorruptFileError),
         "garbage": (garbage, CorruptFileError),
         "no_apix": (no_apix, PixelSizeError),

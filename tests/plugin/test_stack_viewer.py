@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import QItemSelectionModel, Qt
 
 from napari_cryohet.core.dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import euler_to_matrix, matrix_to_euler
@@ -83,6 +84,15 @@ def test_widget_follows_slider_and_shows_metadata(make_napari_viewer, qtbot):
     assert meta["voltage_kv"] == 300.0 and meta["cs_mm"] == pytest.approx(2.7)
     assert f"{ds.ctf.defocus_u_a[7]:.1f} Å" in widget.metadata_text()
 
+    # CTF profile along U: +Q0 at k = 0 (RELION sign), Nyquist at the end, and the first
+    # zero where π λ Δf k² + asin(Q0) = π (Cs term < 0.01 rad there), λ(300 kV) = 0.019687 Å
+    freq, ctf_u = widget.ctf_axes.get_lines()[0].get_xdata(), widget.ctf_axes.get_lines()[0].get_ydata()
+    assert ctf_u[0] == pytest.approx(0.1, abs=1e-6) and freq[-1] == pytest.approx(0.5 / 2.5)
+    first_zero = freq[np.flatnonzero(np.diff(np.sign(ctf_u)))[0]]
+    expected = np.sqrt((np.pi - np.arcsin(0.1)) / (np.pi * 0.019687 * ds.ctf.defocus_u_a[7]))
+    assert first_zero == pytest.approx(expected, rel=0.02)
+    assert len(widget.ctf_axes.get_lines()) >= 2  # astigmatic: U and V
+
     # the image napari shows is particle 7
     np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), ds.images[7])
 
@@ -121,7 +131,7 @@ def test_table_filter_expression_substring_and_show_particles(make_napari_viewer
     assert widget.dataset_picker.count() == 2 and widget.dataset is ds2
     rows = widget.apply_filter("STACK_1")
     np.testing.assert_array_equal(rows, np.arange(1, 60, 2))
-    assert widget.table_model.headerData(0, __import__("qtpy").QtCore.Qt.Orientation.Vertical) == "1"
+    assert widget.table_model.headerData(0, Qt.Orientation.Vertical) == "1"
 
     widget.show_particles([9, 4, 33])
     np.testing.assert_array_equal(widget.visible_rows, [9, 4, 33])
@@ -182,14 +192,20 @@ def test_star_through_reader_and_widget_then_export_subset(make_napari_viewer, q
         assert row["rlnImageName"] in widget.metadata_text()
         np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), images[k])
 
+    # substring in a text column; a number matches numeric cells at the typed precision
+    np.testing.assert_array_equal(widget.apply_filter("MIC_1"), np.arange(1, len(particles), 3))
+    value = float(particles["rlnDefocusU"][5])
+    np.testing.assert_array_equal(widget.apply_filter(f"{value:.1f}"),
+                                  np.flatnonzero(np.abs(particles["rlnDefocusU"] - float(f"{value:.1f}")) <= 0.05 + 1e-6))
+    assert 5 in widget.visible_rows
+
     # filter by an expression, select two of the hits in the table, export them
     rows = widget.apply_filter("rlnClassNumber == 2")
     np.testing.assert_array_equal(rows, np.flatnonzero(particles["rlnClassNumber"].to_numpy() == 2))
     widget.table_view.selectRow(0)
     widget.table_view.selectionModel().select(
         widget.table_model.index(2, 0),
-        __import__("qtpy").QtCore.QItemSelectionModel.SelectionFlag.Select
-        | __import__("qtpy").QtCore.QItemSelectionModel.SelectionFlag.Rows,
+        QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows,
     )
     np.testing.assert_array_equal(widget.selected_rows(), rows[[0, 2]])
     out = widget.export_star(tmp_path / "export" / "subset.star")

@@ -10,7 +10,7 @@ from napari_cryohet.core.atoms import gaussian_density_3d
 from napari_cryohet.core.frenet import chain_angles_2d
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.stages import datasets as D
-from napari_cryohet.stages.simulate import measured_snr
+from napari_cryohet.stages.simulate import AtomicModel, SimulationConfig, measured_snr, simulate
 
 # ------------------------------------------------------------------ box_arms_2d
 
@@ -108,8 +108,8 @@ def test_adk_chain_clean_images_are_projections_of_truth(adk):
 def test_adk_chain_projection_independent_oracle():
     """Without CTF, an image is the sum of 2D Gaussians at (R r)[:2] (numpy, per pixel)."""
     ds = D.adk_chain(3, snr=None, seed=5)
-    ds_noctf = D.simulate(D.AtomicModel(ds.ground_truth["coords_a"], 3.0),
-                          D.SimulationConfig(box_size=64, apix=2.0, snr=None, apply_ctf=False, seed=5))
+    ds_noctf = simulate(AtomicModel(ds.ground_truth["coords_a"], 3.0),
+                        SimulationConfig(box_size=64, apix=2.0, snr=None, apply_ctf=False, seed=5))
     np.testing.assert_array_equal(ds_noctf.rotations, ds.rotations)  # same seed, same poses
     grid = (np.arange(64) - 32) * 2.0
     for i in range(3):

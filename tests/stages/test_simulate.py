@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from napari_cryohet.core.atoms import gaussian_density_3d
-from napari_cryohet.stages._common import CancelToken, Cancelled
+from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.simulate import (
     AtomicModel,
     SimulationConfig,
@@ -159,3 +159,21 @@ def test_write_then_load_round_trip(tmp_path, rng):
     np.testing.assert_allclose(truth["clean_images"], ds.ground_truth["clean_images"])
     np.testing.assert_allclose(truth["coords_a"], ds.ground_truth["coords_a"])
     assert float(truth["global/snr"]) == 0.5
+
+
+def test_cli_simulate_writes_a_loadable_dataset(tmp_path):
+    from napari_cryohet.cli import main
+    from napari_cryohet.io.dataset import load_dataset
+
+    out = tmp_path / "cat"
+    assert main(["simulate", "cat", "--n", "6", "--box-size", "32", "--apix", "5", "--snr", "0.5",
+                 "--out", str(out)]) == 0
+    ds = load_dataset(out / "cat.star")
+    assert ds.images.shape == (6, 32, 32) and ds.apix == pytest.approx(5.0)
+    assert ds.ground_truth["state"].shape == (6, 1)
+    assert float(ds.ground_truth["global/snr"]) == 0.5
+    assert main(["simulate", "box_arms_2d", "--n", "5", "--out", str(tmp_path / "box")]) == 0
+    from napari_cryohet.stages.datasets import Toy2DDataset
+
+    assert len(Toy2DDataset.load(tmp_path / "box" / "box_arms_2d.npz")) == 5
+    assert main(["simulate", "cat", "--n", "2", "--noise-var", "3", "--out", str(tmp_path / "bad")]) == 2

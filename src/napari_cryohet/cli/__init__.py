@@ -16,6 +16,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "info": "info",
+    "simulate": "simulate",
 }
 
 

@@ -20,7 +20,7 @@ grid is stored: the integer frequencies ``k = (kx, ky, kz)`` (voxels from the ce
 and ``|k| < radius + 1`` (the Nyquist sphere as chosen by the user, plus one voxel so that
 the trilinear neighbours of every slice sample with ``|p| < radius`` that matter are stored;
 voxels outside read as zero, as in the paper). They form ``P`` rows of a compact array
-``basis`` of shape ``(P, K + 1, 2)`` (real, imaginary). A lookup table over an extended
+``basis`` of shape ``(P, 2, K + 1)`` (real, imaginary parts of each basis volume). A lookup table over an extended
 integer grid maps a frequency to its compact row and a sign: ``+1`` when the frequency is
 stored, ``−1`` when its Friedel mate ``−k`` is stored (imaginary part negated), ``0`` when
 it lies outside the sphere. The extended grid spans ``[−R−2, R+2]`` on each axis, so every
@@ -241,22 +241,31 @@ def _trilinear(coords: torch.Tensor, lookup: HalfGridLookup):
 
 
 class _BasisSlice(torch.autograd.Function):
-    """``slice[b, q] = Σ_c w_bqc Σ_k s_bk · V^(k)[row_bqc]`` (conjugated for Friedel mates)."""
+    """``slice[b, q] = Σ_c w_bqc Σ_k s_bk · V^(k)[row_bqc]`` (conjugated for Friedel mates).
+
+    Forward: gather the ``8·Q`` neighbour rows of each image (all ``K + 1`` volumes at once,
+    one row = ``2·(K+1)`` numbers), contract with ``s_b`` (a batched matrix product), then
+    with the trilinear weights. Backward: scatter ``∂L/∂slice`` times the trilinear weights
+    into the touched rows of a per-image buffer ``U_b`` (``index_add_``; untouched voxels stay
+    exactly zero), then ``∂L/∂V = Σ_b U_b ⊗ s_b`` and ``∂L/∂s_b = ⟨U_b, V⟩`` are two matrix
+    products. Images are processed in chunks, so memory does not grow with the batch.
+    """
 
     @staticmethod
     def forward(ctx, basis: torch.Tensor, weights: torch.Tensor, coords: torch.Tensor,
                 index: torch.Tensor, sign: torch.Tensor, offset: int):
-        p, k1, _ = basis.shape
+        p, _, k1 = basis.shape
         lookup = HalfGridLookup(radius=0.0, coords=torch.empty(0), index=index, sign=sign, offset=offset)
         rows, w_re, w_im = _trilinear(coords.detach(), lookup)  # (B, Q, 8) each
         b, q, _ = rows.shape
-        flat_basis = basis.reshape(p, k1 * 2)  # (P, (K+1)·2)
+        flat_basis = basis.reshape(p, 2 * k1)  # (P, 2·(K+1)), [re_0..re_K, im_0..im_K]
         out = basis.new_empty(b, q, 2)
         step = max(1, _CHUNK_ROWS // max(1, q * 8))
         for s in range(0, b, step):
             e = min(b, s + step)
-            gathered = flat_basis.index_select(0, rows[s:e].reshape(-1)).reshape(e - s, q, 8, k1, 2)
-            mixed = torch.einsum("bqckr,bk->bqcr", gathered, weights[s:e])  # (b, Q, 8, 2)
+            gathered = flat_basis.index_select(0, rows[s:e].reshape(-1))  # (b·Q·8, 2·(K+1))
+            mixed = torch.bmm(gathered.reshape(e - s, q * 16, k1), weights[s:e, :, None])  # (b, Q·8·2, 1)
+            mixed = mixed.reshape(e - s, q, 8, 2)
             out[s:e, :, 0] = (mixed[..., 0] * w_re[s:e]).sum(-1)
             out[s:e, :, 1] = (mixed[..., 1] * w_im[s:e]).sum(-1)
         ctx.save_for_backward(basis, weights, rows, w_re, w_im)
@@ -266,27 +275,30 @@ class _BasisSlice(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         basis, weights, rows, w_re, w_im = ctx.saved_tensors
-        p, k1, _ = basis.shape
+        p, _, k1 = basis.shape
         b, q, _ = rows.shape
         need_basis, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_basis = torch.zeros_like(basis).reshape(p, k1 * 2) if need_basis else None
+        grad_basis = torch.zeros(p * 2, k1, dtype=basis.dtype, device=basis.device) if need_basis else None
         grad_weights = torch.zeros_like(weights) if need_weights else None
-        flat_basis = basis.reshape(p, k1 * 2)
-        step = max(1, _CHUNK_ROWS // max(1, q * 8))
+        flat_basis = basis.reshape(p * 2, k1)  # row 2·p + r
+        step = max(1, min(b, _CHUNK_ROWS * 32 // max(1, 2 * p)))
         for s in range(0, b, step):
             e = min(b, s + step)
-            # ∂L/∂(gathered value): per neighbour, (w_re·g_re, w_im·g_im)
+            n = e - s
+            # ∂L/∂(row value) per neighbour: (w_re·g_re, w_im·g_im)
             coef = torch.stack([w_re[s:e] * grad_out[s:e, :, None, 0],
-                                w_im[s:e] * grad_out[s:e, :, None, 1]], -1)  # (b, Q, 8, 2)
-            idx = rows[s:e].reshape(-1)
-            if need_weights:
-                gathered = flat_basis.index_select(0, idx).reshape(e - s, q, 8, k1, 2)
-                grad_weights[s:e] = torch.einsum("bqckr,bqcr->bk", gathered, coef)
+                                w_im[s:e] * grad_out[s:e, :, None, 1]], -1)  # (n, Q, 8, 2)
+            image = torch.arange(n, device=rows.device)[:, None, None, None] * (2 * p)
+            target = image + rows[s:e, :, :, None] * 2 + torch.arange(2, device=rows.device)  # (n, Q, 8, 2)
+            buffer = torch.zeros(n * 2 * p, dtype=basis.dtype, device=basis.device)
+            buffer.index_add_(0, target.reshape(-1), coef.reshape(-1))
+            buffer = buffer.reshape(n, 2 * p)  # U_b: zero except at touched voxels
             if need_basis:
-                contrib = torch.einsum("bqcr,bk->bqckr", coef, weights[s:e])  # (b, Q, 8, K+1, 2)
-                grad_basis.index_add_(0, idx, contrib.reshape(-1, k1 * 2))
+                grad_basis.addmm_(buffer.t(), weights[s:e])  # (2P, K+1)
+            if need_weights:
+                grad_weights[s:e] = buffer @ flat_basis  # (n, K+1)
         if grad_basis is not None:
-            grad_basis = grad_basis.reshape(p, k1, 2)
+            grad_basis = grad_basis.reshape(p, 2, k1)
         return grad_basis, grad_weights, None, None, None, None
 
 
@@ -306,8 +318,8 @@ def extract_basis_slices(
     Parameters
     ----------
     basis
-        ``(P, K+1, 2)`` real tensor: real and imaginary parts of the ``K + 1`` basis volumes
-        at the ``P`` stored half-grid voxels of ``lookup``.
+        ``(P, 2, K+1)`` real tensor: real (``[:, 0]``) and imaginary (``[:, 1]``) parts of
+        the ``K + 1`` basis volumes at the ``P`` stored half-grid voxels of ``lookup``.
     weights
         ``(B, K+1)`` per-image weights (``[1, s(z)]`` for eq. 3).
     coords
@@ -321,12 +333,12 @@ def extract_basis_slices(
     ``(B, Q)`` complex slice values. Differentiable in ``basis`` and ``weights`` (poses are
     fixed in training, §4.3 of 004_0460feb3adf92bbd.txt; ``coords`` receive no gradient).
     """
-    if basis.dim() != 3 or basis.shape[-1] != 2:
-        raise ValueError(f"basis must have shape (P, K+1, 2), got {tuple(basis.shape)}")
+    if basis.dim() != 3 or basis.shape[1] != 2:
+        raise ValueError(f"basis must have shape (P, 2, K+1), got {tuple(basis.shape)}")
     if basis.shape[0] != lookup.n_stored:
         raise ValueError(f"basis has {basis.shape[0]} rows, the half-grid stores {lookup.n_stored}")
-    if weights.dim() != 2 or weights.shape[1] != basis.shape[1]:
-        raise ValueError(f"weights must have shape (B, {basis.shape[1]}), got {tuple(weights.shape)}")
+    if weights.dim() != 2 or weights.shape[1] != basis.shape[2]:
+        raise ValueError(f"weights must have shape (B, {basis.shape[2]}), got {tuple(weights.shape)}")
     if coords.dim() != 3 or coords.shape[-1] != 3 or coords.shape[0] != weights.shape[0]:
         raise ValueError(f"coords must have shape ({weights.shape[0]}, Q, 3), got {tuple(coords.shape)}")
     out = _BasisSlice.apply(basis, weights.to(basis.dtype), coords.to(basis.dtype),

@@ -211,6 +211,7 @@ class ParticleDataset:
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"subset indices out of range for {len(self)} particles")
+        idx = idx % max(len(self), 1)  # negative positions count from the end, as in numpy
         if isinstance(self.images, SubsetStack):
             images = SubsetStack(self.images.base, self.images.indices[idx])
         else:

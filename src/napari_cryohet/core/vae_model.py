@@ -178,7 +178,8 @@ class StructuralBasisVAE(nn.Module):
     Attributes
     ----------
     basis
-        ``(P, K+1, 2)`` parameter; ``basis[:, 0]`` is the bias volume ``V^(0)``.
+        ``(P, 2, K+1)`` parameter (real, imaginary parts); ``basis[..., 0]`` is the bias
+        volume ``V^(0)``.
     sigma_shell
         ``(S,)`` buffer: ``σ̄_y`` per Fourier shell (eq. 5); set with
         :meth:`set_spectral_normalisation` before training.
@@ -213,8 +214,8 @@ class StructuralBasisVAE(nn.Module):
         self.register_buffer("sigma_shell", torch.ones(d // 2 + 2))
         self.register_buffer("power_mean", torch.tensor(1.0))
         k1 = shape.n_basis + 1
-        basis = torch.zeros(lookup.n_stored, k1, 2)
-        basis[:, 1:] = 0.01 * torch.randn(lookup.n_stored, shape.n_basis, 2)
+        basis = torch.zeros(lookup.n_stored, 2, k1)
+        basis[..., 1:] = 0.01 * torch.randn(lookup.n_stored, 2, shape.n_basis)
         self.basis = nn.Parameter(basis)
         self.encoder = ResidualMLP(int(self.mask_pixels.numel()), shape.enc_dim, 2 * shape.zdim, shape.enc_blocks)
         self.weights_net = ResidualMLP(shape.zdim, shape.dec_dim, shape.n_basis, shape.dec_blocks)
@@ -341,7 +342,7 @@ class StructuralBasisVAE(nn.Module):
     def decode_fourier(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, zdim)`` → ``(B, P)`` complex half-grid coefficients of ``g(z) · σ̄_y``."""
         w = self.basis_weights(z.to(self.basis.dtype))  # (B, K+1)
-        coeffs = torch.einsum("pkr,bk->bpr", self.basis, w)  # (B, P, 2)
+        coeffs = torch.einsum("prk,bk->bpr", self.basis, w)  # (B, P, 2)
         scale = self.sigma_shell[self.voxel_shell]  # (P,)
         return torch.view_as_complex(coeffs.contiguous()) * scale
 

@@ -100,9 +100,10 @@ def _points_layer(dataset: ParticleDataset, *, name: str, size_a: float, mask: n
         "visible": True,
     }
     if parts is not None:
-        kwargs["features"] = {"part": np.broadcast_to(parts, (n, m))[keep]}
+        labels = np.array([f"part {k}" for k in range(int(parts.max()) + 1)])
+        kwargs["features"] = {"part": labels[np.broadcast_to(parts, (n, m))[keep]]}
         kwargs["face_color"] = "part"
-        kwargs["face_colormap"] = "turbo"
+        kwargs["face_color_cycle"] = ["#ffb000", "#00c0ff", "#ff4080", "#80ff40"]
     return data, kwargs, "points"
 
 

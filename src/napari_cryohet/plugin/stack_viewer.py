@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from napari.layers import Image
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
@@ -41,8 +42,6 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from napari.layers import Image
 
 from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
@@ -225,8 +224,9 @@ class StackViewerWidget(QWidget):
         Image layers carrying a ParticleDataset (``layer.metadata["cryohet_dataset"]``).
     metadata_label : QLabel
         The current particle's metadata (text of :meth:`metadata_text`).
-    ctf_canvas
-        matplotlib canvas with the CTF radial profile of the current particle.
+    ctf_canvas, ctf_axes
+        matplotlib canvas and axes with the CTF radial profile of the current particle
+        (one line along defocus U, one along V when astigmatic).
     filter_edit : QLineEdit
         Search: a substring of any cell, or a pandas expression (``rlnDefocusU > 15000``).
     table_view, table_model
@@ -249,7 +249,7 @@ class StackViewerWidget(QWidget):
         self.metadata_label = QLabel("no particle dataset loaded")
         self.metadata_label.setFont(QFont("monospace"))
         self.metadata_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.ctf_canvas, self._ctf_axes = _make_ctf_canvas()
+        self.ctf_canvas, self.ctf_axes = _make_ctf_canvas()
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("search any column, or e.g.  rlnDefocusU > 15000")
         self.filter_edit.setClearButtonEnabled(True)
@@ -387,7 +387,7 @@ class StackViewerWidget(QWidget):
         return self.metadata_label.text()
 
     def _draw_ctf(self, meta: dict[str, Any] | None) -> None:
-        ax = self._ctf_axes
+        ax = self.ctf_axes
         ax.clear()
         ax.set_xlabel("spatial frequency (1/Å)", fontsize=7)
         ax.set_ylabel("CTF", fontsize=7)
@@ -413,8 +413,10 @@ class StackViewerWidget(QWidget):
 
         ``text`` is a pandas expression when it contains a comparison or boolean operator
         (evaluated with ``DataFrame.eval``, e.g. ``rlnDefocusU > 15000 and rlnClassNumber == 2``),
-        otherwise a case-insensitive substring searched in every column. A bad expression
-        leaves the table as it was and shows the error under the search box.
+        otherwise a case-insensitive substring searched in every text column (image and
+        micrograph names...); a number also matches numeric cells equal to it at the
+        precision typed (``1.5`` matches 1.45 … 1.55), which stays fast for 10^6 rows.
+        A bad expression leaves the table as it was and shows the error under the search box.
         """
         text = text.strip()
         if text != self.filter_edit.text().strip():
@@ -496,14 +498,26 @@ def _filter_rows(frame: pd.DataFrame, text: str) -> np.ndarray:
             raise ValueError(f"{text!r} is not a true/false condition")
         return np.flatnonzero(mask.to_numpy())
     needle = text.lower()
+    number = _parse_number(text)
     hit = np.zeros(n, dtype=bool)
-    has_digit = any(ch.isdigit() for ch in needle)
     for name in frame.columns:
         column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) and not has_digit:
-            continue
-        hit |= column.astype(str).str.lower().str.contains(needle, regex=False).to_numpy()
+        if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+            hit |= column.astype(str).str.lower().str.contains(needle, regex=False).to_numpy()
+        elif number is not None:  # numbers match numeric cells at the precision typed
+            value, tolerance = number
+            hit |= (np.abs(column.to_numpy(dtype=np.float64) - value) <= tolerance)
     return np.flatnonzero(hit)
+
+
+def _parse_number(text: str) -> tuple[float, float] | None:
+    """``"1.5"`` → ``(1.5, 0.05)``: the value and half a unit of its last typed digit."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    decimals = len(text.split(".", 1)[1]) if "." in text and "e" not in text.lower() else 0
+    return value, 0.5 * 10.0 ** (-decimals) * (1 + 1e-9)
 
 
 def _make_ctf_canvas():

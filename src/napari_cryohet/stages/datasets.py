@@ -83,11 +83,11 @@ def sample_data_dir() -> Path:
 
 
 def _load_npz(name: str) -> dict[str, np.ndarray]:
-    from napari_cryohet.io.errors import MissingStackError
+    from napari_cryohet.io.errors import MissingFileError
 
     path = sample_data_dir() / name
     if not path.is_file():
-        raise MissingStackError(path, "reference data file not found (it ships in the repository's sample_data/)")
+        raise MissingFileError(path, "reference data file not found (it ships in the repository's sample_data/)")
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
