@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["add_args", "main", "sample_star_path", "run_demo"]
@@ -81,12 +82,19 @@ def main(args: argparse.Namespace) -> int:
     from pyvirtualdisplay import Display
 
     out = Path(args.out) / "stack_viewer.png"
-    with Display(visible=False, size=(1600, 1000), color_depth=24):
-        import napari
+    display = Display(visible=False, size=(1600, 1000), color_depth=24)
+    try:
+        display.start()
+    except Exception as err:  # Xvfb missing or failing: say what to install
+        print(f"cryohet demo: no display and no virtual display ({err}); install Xvfb "
+              "(`make sysdeps` as root) or run with a display", file=sys.stderr)
+        return 1
+    import napari
 
-        try:
-            run_demo(star, screenshot=out, particle=args.particle)
-        finally:  # close Qt before the X server goes away
-            napari.Viewer.close_all()
+    try:
+        run_demo(star, screenshot=out, particle=args.particle)
+    finally:  # close Qt before the X server goes away
+        napari.Viewer.close_all()
+        display.stop()
     print(f"cryohet demo: headless run, screenshot written to {out}")
     return 0

@@ -45,9 +45,10 @@ def _disc_pixels(d: int, device, dtype):
 
 
 def _positions(rotations: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, d: int) -> torch.Tensor:
-    """``(B, P, 3)`` voxel positions (x, y, z) of the samples: ``Rᵀ (kx, ky, 0) + D//2``."""
+    """``(3, B, P)`` voxel positions (x, y, z) of the samples: ``Rᵀ (kx, ky, 0) + D//2``."""
     rot = rotations.to(kx.dtype)
-    return kx[None, :, None] * rot[:, None, 0, :] + ky[None, :, None] * rot[:, None, 1, :] + d // 2
+    # p_a = kx * R[0, a] + ky * R[1, a]
+    return rot[:, 0, :].T[:, :, None] * kx + rot[:, 1, :].T[:, :, None] * ky + d // 2
 
 
 def _corner_offsets(dp: int, device) -> torch.Tensor:
@@ -61,28 +62,29 @@ def _trilinear(pos: torch.Tensor, d: int, with_grad: bool = False):
 
     Sample positions lie strictly inside ``(0, D)`` (|k| < D/2), so the upper neighbour is
     at most ``D``: the extra zero plane of the padded grid stands for "off the grid".
+    Corner-major layout keeps every elementwise op contiguous over the samples.
 
-    Returns ``idx (B, P, 8)``, ``w (B, P, 8)`` and, when ``with_grad``, ``dw/dpos (B, P, 8, 3)``.
+    Returns ``idx (8, B, P)``, ``w (8, B, P)`` and, when ``with_grad``, ``dw/dpos (3, 8, B, P)``.
     """
     dp = d + 1
     base = torch.floor(pos).clamp_(0, d - 1)
-    frac = pos - base  # (B, P, 3)
+    frac = pos - base  # (3, B, P)
     base = base.to(torch.long)
-    flat = (base[..., 2] * dp + base[..., 1]) * dp + base[..., 0]  # (B, P)
-    idx = flat[..., None] + _corner_offsets(dp, pos.device)  # (B, P, 8)
-    fx, fy, fz = frac.unbind(-1)
-    wx = torch.stack([1.0 - fx, fx], -1)  # (B, P, 2)
-    wy = torch.stack([1.0 - fy, fy], -1)
-    wz = torch.stack([1.0 - fz, fz], -1)
-    wzy = wz[..., :, None] * wy[..., None, :]  # (B, P, 2, 2)
-    w = (wzy[..., None] * wx[..., None, None, :]).reshape(*flat.shape, 8)
+    flat = (base[2] * dp + base[1]) * dp + base[0]  # (B, P)
+    idx = _corner_offsets(dp, pos.device)[:, None, None] + flat  # (8, B, P)
+    wx = torch.stack([1.0 - frac[0], frac[0]])  # (2, B, P)
+    wy = torch.stack([1.0 - frac[1], frac[1]])
+    wz = torch.stack([1.0 - frac[2], frac[2]])
+    wzy = wz[:, None] * wy[None, :]  # (2, 2, B, P)
+    w = (wzy[:, :, None] * wx[None, None, :]).reshape(8, *flat.shape)
     if not with_grad:
         return idx, w, None
-    sign = torch.tensor([-1.0, 1.0], dtype=pos.dtype, device=pos.device)
-    dx = (wzy[..., None] * sign).reshape(*flat.shape, 8)
-    dy = (wz[..., :, None, None] * sign[:, None] * wx[..., None, None, :]).reshape(*flat.shape, 8)
-    dz = (sign[:, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).reshape(*flat.shape, 8)
-    return idx, w, torch.stack([dx, dy, dz], -1)
+    sign = torch.tensor([-1.0, 1.0], dtype=pos.dtype, device=pos.device)[:, None, None]  # (2, 1, 1)
+    ones = torch.ones_like(wx)
+    dx = (wzy[:, :, None] * (sign * ones)[None, None, :]).reshape(8, *flat.shape)
+    dy = (wz[:, None, None] * (sign * ones)[None, :, None] * wx[None, None, :]).reshape(8, *flat.shape)
+    dz = ((sign * ones)[:, None, None] * wy[None, :, None] * wx[None, None, :]).reshape(8, *flat.shape)
+    return idx, w, torch.stack([dx, dy, dz])
 
 
 def _pad_volume(volume: torch.Tensor) -> torch.Tensor:
@@ -90,19 +92,23 @@ def _pad_volume(volume: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(volume, (0, 1, 0, 1, 0, 1))
 
 
-def _channels(x: torch.Tensor) -> torch.Tensor:
-    """Complex ``(...)`` → real ``(..., 2)`` view; real ``(...)`` → ``(..., 1)`` view."""
-    return torch.view_as_real(x) if x.is_complex() else x.unsqueeze(-1)
+def _split(x: torch.Tensor) -> list[torch.Tensor]:
+    """Real channels of ``x`` as contiguous tensors: ``[re, im]`` for complex, ``[x]`` for real."""
+    return [x.real.contiguous(), x.imag.contiguous()] if x.is_complex() else [x.contiguous()]
 
 
-def _unchannel(x: torch.Tensor, complex_out: bool) -> torch.Tensor:
-    return torch.view_as_complex(x.contiguous()) if complex_out else x[..., 0]
+def _merge(channels: list[torch.Tensor]) -> torch.Tensor:
+    return torch.complex(channels[0], channels[1]) if len(channels) == 2 else channels[0]
 
 
 def _chunks(b: int, p: int):
     step = max(1, _CHUNK_SAMPLES // max(1, 8 * p))
     for start in range(0, b, step):
         yield slice(start, min(b, start + step))
+
+
+def _volume_offsets(sl: slice, dp: int, device) -> torch.Tensor:
+    return (torch.arange(sl.start, sl.stop, device=device) * dp**3)[:, None]  # (b, 1)
 
 
 class _ExtractSlices(torch.autograd.Function):
@@ -115,16 +121,16 @@ class _ExtractSlices(torch.autograd.Function):
         b = rotations.shape[0]
         shared = volume_ft.dim() == 3
         pix, kx, ky = _disc_pixels(d, volume_ft.device, volume_ft.real.dtype)
-        flat_vol = _channels(_pad_volume(volume_ft).reshape(-1))  # (V, C) real
-        slices = torch.zeros(b, d * d, flat_vol.shape[-1], dtype=flat_vol.dtype, device=volume_ft.device)
+        vol_ch = _split(_pad_volume(volume_ft).reshape(-1))  # [(V,)] real channels
+        out_ch = [torch.zeros(b, d * d, dtype=c.dtype, device=c.device) for c in vol_ch]
         for sl in _chunks(b, pix.shape[0]):
             idx, w, _ = _trilinear(_positions(rotations[sl].detach(), kx, ky, d), d)
             if not shared:
-                idx = idx + (torch.arange(sl.start, sl.stop, device=idx.device) * dp**3)[:, None, None]
-            slices[sl, pix] = (flat_vol[idx] * w[..., None]).sum(-2)  # (b, P, C)
-        slices = _unchannel(slices, volume_ft.is_complex())
+                idx = idx + _volume_offsets(sl, dp, idx.device)
+            for vc, oc in zip(vol_ch, out_ch, strict=True):
+                oc[sl, pix] = (vc[idx] * w).sum(0)  # (b, P)
         ctx.save_for_backward(volume_ft, rotations)
-        return slices.reshape(b, d, d)
+        return _merge(out_ch).reshape(b, d, d)
 
     @staticmethod
     def backward(ctx, grad_slices: torch.Tensor):
@@ -139,30 +145,31 @@ class _ExtractSlices(torch.autograd.Function):
         g_all = grad_slices.reshape(b, d * d)[:, pix]  # (B, P)
         if not volume_ft.is_complex() and g_all.is_complex():
             g_all = g_all.real
+        g_ch = _split(g_all)
         want_vol, want_rot = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        g_ch = _channels(g_all)  # (B, P, C)
-        acc = torch.zeros(volume_ft[..., 0, 0, 0].numel() * dp**3, g_ch.shape[-1], dtype=g_ch.dtype,
-                          device=g_all.device) if want_vol else None
-        flat_vol = _pad_volume(volume_ft).reshape(-1) if want_rot else None
-        grad_pos = torch.zeros(b, pix.shape[0], 3, dtype=real_dtype, device=g_all.device) if want_rot else None
+        n_vox = (1 if shared else volume_ft.shape[0]) * dp**3
+        acc = [torch.zeros(n_vox, dtype=real_dtype, device=g_all.device) for _ in g_ch] if want_vol else None
+        vol_ch = _split(_pad_volume(volume_ft).reshape(-1)) if want_rot else None
+        grad_pos = torch.zeros(3, b, pix.shape[0], dtype=real_dtype, device=g_all.device) if want_rot else None
         for sl in _chunks(b, pix.shape[0]):
             idx, w, dw = _trilinear(_positions(rotations[sl].detach(), kx, ky, d), d, with_grad=want_rot)
             if not shared:
-                idx = idx + (torch.arange(sl.start, sl.stop, device=idx.device) * dp**3)[:, None, None]
-            g = g_all[sl]  # (b, P)
+                idx = idx + _volume_offsets(sl, dp, idx.device)
+            flat_idx = idx.reshape(-1)
             if want_vol:
-                acc.index_add_(0, idx.reshape(-1), (w[..., None] * g_ch[sl, :, None, :]).reshape(-1, g_ch.shape[-1]))
+                for a, gc in zip(acc, g_ch, strict=True):
+                    a.index_add_(0, flat_idx, (w * gc[sl]).reshape(-1))
             if want_rot:
-                vals = flat_vol[idx]  # (b, P, 8)
-                contrib = (g[..., None] * vals.conj()).real if vals.is_complex() else g[..., None] * vals
-                grad_pos[sl] = (dw * contrib[..., None]).sum(-2)
+                # PyTorch convention for a real input: grad = Re(g · conj(∂out/∂input))
+                contrib = sum(vc[idx] * gc[sl] for vc, gc in zip(vol_ch, g_ch, strict=True))  # (8, b, P)
+                grad_pos[:, sl] = (dw * contrib).sum(1)
         if want_vol:
-            grad_volume = _unchannel(acc, g_all.is_complex()).reshape(volume_ft.shape[:-3] + (dp, dp, dp))
+            grad_volume = _merge(acc).reshape(volume_ft.shape[:-3] + (dp, dp, dp))
             grad_volume = grad_volume[..., :d, :d, :d].to(volume_ft.dtype).contiguous()
         if want_rot:
             grad_rot = torch.zeros_like(rotations)
-            grad_rot[:, 0, :] = (kx[None, :, None] * grad_pos).sum(1).to(rotations.dtype)
-            grad_rot[:, 1, :] = (ky[None, :, None] * grad_pos).sum(1).to(rotations.dtype)
+            grad_rot[:, 0, :] = (grad_pos * kx).sum(-1).T.to(rotations.dtype)
+            grad_rot[:, 1, :] = (grad_pos * ky).sum(-1).T.to(rotations.dtype)
         return grad_volume, grad_rot
 
 
@@ -243,16 +250,15 @@ def insert_central_slices(
     real_dtype = slices_ft.real.dtype
     dp = d + 1
     pix, kx, ky = _disc_pixels(d, device, real_dtype)
-    vals = _channels(slices_ft.reshape(b, d * d)[:, pix])  # (B, P, C)
-    sw = torch.ones(b, pix.shape[0], dtype=real_dtype, device=device) if slice_weights is None \
-        else slice_weights.reshape(b, d * d)[:, pix].to(device, real_dtype)
-    src_all = torch.cat([vals, sw[..., None]], -1)  # (B, P, C + 1): values and weights together
-    acc = torch.zeros(dp**3, src_all.shape[-1], dtype=real_dtype, device=device)
+    val_ch = _split(slices_ft.reshape(b, d * d)[:, pix])  # [(B, P)] real channels
+    sw = None if slice_weights is None else slice_weights.reshape(b, d * d)[:, pix].to(device, real_dtype)
+    acc = [torch.zeros(dp**3, dtype=real_dtype, device=device) for _ in range(len(val_ch) + 1)]
     rotations = rotations.to(device).detach()
     for sl in _chunks(b, pix.shape[0]):
         idx, w, _ = _trilinear(_positions(rotations[sl], kx, ky, d), d)
-        acc.index_add_(0, idx.reshape(-1), (w[..., None] * src_all[sl, :, None, :]).reshape(-1, src_all.shape[-1]))
-    acc = acc.reshape(dp, dp, dp, -1)[:d, :d, :d]
-    volume = _unchannel(acc[..., :-1], slices_ft.is_complex())
-    weights = acc[..., -1].contiguous()
-    return volume, weights
+        flat_idx = idx.reshape(-1)
+        for a, vc in zip(acc, val_ch, strict=False):
+            a.index_add_(0, flat_idx, (w * vc[sl]).reshape(-1))
+        acc[-1].index_add_(0, flat_idx, (w if sw is None else w * sw[sl]).reshape(-1))
+    crop = [a.reshape(dp, dp, dp)[:d, :d, :d].contiguous() for a in acc]
+    return _merge(crop[:-1]), crop[-1]

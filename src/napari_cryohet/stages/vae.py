@@ -402,7 +402,7 @@ def train_vae(
             out["loss"].backward()
             optimizer.step()
             for key in sums:
-                sums[key] += float(out[key]) * len(idx)
+                sums[key] += float(out[key].detach()) * len(idx)
             mu_all[idx] = out["mu"].cpu().numpy()
             logvar_all[idx] = out["logvar"].cpu().numpy()
             if b % 10 == 0 or b == n_batches - 1:
