@@ -78,7 +78,14 @@ __all__ = [
 
 
 def sample_data_dir() -> Path:
-    """The repository's ``sample_data/`` directory (small reference data shipped with it)."""
+    """The small reference data shipped with the project (``sample_data/``).
+
+    Inside an installed wheel it is ``napari_cryohet/sample_data`` (pyproject force-include);
+    in a source checkout (editable install) it is the repository's top-level folder.
+    """
+    packaged = Path(__file__).resolve().parents[1] / "sample_data"
+    if packaged.is_dir():
+        return packaged
     return Path(__file__).resolve().parents[3] / "sample_data"
 
 
