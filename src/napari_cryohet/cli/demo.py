@@ -30,11 +30,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def sample_star_path() -> Path:
-    """``sample_data/adk_small/particles.star`` of the source tree (the bundled sample)."""
+    """``sample_data/adk_small/particles.star`` (the bundled sample; checkout or wheel)."""
     from napari_cryohet.io.errors import MissingFileError
+    from napari_cryohet.stages.datasets import sample_data_dir
 
-    root = Path(__file__).resolve().parents[3]
-    path = root / "sample_data" / "adk_small" / "particles.star"
+    path = sample_data_dir() / "adk_small" / "particles.star"
     if not path.is_file():
         raise MissingFileError(path, "bundled sample not found; create it with "
                                      "`.venv/bin/python scripts/make_sample_data.py`")

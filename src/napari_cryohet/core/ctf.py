@@ -185,20 +185,21 @@ def compute_ctf_2d(
         phase_shift_rad=phase_shift_rad, bfactor_a2=bfactor_a2,
     )
     dev, dtype = _infer(params, device)
-    p = _as_tensors(params, dev, dtype)
+    # phases reach hundreds of radians at high frequency: evaluate in float64, return dtype
+    p = _as_tensors(params, dev, torch.float64)
     _check(p)
     batch_shape = p["defocus_u_a"].shape
     if len(batch_shape) == 0:
         p = {k: v.reshape(1) for k, v in p.items()}
         batch_shape = (1,)
     p = {k: v[..., None, None] for k, v in p.items()}  # (..., 1, 1)
-    k = fftfreq_grid_2d(int(d), device=dev, dtype=dtype) / float(apix)  # (D, D, 2) cycles/Å
+    k = fftfreq_grid_2d(int(d), device=dev, dtype=torch.float64) / float(apix)  # (D, D, 2) cycles/Å
     k2 = (k * k).sum(-1)  # (D, D)
     theta = torch.atan2(k[..., 1], k[..., 0])  # (D, D)
     mean = 0.5 * (p["defocus_u_a"] + p["defocus_v_a"])
     half_diff = 0.5 * (p["defocus_u_a"] - p["defocus_v_a"])
     defocus = mean + half_diff * torch.cos(2.0 * (theta - p["defocus_angle_rad"]))  # (..., D, D)
-    ctf = _ctf_from_k2(k2, defocus, p)
+    ctf = _ctf_from_k2(k2, defocus, p).to(dtype)
     return ctf.expand(*batch_shape, int(d), int(d))
 
 
@@ -235,8 +236,8 @@ def compute_ctf_1d(
         phase_shift_rad=phase_shift_rad, bfactor_a2=bfactor_a2,
     )
     _, dtype = _infer({**params, "f": freq}, freq.device)
-    p = _as_tensors(params, freq.device, dtype)
+    p = _as_tensors(params, freq.device, torch.float64)
     _check(p)
     p = {k: v[..., None] for k, v in p.items()}  # (..., 1)
-    freq = freq.to(dtype)
-    return _ctf_from_k2(freq * freq, p["defocus_a"], p)
+    freq = freq.to(torch.float64)
+    return _ctf_from_k2(freq * freq, p["defocus_a"], p).to(dtype)

@@ -29,9 +29,19 @@ Eigen-solvers (:func:`laplacian_eigenmaps`)
   the normalised adjacency ``A = D^-1/2 W D^-1/2``; ``L = I - A`` has the same eigenvectors
   and eigenvalues ``lambda = 1 - mu``. This needs only sparse mat-vecs (no factorisation,
   unlike shift-invert on ``L``) and is what makes ``N = 10^6`` feasible.
+* ``"multilevel"`` — for ``N`` in the 10^5-10^6 range, where Lanczos needs thousands of
+  mat-vecs because the wanted eigenvalues (~k/N) are tiny next to the spectral width 2:
+  aggregate the graph into ``~N/50`` connected pieces (multi-source BFS from random seed
+  nodes), solve the aggregated (Galerkin) problem ``P^T (D - W) P y = lambda P^T D P y``
+  (itself a normalised-Laplacian problem, solved recursively), interpolate it back and
+  refine by Chebyshev-filtered subspace iteration (Zhou & Saad 2007) on ``A`` with a block of
+  ``K + 8`` vectors until the first ``K`` residuals ``|A v - mu v|`` fall below
+  ``tol_multilevel * lambda_K`` (or ``max_matvecs`` block mat-vecs are spent: the achieved
+  residual is in ``info``). This is the sparse/approximate route of seed 000 §4, step (i).
 * ``"lobpcg"`` — block LOBPCG for the largest eigenvalues of ``A`` with the exact trivial
   eigenvector ``D^1/2 1`` in the starting block.
-* ``"auto"`` — ``"dense"`` for ``N <= 3000``, ``"sparse"`` otherwise.
+* ``"auto"`` — ``"dense"`` for ``N <= 3000``, ``"sparse"`` up to ``N = 200000``,
+  ``"multilevel"`` beyond.
 
 Conventions (read these before using the output)
 ------------------------------------------------
@@ -77,6 +87,8 @@ __all__ = [
 
 #: ``method="auto"`` uses dense ``eigh`` up to this many nodes.
 DENSE_MAX_NODES = 3000
+#: ``method="auto"`` uses ARPACK up to this many nodes, the multilevel solver beyond.
+SPARSE_MAX_NODES = 200_000
 #: ``build_gaussian_graph`` refuses to allocate a dense matrix beyond this many nodes.
 GAUSSIAN_DENSE_MAX_NODES = 30000
 #: ``find_nearest_neighbors(method="auto")`` switches to NN-descent above this many points.
@@ -428,6 +440,8 @@ def laplacian_eigenmaps(
     seed: int = 0,
     tol: float = 1e-10,
     max_iter: int | None = None,
+    tol_multilevel: float = 0.3,
+    max_matvecs: int = 1500,
 ) -> LaplacianEigenmaps:
     """Eigenvectors of ``L`` for its ``K`` smallest eigenvalues (eq. 2.5 of 000).
 
@@ -445,7 +459,13 @@ def laplacian_eigenmaps(
     tol
         Convergence tolerance of the iterative solvers (relative, on the eigenvalues of ``A``).
     max_iter
-        Iteration cap of the iterative solvers (default: the solver's own).
+        Iteration cap of ``"sparse"``/``"lobpcg"`` (default: the solver's own).
+    tol_multilevel
+        ``"multilevel"`` stops when every residual ``|A v_i - mu_i v_i|`` of the first ``K``
+        Ritz vectors is below ``tol_multilevel * lambda_{K-1}`` (a fraction of the spectral
+        scale of the wanted eigenvectors, so the subspace error is a fraction of the gap).
+    max_matvecs
+        Cap on the block mat-vecs of ``"multilevel"``.
 
     Returns
     -------
@@ -466,9 +486,11 @@ def laplacian_eigenmaps(
     if not 1 <= k < n:
         raise GraphError(f"n_eigenvectors: expected 1 <= K < N = {n}, got {n_eigenvectors}")
     if method == "auto":
-        method = "dense" if n <= DENSE_MAX_NODES else "sparse"
-    if method not in ("dense", "sparse", "lobpcg"):
-        raise GraphError(f"method: expected 'auto', 'dense', 'sparse' or 'lobpcg', got {method!r}")
+        method = "dense" if n <= DENSE_MAX_NODES else "sparse" if n <= SPARSE_MAX_NODES else "multilevel"
+    if method not in ("dense", "sparse", "lobpcg", "multilevel"):
+        raise GraphError(
+            f"method: expected 'auto', 'dense', 'sparse', 'multilevel' or 'lobpcg', got {method!r}"
+        )
     if scipy.sparse.issparse(weights):
         weights = weights.tocsr()
         if abs(weights - weights.T).max() > 1e-12 * max(1.0, abs(weights).max()):
@@ -494,6 +516,10 @@ def laplacian_eigenmaps(
         order = np.argsort(-mu)
         lam, vec = 1.0 - mu[order], vec[:, order]
         info["ncv"] = ncv
+    elif method == "multilevel":
+        lam, vec, info = _multilevel_eigenpairs(
+            weights, a, deg, k, seed=seed, rel_tol=tol_multilevel, max_matvecs=max_matvecs
+        )
     else:
         x0 = rng.standard_normal((n, k))
         x0[:, 0] = np.sqrt(deg)  # the exact trivial eigenvector is a perfect start
@@ -512,3 +538,71 @@ def laplacian_eigenmaps(
         eigenvalues=lam, eigenvectors=vec, degrees=deg, trivial=trivial,
         method=method, n_components=n_components, info=info,
     )
+
+
+# ------------------------------------------------------------------------ multilevel
+
+
+def _aggregate(weights: scipy.sparse.csr_matrix, n_aggregates: int, rng) -> np.ndarray:
+    """Label every node with its nearest (in hops) of ``n_aggregates`` random seed nodes."""
+    n = weights.shape[0]
+    seeds = np.sort(rng.choice(n, n_aggregates, replace=False))
+    _, _, sources = scipy.sparse.csgraph.dijkstra(
+        weights, directed=False, indices=seeds, min_only=True, return_predecessors=True, unweighted=True
+    )
+    labels = np.full(n, -1, dtype=np.int64)
+    reached = sources >= 0
+    labels[reached] = np.searchsorted(seeds, sources[reached])
+    unreached = np.flatnonzero(~reached)  # components without a seed: one aggregate each node
+    labels[unreached] = n_aggregates + np.arange(len(unreached))
+    return labels
+
+
+def _multilevel_eigenpairs(weights, a, deg, k, *, seed, rel_tol, max_matvecs, coarsening=50, extra=8):
+    """Aggregation start + Chebyshev-filtered subspace iteration (see module docstring)."""
+    rng = np.random.default_rng(seed)
+    w = scipy.sparse.csr_matrix(weights)
+    n = w.shape[0]
+    block = min(k + extra, n - 1)
+    n_agg = int(min(max(n // coarsening, 4 * block), n // 2))
+    labels = _aggregate(w, n_agg, rng)
+    m = int(labels.max()) + 1
+    p = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, m))  # (N, m)
+    coarse_w = (p.T @ w @ p).tocsr()  # aggregated graph (self-loops = intra-aggregate weight)
+    coarse = laplacian_eigenmaps(coarse_w, block, method="auto", seed=seed, tol=1e-6,
+                                 tol_multilevel=rel_tol, max_matvecs=max_matvecs)
+    # coarse phi_c = Dc^1/2 psi_c; interpolate psi piecewise-constantly; back to phi = D^1/2 psi
+    psi_c = coarse.eigenvectors / np.sqrt(coarse.degrees)[:, None]  # (m, B)
+    x = np.sqrt(deg)[:, None] * (p @ psi_c)  # (N, B)
+    matvecs, history = 0, []
+    while True:
+        q, _ = np.linalg.qr(x)
+        aq = a @ q
+        matvecs += 1
+        h = q.T @ aq
+        theta, u = np.linalg.eigh(0.5 * (h + h.T))
+        theta, u = theta[::-1], u[:, ::-1]  # descending mu = ascending lambda
+        x, ax = q @ u, aq @ u
+        residual = np.linalg.norm(ax - x * theta, axis=0)  # (B,)
+        lam_k = max(1.0 - theta[k - 1], 1e-12)
+        worst = float(residual[:k].max())
+        history.append(worst)
+        if worst <= rel_tol * lam_k or matvecs >= max_matvecs:
+            break
+        # Chebyshev filter: damp [-1, theta_B] (unwanted), amplify (theta_B, 1]
+        lo, hi = -1.0, float(theta[-1])
+        half, centre = (hi - lo) / 2.0, (hi + lo) / 2.0
+        degree = int(np.clip(2.0 / np.sqrt(2.0 * max(1.0 - hi, 1e-12)), 10, 200))
+        degree = max(2, min(degree, max_matvecs - matvecs))
+        y_prev, y = x, (ax - centre * x) / half
+        for i in range(2, degree + 1):
+            y_next = 2.0 * (a @ y - centre * y) / half - y_prev
+            matvecs += 1
+            y_prev, y = y, y_next
+            if i % 10 == 0:
+                scale = np.linalg.norm(y, axis=0)
+                y_prev, y = y_prev / scale, y / scale
+        x = y
+    info = {"n_aggregates": m, "block_matvecs": matvecs, "max_residual": worst,
+            "residual_history": history, "coarse_method": coarse.method}
+    return 1.0 - theta[:k], x[:, :k], info

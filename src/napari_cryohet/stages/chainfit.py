@@ -64,6 +64,8 @@ from napari_cryohet.core.frenet import (
     chain_frames_2d,
     frenet_frames,
 )
+from napari_cryohet.core.ctf import compute_ctf_2d
+from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report, stage_dir
@@ -478,9 +480,7 @@ class _Problem:
     anchor_frames: torch.Tensor  # (N, d, d)
     ref_index: int
     delta: torch.Tensor  # (m-1,) or ()
-    render: Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # coords (B, m, d), idx → images
-    observed: Callable[[np.ndarray], torch.Tensor]  # noisy images of idx
-    test_target: Callable[[np.ndarray], torch.Tensor]  # clean (or noisy) images of idx
+    misfit: Callable[[torch.Tensor, np.ndarray, bool], torch.Tensor]  # (coords, idx, clean) → mean sq.
     truth_coords: np.ndarray | None  # (N, m, d) model frame
 
 
@@ -514,16 +514,14 @@ def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *,
         record: dict[str, float] = {}
         if len(test_idx) == 0:
             return record
-        sq, count, preds = 0.0, 0, []
+        total, preds = 0.0, []
         with torch.no_grad():
             for s in range(0, len(test_idx), eval_batch):
                 idx = test_idx[s:s + eval_batch]
                 coords = chains(idx)
-                residual = problem.render(coords, idx) - problem.test_target(idx)
-                sq += float((residual.double() ** 2).sum())
-                count += residual.numel()
+                total += float(problem.misfit(coords, idx, True)) * len(idx)
                 preds.append(coords.double())
-        record["test_loss"] = sq / max(count, 1)
+        record["test_loss"] = total / len(test_idx)
         if problem.truth_coords is not None:
             avg, mx = chain_errors(torch.cat(preds), problem.truth_coords[test_idx])
             record["avg_error_a"], record["max_error_a"] = avg, mx
@@ -553,15 +551,14 @@ def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *,
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            images = problem.render(chains(idx), idx)
-            loss = ((images - problem.observed(idx)) ** 2).mean()
+            loss = problem.misfit(chains(idx), idx, False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
             report(progress, ((epoch - 1) + (b + 1) / n_batches) / max(config.epochs, 1),
-                   f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}  loss {float(loss):.4g}")
+                   f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}")
         seconds = time.perf_counter() - tic
         record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds}
         history.append(record)
@@ -685,35 +682,20 @@ def run_chainfit(
     phi = _scaled_eigenvectors(eigenvectors, n, k)
 
     rotations = torch.as_tensor(np.asarray(dataset.rotations), dtype=dtype, device=device)
-    shifts = None
-    if dataset.shifts_a is not None and np.any(np.asarray(dataset.shifts_a) != 0):
-        shifts = torch.as_tensor(np.asarray(dataset.shifts_a), dtype=dtype, device=device)
-    ctf = dataset.ctf
     d, apix = dataset.box_size, float(dataset.apix)
-    weights = None
+    targets = _FourierTargets(dataset, device, dtype)
 
-    def render(coords: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(idx, device=device)
-        images = project_gaussian_atoms(coords, rotations[t], d=d, apix=apix, sigma_a=sigma_a, weights=weights)
-        if config.amplitude != 1.0:
-            images = images * config.amplitude
-        return apply_ctf_and_shift(images, apix=apix,
-                                   ctf=None if ctf is None else ctf.to_torch(indices=idx, device=device, dtype=dtype),
-                                   shifts_a=None if shifts is None else shifts[t])
-
-    cache = _ImageCache(dataset, device, dtype)
-    clean = truth.get("clean_images")
-
-    def test_target(idx: np.ndarray) -> torch.Tensor:
-        if clean is not None:
-            return torch.as_tensor(np.asarray(clean[idx], dtype=np.float32), device=device)
-        return cache(idx)
+    def misfit(coords: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
+        images = project_gaussian_atoms(coords, rotations[torch.as_tensor(idx, device=device)], d=d, apix=apix,
+                                        sigma_a=sigma_a)  # (B, D, D)
+        ctf, target = targets(idx, clean)
+        residual = fft2_centered(images * config.amplitude) * ctf - target  # (B, D, D) complex
+        return (residual.real**2 + residual.imag**2).mean() / (d * d)  # = per-pixel mean square (Parseval)
 
     problem = _Problem(
         n=n, planar=False, phi=torch.as_tensor(phi, device=device),
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype),
-        ref_index=j0, delta=_bond_lengths(ref, config).to(device, dtype), render=render, observed=cache,
-        test_target=test_target, truth_coords=truth_coords,
+        ref_index=j0, delta=_bond_lengths(ref, config).to(device, dtype), misfit=misfit, truth_coords=truth_coords,
     )
     model = _SpectralAngles(theta0.to(device, dtype), psi0.to(device, dtype),
                             torch.as_tensor(mask, device=device), config.fit_bond_angles)
@@ -727,21 +709,56 @@ def run_chainfit(
     return result
 
 
-class _ImageCache:
-    """Observed images by index: the whole stack in memory when it is small, else per batch."""
+class _FourierTargets:
+    """Per-particle CTF and centred spectra of the observed images, shifts undone.
+
+    The misfit ``‖IFFT(CTF · S · FFT(P)) − Y‖²`` equals ``‖CTF · FFT(P) − S⁻¹ FFT(Y)‖² / D²``
+    (Parseval; the shift ``S`` is a unit-modulus phase ramp), so the CTF and the
+    un-shifted image spectra are computed once — for the whole stack when it fits in
+    ``max_bytes``, else batch by batch — and a gradient step needs one forward FFT.
+    ``clean=True`` uses ``ground_truth["clean_images"]`` when present (test scoring, §3.1).
+    """
 
     def __init__(self, dataset: ParticleDataset, device: torch.device, dtype: torch.dtype,
                  max_bytes: int = 1 << 30):
         self.dataset, self.device, self.dtype = dataset, device, dtype
-        self.all: torch.Tensor | None = None
+        self.clean = (dataset.ground_truth or {}).get("clean_images")
         n, d = len(dataset), dataset.box_size
-        if n * d * d * 4 <= max_bytes:
-            self.all = torch.as_tensor(dataset.get_images(np.arange(n)), dtype=dtype, device=device)
+        self.shifts = None
+        if dataset.shifts_a is not None and np.any(np.asarray(dataset.shifts_a) != 0):
+            self.shifts = torch.as_tensor(np.asarray(dataset.shifts_a), dtype=dtype, device=device)
+        self.cached: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        if n * d * d * 12 * (2 if self.clean is not None else 1) <= max_bytes:
+            every = np.arange(n)
+            parts = [self._compute(every[s:s + 512], False) for s in range(0, n, 512)]
+            self.cached[False] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+            if self.clean is not None:
+                parts = [self._compute(every[s:s + 512], True) for s in range(0, n, 512)]
+                self.cached[True] = (self.cached[False][0], torch.cat([p[1] for p in parts]))
 
-    def __call__(self, idx: np.ndarray) -> torch.Tensor:
-        if self.all is not None:
-            return self.all[torch.as_tensor(idx, device=self.device)]
-        return torch.as_tensor(self.dataset.get_images(np.asarray(idx)), dtype=self.dtype, device=self.device)
+    def _compute(self, idx: np.ndarray, clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        d, apix = self.dataset.box_size, float(self.dataset.apix)
+        if clean and self.clean is not None:
+            images = np.asarray(self.clean[idx], dtype=np.float32)
+        else:
+            images = self.dataset.get_images(np.asarray(idx))
+        spectra = fft2_centered(torch.as_tensor(images, dtype=self.dtype, device=self.device))  # (B, D, D)
+        if self.shifts is not None:
+            spectra = phase_shift_2d(spectra, self.shifts[torch.as_tensor(idx, device=self.device)] / apix)
+        if self.dataset.ctf is None:
+            ctf = torch.ones(1, d, d, dtype=self.dtype, device=self.device).expand(len(idx), d, d)
+        else:
+            ctf = compute_ctf_2d(d, apix, device=self.device,
+                                 **self.dataset.ctf.to_torch(indices=idx, device=self.device, dtype=self.dtype))
+        return ctf.to(self.dtype), spectra
+
+    def __call__(self, idx: np.ndarray, clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        key = bool(clean and self.clean is not None)
+        if key in self.cached:
+            ctf, spectra = self.cached[key]
+            t = torch.as_tensor(idx, device=self.device)
+            return ctf[t], spectra[t]
+        return self._compute(idx, key)
 
 
 def predict_images(result: ChainFitResult, dataset: ParticleDataset, indices: Any, *,
@@ -838,9 +855,9 @@ def run_chainfit_2d(
     problem = _Problem(
         n=n, planar=True, phi=torch.as_tensor(phi, device=device),
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype), ref_index=j0,
-        delta=_bond_lengths(ref, config).to(device, dtype), render=render,
-        observed=lambda idx: noisy[torch.as_tensor(idx, device=device)],
-        test_target=lambda idx: clean[torch.as_tensor(idx, device=device)], truth_coords=truth_coords,
+        delta=_bond_lengths(ref, config).to(device, dtype), truth_coords=truth_coords,
+        misfit=lambda coords, idx, use_clean: ((render(coords, idx) - (clean if use_clean else noisy)[
+            torch.as_tensor(idx, device=device)]) ** 2).mean(),
     )
     model = _SpectralAngles(theta0.to(device, dtype), torch.zeros_like(theta0, dtype=dtype, device=device),
                             torch.as_tensor(mask, device=device), fit_psi=False)
