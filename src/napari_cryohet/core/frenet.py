@@ -301,22 +301,26 @@ def build_chain(
         raise ValueError(f"ref_index: must lie in [0, {m - 2}] for a chain of {m} atoms, got {ref_index}")
     j0 = int(ref_index)
     batch = theta.shape[:-1]
-    nb = len(batch)
-    rotations = _rotations_from_angles_cf(theta, psi).movedim(-1, 2)  # (3, 3, m-2, ...)
+    rotations = _rotations_from_angles_cf(theta, psi)  # (3, 3, ..., m-2)
     frame = _as_batched(torch.as_tensor(ref_frame, dtype=theta.dtype, device=theta.device), batch, (3, 3),
                         "ref_frame")
-    frame0 = _to_cf(frame).unsqueeze(2)  # (3, 3, 1, ...)
-    pieces = []
-    if j0 > 0:  # F_{j0-s} = R_{j0-s}ᵀ ⋯ R_{j0-1}ᵀ F_{j0}
-        backward = rotations[:, :, :j0].flip(2).transpose(0, 1).movedim(2, -1)  # (3, 3, ..., j0)
-        prefix = _prefix_product_cf(backward).movedim(-1, 2)  # (3, 3, j0, ...)
-        pieces.append(_matmul_cf(prefix[2:3], frame0).flip(2))  # tangent rows of F_0 … F_{j0-1}
-    pieces.append(frame0[2:3])
-    if j0 < m - 2:  # F_{j0+s} = R_{j0+s-1} ⋯ R_{j0} F_{j0}
-        prefix = _prefix_product_cf(rotations[:, :, j0:].movedim(2, -1)).movedim(-1, 2)  # (3, 3, m-2-j0, ...)
-        pieces.append(_matmul_cf(prefix[2:3], frame0))  # tangent rows of F_{j0+1} … F_{m-2}
-    tangents = torch.cat(pieces, dim=2)[0]  # (3, m-1, ...)
-    tangents = tangents.movedim(0, -1).movedim(0, nb)  # (..., m-1, 3)
+    frame0 = _to_cf(frame).unsqueeze(-1)  # (3, 3, ..., 1)
+    # Both directions in one scan: forward F_{j0+s} = R_{j0+s-1} ⋯ R_{j0} F_{j0} and backward
+    # F_{j0-s} = R_{j0-s}ᵀ ⋯ R_{j0-1}ᵀ F_{j0}, padded with identities to a common length.
+    n_fwd, n_bwd = m - 2 - j0, j0
+    length = max(n_fwd, n_bwd)
+    eye = torch.eye(3, dtype=theta.dtype, device=theta.device).reshape(3, 3, *([1] * (len(batch) + 1)))
+
+    def padded(seq: torch.Tensor) -> torch.Tensor:
+        missing = length - seq.shape[-1]
+        return torch.cat([seq, eye.expand(3, 3, *batch, missing)], dim=-1) if missing else seq
+
+    forward = padded(rotations[..., j0:])
+    backward = padded(rotations[..., :j0].flip(-1).transpose(0, 1))
+    prefix = _prefix_product_cf(torch.stack([forward, backward], dim=2))  # (3, 3, 2, ..., length)
+    rows = _matmul_cf(prefix[2:3], frame0.unsqueeze(2))[0]  # tangent rows: (3, 2, ..., length)
+    tangents = torch.cat([rows[:, 1, ..., :n_bwd].flip(-1), frame0[2], rows[:, 0, ..., :n_fwd]], dim=-1)
+    tangents = tangents.movedim(0, -1)  # (..., m-1, 3)
     delta = torch.as_tensor(bond_lengths_a, dtype=theta.dtype, device=theta.device)
     steps = tangents * (delta.unsqueeze(-1) if delta.ndim else delta)  # (..., m-1, 3)
     origin = _as_batched(torch.as_tensor(ref_position, dtype=theta.dtype, device=theta.device), batch, (3,),

@@ -40,7 +40,7 @@ Eigen-solvers (:func:`laplacian_eigenmaps`)
   residual is in ``info``). This is the sparse/approximate route of seed 000 §4, step (i).
 * ``"lobpcg"`` — block LOBPCG for the largest eigenvalues of ``A`` with the exact trivial
   eigenvector ``D^1/2 1`` in the starting block.
-* ``"auto"`` — ``"dense"`` for ``N <= 3000``, ``"sparse"`` up to ``N = 200000``,
+* ``"auto"`` — ``"dense"`` for ``N <= 1000``, ``"sparse"`` up to ``N = 200000``,
   ``"multilevel"`` beyond.
 
 Conventions (read these before using the output)
@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: ``method="auto"`` uses dense ``eigh`` up to this many nodes.
-DENSE_MAX_NODES = 3000
+DENSE_MAX_NODES = 1000
 #: ``method="auto"`` uses ARPACK up to this many nodes, the multilevel solver beyond.
 SPARSE_MAX_NODES = 200_000
 #: ``build_gaussian_graph`` refuses to allocate a dense matrix beyond this many nodes.
@@ -508,7 +508,7 @@ def laplacian_eigenmaps(
     if method == "dense":
         a_dense = a.toarray() if scipy.sparse.issparse(a) else a
         lap = np.eye(n) - a_dense
-        lam, vec = scipy.linalg.eigh(lap, subset_by_index=[0, k - 1])
+        lam, vec = scipy.linalg.eigh(lap, subset_by_index=[0, k - 1], driver="evx")
     elif method == "sparse":
         v0 = rng.standard_normal(n)
         ncv = min(n, max(2 * k + 1, 40))

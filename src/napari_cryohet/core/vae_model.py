@@ -267,11 +267,7 @@ class StructuralBasisVAE(nn.Module):
         sigma_pix = self.sigma_shell[self.pixel_shell].reshape(d, d)  # (D, D)
         whitened = spectra * (self.freq_disc / sigma_pix)  # (B, D, D)
         y_points = whitened.reshape(images.shape[0], -1)[:, self.point_pixels]  # (B, Q)
-        import os
-        if os.environ.get("ENC_RAW"):
-            real = ifft2_centered(spectra * self.freq_disc).real * (d / self.power_mean.sqrt())
-        else:
-            real = ifft2_centered(whitened).real * d  # (B, D, D), ~unit variance per pixel
+        real = ifft2_centered(whitened).real * d  # (B, D, D), ~unit variance per pixel
         encoder_input = real.reshape(images.shape[0], -1)[:, self.mask_pixels]  # (B, M)
         return y_points, encoder_input
 

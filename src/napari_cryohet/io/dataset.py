@@ -96,6 +96,7 @@ POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 CTF_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 _REQUIRE = frozenset({"images", "poses", "ctf"})
 _PARENT_LEVELS = 3
+_POSE_CHUNK = 1 << 16  # rows per euler_to_matrix call
 
 
 # --------------------------------------------------------------------------- paths
@@ -120,18 +121,43 @@ def resolve_stack_path(star_dir: str | Path, name: str) -> Path | None:
 
 
 def _split_image_names(names: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """``index@stack`` → (index text, stack text, has '@'); a bare path means index 1."""
-    parts = names.astype(str).str.partition("@")
-    has_at = parts[1] == "@"
-    index_text = parts[0].where(has_at, "1")
-    file_text = parts[2].where(has_at, parts[0])
-    return index_text, file_text, has_at
+    """``index@stack`` → (index text, stack text, has '@'); a bare path means index 1.
+
+    Split at the first ``@``. Rows are grouped by where that ``@`` stands (RELION pads
+    indices to six digits, so usually one group) and each group is cut with
+    ``str.slice``, which is ~5x faster than ``str.partition`` on 10^6 names. The three
+    series have a fresh ``RangeIndex``.
+    """
+    names = names.astype(str).reset_index(drop=True)
+    at = names.str.find("@").to_numpy()  # (N,) position of the first '@', -1 if none
+    groups = [np.flatnonzero(at == p) for p in np.unique(at)]
+    index_parts, file_parts = [], []
+    for rows in groups:
+        p = int(at[rows[0]])
+        sub = names.iloc[rows] if len(groups) > 1 else names
+        index_parts.append(sub.str.slice(0, p) if p >= 0 else pd.Series("1", index=sub.index, dtype=names.dtype))
+        file_parts.append(sub.str.slice(p + 1))
+    has_at = pd.Series(at >= 0)
+    if len(groups) == 1:
+        return index_parts[0], file_parts[0], has_at
+    order = np.argsort(np.concatenate(groups), kind="stable")  # back to row order
+    return pd.concat(index_parts).iloc[order], pd.concat(file_parts).iloc[order], has_at
+
+
+def _parse_image_indices(index_text: pd.Series) -> np.ndarray:
+    """``(N,)`` float64 image numbers; NaN where the text is not a number."""
+    if len(index_text) and index_text.str.fullmatch(r"[0-9]{1,18}").all():  # plain digits: fast path
+        try:  # Arrow's cast, without a Python int per row (pyarrow-backed strings only)
+            return index_text.astype("int64[pyarrow]").to_numpy(dtype=np.float64)
+        except (ImportError, TypeError, ValueError):
+            return index_text.astype(np.int64).to_numpy(dtype=np.float64)
+    return pd.to_numeric(index_text, errors="coerce").to_numpy(dtype=np.float64)
 
 
 def _star_stack(star_path: Path, names: pd.Series) -> MultiFileStack:
     """Build the lazy multi-file stack of a star file, checking every stack's header."""
     index_text, file_text, _ = _split_image_names(names)
-    index = pd.to_numeric(index_text, errors="coerce").to_numpy(dtype=np.float64)
+    index = _parse_image_indices(index_text)
     bad = ~np.isfinite(index) | (index != np.floor(index)) | (file_text == "").to_numpy()
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
@@ -251,7 +277,10 @@ def _star_poses(path: Path, cols: _Columns, apix: float, required: bool):
                                      f"(need {', '.join(POSE_COLUMNS)})", field=missing[0])
         return None, None
     euler_deg = np.stack([cols.get(n) for n in POSE_COLUMNS], -1)  # (N, 3)
-    rotations = euler_to_matrix(np.deg2rad(euler_deg)).astype(np.float32)
+    rotations = np.empty((len(euler_deg), 3, 3), dtype=np.float32)  # (N, 3, 3)
+    for start in range(0, len(euler_deg), _POSE_CHUNK):  # chunks bound the float64 temporaries
+        stop = start + _POSE_CHUNK
+        rotations[start:stop] = euler_to_matrix(np.deg2rad(euler_deg[start:stop]))
     if cols.has("rlnOriginXAngst") or cols.has("rlnOriginYAngst"):
         miss = _missing(cols, ("rlnOriginXAngst", "rlnOriginYAngst"))
         if miss:
@@ -480,7 +509,9 @@ def _relocate_names(names: pd.Series, old_dir: Path, new_dir: Path, mode: str) -
     if not changed:
         return names
     new_files = file_text.map(mapping)
-    return (index_text + "@" + new_files).where(has_at, new_files)
+    out = (index_text + "@" + new_files).where(has_at, new_files)
+    out.index = names.index
+    return out
 
 
 def _root(images: Any) -> tuple[Any, np.ndarray]:

@@ -191,7 +191,29 @@ def _apply_rest(out: np.ndarray, first_is_int: bool, rest: tuple) -> np.ndarray:
     return out[rest] if first_is_int else out[(slice(None), *rest)]
 
 
-class MrcStack:
+class _LazyStack:
+    """What :class:`MrcStack` and :class:`MultiFileStack` share on top of their
+    ``shape`` and ``__getitem__``: conversion to an array and a full NaN/inf check."""
+
+    shape: tuple[int, int, int]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+    def validate(self, *, chunk: int = 1024, progress: Callable[[float, str], None] | None = None) -> None:
+        """Read every image once, raising :class:`NonFiniteImageError` at the first bad one."""
+        n = self.shape[0]
+        for start in range(0, n, chunk):
+            self[start:min(start + chunk, n)]
+            if progress is not None:
+                progress(min(start + chunk, n) / n, f"checked {min(start + chunk, n)}/{n} images")
+
+
+class MrcStack(_LazyStack):
     """A read-only, lazily memory-mapped ``(N, D, D)`` float32 view of one MRC file.
 
     Construct with :func:`open_stack`. Nothing but the header is read until the first
@@ -268,20 +290,8 @@ class MrcStack:
             )
         return _apply_rest(out, first_is_int, key[1:])
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[:]
-        return out.astype(dtype) if dtype is not None else out
 
-    def validate(self, *, chunk: int = 1024, progress: Callable[[float, str], None] | None = None) -> None:
-        """Read every image once, raising :class:`NonFiniteImageError` at the first bad one."""
-        n = self.shape[0]
-        for start in range(0, n, chunk):
-            self[start:min(start + chunk, n)]
-            if progress is not None:
-                progress(min(start + chunk, n) / n, f"checked {min(start + chunk, n)}/{n} images")
-
-
-class MultiFileStack:
+class MultiFileStack(_LazyStack):
     """``(N, D, D)`` float32 images spread over many MRC files, opened lazily.
 
     Particle ``i`` is image ``image_indices[i]`` (0-based) of ``stacks[file_codes[i]]``.
@@ -370,18 +380,6 @@ class MultiFileStack:
                 rows = np.arange(self.shape[0])[first] if isinstance(first, slice) else first
                 out = self._read(rows)
         return _apply_rest(out, isinstance(first, int), key[1:])
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[:]
-        return out.astype(dtype) if dtype is not None else out
-
-    def validate(self, *, chunk: int = 1024, progress: Callable[[float, str], None] | None = None) -> None:
-        """Read every image once, raising :class:`NonFiniteImageError` at the first bad one."""
-        n = self.shape[0]
-        for start in range(0, n, chunk):
-            self[start:min(start + chunk, n)]
-            if progress is not None:
-                progress(min(start + chunk, n) / n, f"checked {min(start + chunk, n)}/{n} images")
 
 
 def open_stack(path: str | Path) -> MrcStack:

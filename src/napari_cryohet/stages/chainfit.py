@@ -211,6 +211,9 @@ class ChainFitConfig:
         ``"adam"`` or ``"sgd"`` (with ``momentum``).
     learning_rate, momentum
         Optimiser settings (``A``, ``B`` are in radians per unit-RMS eigenvector).
+    lr_schedule
+        ``"cosine"`` (decay to 0 over all steps, damping the gradient noise of low-SNR
+        data) or ``"constant"`` (the paper's plain SGD).
     test_fraction
         Fraction of particles held out (scored on clean images when available).
     sigma_a
@@ -245,7 +248,8 @@ class ChainFitConfig:
     epochs: int = 30
     batch_size: int = 100
     optimizer: str = "adam"
-    learning_rate: float = 0.02
+    learning_rate: float = 0.002
+    lr_schedule: str = "cosine"
     momentum: float = 0.9
     test_fraction: float = 0.1
     sigma_a: float | None = None
@@ -272,6 +276,8 @@ class ChainFitConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction must lie in [0, 1), got {self.test_fraction}")
         if self.anchor not in ("reference", "truth"):
@@ -544,6 +550,7 @@ def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *,
         if on_epoch is not None:
             on_epoch(dict(record))
     n_batches = math.ceil(len(train_idx) / config.batch_size)
+    total_steps = max(config.epochs * n_batches, 1)
     for epoch in range(start_epoch, config.epochs + 1):
         tic = time.perf_counter()
         order = train_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(train_idx))]
@@ -551,6 +558,10 @@ def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *,
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            if config.lr_schedule == "cosine":
+                step = (epoch - 1) * n_batches + b
+                for group in opt.param_groups:
+                    group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             loss = problem.misfit(chains(idx), idx, False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -688,9 +699,7 @@ def run_chainfit(
     def misfit(coords: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
         images = project_gaussian_atoms(coords, rotations[torch.as_tensor(idx, device=device)], d=d, apix=apix,
                                         sigma_a=sigma_a)  # (B, D, D)
-        ctf, target = targets(idx, clean)
-        residual = fft2_centered(images * config.amplitude) * ctf - target  # (B, D, D) complex
-        return (residual.real**2 + residual.imag**2).mean() / (d * d)  # = per-pixel mean square (Parseval)
+        return targets.misfit(images * config.amplitude, idx, clean)
 
     problem = _Problem(
         n=n, planar=False, phi=torch.as_tensor(phi, device=device),
@@ -710,12 +719,15 @@ def run_chainfit(
 
 
 class _FourierTargets:
-    """Per-particle CTF and centred spectra of the observed images, shifts undone.
+    """Per-particle CTF and spectra of the observed images with their shifts undone.
 
     The misfit ``‖IFFT(CTF · S · FFT(P)) − Y‖²`` equals ``‖CTF · FFT(P) − S⁻¹ FFT(Y)‖² / D²``
     (Parseval; the shift ``S`` is a unit-modulus phase ramp), so the CTF and the
     un-shifted image spectra are computed once — for the whole stack when it fits in
-    ``max_bytes``, else batch by batch — and a gradient step needs one forward FFT.
+    ``max_bytes``, else batch by batch — and a gradient step needs one real FFT of the
+    predicted projections. Both are stored in ``torch.fft.rfft2`` layout (uncentred, half
+    spectrum; the centring phase ``(−1)^(kx+ky)`` is folded into the targets), with
+    :attr:`weights` counting the Hermitian twins of the half spectrum.
     ``clean=True`` uses ``ground_truth["clean_images"]`` when present (test scoring, §3.1).
     """
 
@@ -724,20 +736,26 @@ class _FourierTargets:
         self.dataset, self.device, self.dtype = dataset, device, dtype
         self.clean = (dataset.ground_truth or {}).get("clean_images")
         n, d = len(dataset), dataset.box_size
+        half = d // 2 + 1
+        self.weights = torch.full((d, half), 2.0, dtype=dtype, device=device)
+        self.weights[:, 0] = 1.0
+        self.weights[:, -1] = 1.0
+        k = torch.arange(d, device=device)
+        self._sign = ((-1.0) ** (k[:, None] + k[None, :half])).to(dtype)  # centring phase, rfft layout
         self.shifts = None
         if dataset.shifts_a is not None and np.any(np.asarray(dataset.shifts_a) != 0):
             self.shifts = torch.as_tensor(np.asarray(dataset.shifts_a), dtype=dtype, device=device)
         self.cached: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
-        if n * d * d * 12 * (2 if self.clean is not None else 1) <= max_bytes:
+        per_particle = d * half * 12 * (2 if self.clean is not None else 1)
+        if n * per_particle <= max_bytes:
             every = np.arange(n)
-            parts = [self._compute(every[s:s + 512], False) for s in range(0, n, 512)]
-            self.cached[False] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-            if self.clean is not None:
-                parts = [self._compute(every[s:s + 512], True) for s in range(0, n, 512)]
-                self.cached[True] = (self.cached[False][0], torch.cat([p[1] for p in parts]))
+            for clean in ((False, True) if self.clean is not None else (False,)):
+                parts = [self._compute(every[s:s + 512], clean) for s in range(0, n, 512)]
+                self.cached[clean] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     def _compute(self, idx: np.ndarray, clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
         d, apix = self.dataset.box_size, float(self.dataset.apix)
+        half = d // 2 + 1
         if clean and self.clean is not None:
             images = np.asarray(self.clean[idx], dtype=np.float32)
         else:
@@ -745,12 +763,14 @@ class _FourierTargets:
         spectra = fft2_centered(torch.as_tensor(images, dtype=self.dtype, device=self.device))  # (B, D, D)
         if self.shifts is not None:
             spectra = phase_shift_2d(spectra, self.shifts[torch.as_tensor(idx, device=self.device)] / apix)
+        spectra = torch.fft.ifftshift(spectra, dim=(-2, -1))[..., :half] * self._sign  # (B, D, D/2+1)
         if self.dataset.ctf is None:
-            ctf = torch.ones(1, d, d, dtype=self.dtype, device=self.device).expand(len(idx), d, d)
+            ctf = torch.ones(len(idx), d, half, dtype=self.dtype, device=self.device)
         else:
             ctf = compute_ctf_2d(d, apix, device=self.device,
                                  **self.dataset.ctf.to_torch(indices=idx, device=self.device, dtype=self.dtype))
-        return ctf.to(self.dtype), spectra
+            ctf = torch.fft.ifftshift(ctf.to(self.dtype), dim=(-2, -1))[..., :half].contiguous()
+        return ctf, spectra
 
     def __call__(self, idx: np.ndarray, clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
         key = bool(clean and self.clean is not None)
@@ -759,6 +779,14 @@ class _FourierTargets:
             t = torch.as_tensor(idx, device=self.device)
             return ctf[t], spectra[t]
         return self._compute(idx, key)
+
+    def misfit(self, images: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
+        """Per-pixel mean square of ``CTF · S · images − Y`` over the batch (eq. 2.11 / D²)."""
+        ctf, target = self(idx, clean)
+        d = images.shape[-1]
+        residual = torch.fft.rfft2(images) * ctf - target  # (B, D, D/2+1)
+        power = (residual.real**2 + residual.imag**2) * self.weights
+        return power.sum() / (images.shape[0] * d**4)
 
 
 def predict_images(result: ChainFitResult, dataset: ParticleDataset, indices: Any, *,
