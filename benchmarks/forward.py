@@ -84,6 +84,58 @@ def _dense_rotation_slices(vol_ri, rot, d):
     return torch.stack(out)
 
 
+def _bench_size(d: int, *, batch: int, repeats: int, n_atoms: int, g: torch.Generator) -> dict:
+    """All figures at box size ``d`` (a 128 Å box: apix = 128/d)."""
+    out: dict = {}
+    apix = 128.0 / d
+    coords = torch.randn(n_atoms, 3, generator=g) * 12.0
+    rot = random_rotations(batch, generator=g)
+    t = _best_time(lambda: project_gaussian_atoms(coords, rot, d=d, apix=apix, sigma_a=3.0), repeats)
+    out[f"analytic_images_per_s_{d}"] = batch / t
+    n_peer = max(2, batch // 16)
+    t_peer = _best_time(lambda: _dense_atoms(coords, rot[:n_peer], d, apix, 3.0), 1) * batch / n_peer
+    out[f"peer_dense_atoms_images_per_s_{d}"] = batch / t_peer
+    out[f"analytic_speedup_vs_dense_atoms_{d}"] = t_peer / t
+
+    volume_ft = fft3_centered(torch.randn(d, d, d, generator=g))  # (D, D, D) complex64
+    t = _best_time(lambda: extract_central_slices(volume_ft, rot), repeats)
+    out[f"slice_images_per_s_{d}"] = batch / t
+    vol_ri = torch.stack([volume_ft.real, volume_ft.imag])[None]  # (1, 2, D, D, D)
+    grid = _slice_grid(rot, d)
+    t_gs = _best_time(lambda: _grid_sample_slices(vol_ri, grid), repeats)
+    out[f"peer_grid_sample_slice_images_per_s_{d}"] = batch / t_gs
+    out[f"slice_speedup_vs_grid_sample_{d}"] = t_gs / t
+    n_dense = 2 if batch <= 32 else 4
+    t_dense = _best_time(lambda: _dense_rotation_slices(vol_ri, rot[:n_dense], d), 1) * batch / n_dense
+    out[f"peer_dense_rotation_slice_images_per_s_{d}"] = batch / t_dense
+    out[f"slice_speedup_vs_dense_rotation_{d}"] = t_dense / t
+
+    slices = extract_central_slices(volume_ft, rot)
+    t = _best_time(lambda: insert_central_slices(slices, rot, d), repeats)
+    out[f"backproject_images_per_s_{d}"] = batch / t
+    grad_out = torch.randn(batch, 2, 1, d, d, generator=g)
+
+    def peer_backproject():
+        v = vol_ri.clone().requires_grad_(True)
+        (gv,) = torch.autograd.grad(_grid_sample_slices(v, grid), v, grad_outputs=grad_out)
+        return gv
+
+    t_bp = _best_time(peer_backproject, repeats)
+    out[f"peer_grid_sample_backproject_images_per_s_{d}"] = batch / t_bp
+    out[f"backproject_speedup_vs_grid_sample_{d}"] = t_bp / t
+    print(
+        f"D={d}: analytic {out[f'analytic_images_per_s_{d}']:.0f} img/s "
+        f"(dense peer ×{out[f'analytic_speedup_vs_dense_atoms_{d}']:.1f}), "
+        f"slice {out[f'slice_images_per_s_{d}']:.0f} img/s "
+        f"(grid_sample ×{out[f'slice_speedup_vs_grid_sample_{d}']:.2f}, "
+        f"full rotation ×{out[f'slice_speedup_vs_dense_rotation_{d}']:.0f}), "
+        f"backproject {out[f'backproject_images_per_s_{d}']:.0f} img/s "
+        f"(grid_sample adjoint ×{out[f'backproject_speedup_vs_grid_sample_{d}']:.2f})",
+        flush=True,
+    )
+    return out
+
+
 def run(quick: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     batch = 32 if quick else 256
@@ -98,54 +150,7 @@ def run(quick: bool) -> dict:
         "machine": platform.machine(),
     }
     for d in (64, 128):
-        apix = 128.0 / d  # the same 128 Å box at both sizes
-        coords = torch.randn(n_atoms, 3, generator=g) * 12.0
-        rot = random_rotations(batch, generator=g)
-        t = _best_time(lambda: project_gaussian_atoms(coords, rot, d=d, apix=apix, sigma_a=3.0), repeats)
-        results[f"analytic_images_per_s_{d}"] = batch / t
-        n_peer = max(2, batch // 16)
-        t_peer = _best_time(lambda: _dense_atoms(coords, rot[:n_peer], d, apix, 3.0), 1) * batch / n_peer
-        results[f"peer_dense_atoms_images_per_s_{d}"] = batch / t_peer
-        results[f"analytic_speedup_vs_dense_atoms_{d}"] = t_peer / t
-
-        volume = torch.randn(d, d, d, generator=g)
-        volume_ft = fft3_centered(volume)  # (D, D, D) complex64
-        t = _best_time(lambda: extract_central_slices(volume_ft, rot), repeats)
-        results[f"slice_images_per_s_{d}"] = batch / t
-        vol_ri = torch.stack([volume_ft.real, volume_ft.imag])[None]  # (1, 2, D, D, D)
-        grid = _slice_grid(rot, d)
-        t_gs = _best_time(lambda: _grid_sample_slices(vol_ri, grid), repeats)
-        results[f"peer_grid_sample_slice_images_per_s_{d}"] = batch / t_gs
-        results[f"slice_speedup_vs_grid_sample_{d}"] = t_gs / t
-        n_dense = 2 if quick else 4
-        t_dense = _best_time(lambda: _dense_rotation_slices(vol_ri, rot[:n_dense], d), 1) * batch / n_dense
-        results[f"peer_dense_rotation_slice_images_per_s_{d}"] = batch / t_dense
-        results[f"slice_speedup_vs_dense_rotation_{d}"] = t_dense / t
-
-        slices = extract_central_slices(volume_ft, rot)
-        t = _best_time(lambda: insert_central_slices(slices, rot, d), repeats)
-        results[f"backproject_images_per_s_{d}"] = batch / t
-        grad_out = torch.randn(batch, 2, 1, d, d, generator=g)
-
-        def peer_backproject():
-            v = vol_ri.clone().requires_grad_(True)
-            out = _grid_sample_slices(v, grid)
-            (gv,) = torch.autograd.grad(out, v, grad_outputs=grad_out)
-            return gv
-
-        t_bp = _best_time(peer_backproject, repeats)
-        results[f"peer_grid_sample_backproject_images_per_s_{d}"] = batch / t_bp
-        results[f"backproject_speedup_vs_grid_sample_{d}"] = t_bp / t
-        print(
-            f"D={d}: analytic {results[f'analytic_images_per_s_{d}']:.0f} img/s "
-            f"(dense peer ×{results[f'analytic_speedup_vs_dense_atoms_{d}']:.1f}), "
-            f"slice {results[f'slice_images_per_s_{d}']:.0f} img/s "
-            f"(grid_sample ×{results[f'slice_speedup_vs_grid_sample_{d}']:.2f}, "
-            f"full rotation ×{results[f'slice_speedup_vs_dense_rotation_{d}']:.0f}), "
-            f"backproject {results[f'backproject_images_per_s_{d}']:.0f} img/s "
-            f"(grid_sample adjoint ×{results[f'backproject_speedup_vs_grid_sample_{d}']:.2f})",
-            flush=True,
-        )
+        results.update(_bench_size(d, batch=batch, repeats=repeats, n_atoms=n_atoms, g=g))
     return results
 
 

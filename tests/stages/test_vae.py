@@ -28,8 +28,8 @@ from napari_cryohet.stages.vae import (
 def _two_state_atoms() -> np.ndarray:
     """(2, M, 3) Å: a compact body plus an arm pointing along +x (state 0) or +y (state 1)."""
     rng = np.random.default_rng(7)
-    body = rng.normal(0.0, 6.0, (14, 3))
-    arm = np.stack([np.linspace(12.0, 30.0, 6), np.zeros(6), np.zeros(6)], -1)
+    body = rng.normal(0.0, 5.0, (12, 3))
+    arm = np.stack([np.linspace(10.0, 32.0, 10), np.zeros(10), np.zeros(10)], -1)
     arm1 = arm[:, [1, 0, 2]]
     return np.stack([np.concatenate([body, arm]), np.concatenate([body, arm1])]).astype(np.float32)
 
@@ -57,8 +57,13 @@ def toy_dataset(n: int, *, d: int = 32, apix: float = 3.0, snr: float = 0.1, see
 @pytest.fixture(scope="module")
 def trained():
     ds = toy_dataset(1500)
-    cfg = VAEConfig(epochs=10, batch_size=64, seed=0)
-    return ds, train_vae(ds, cfg)
+    cfg = VAEConfig(epochs=12, batch_size=64, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is faster on a shared 2-core machine
+    try:
+        return ds, train_vae(ds, cfg)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_latents_separate_two_conformations(trained):
@@ -69,7 +74,7 @@ def test_latents_separate_two_conformations(trained):
     assert acc >= 0.95, acc
     # the loss went down, epoch by epoch on the whole
     losses = [h["loss"] for h in res.history]
-    assert len(losses) == 10 and losses[-1] < losses[0]
+    assert len(losses) == 12 and losses[-1] < losses[0]
 
 
 def test_decoded_volumes_match_their_conformation(trained):
@@ -147,7 +152,7 @@ def test_bad_inputs(tmp_path):
     other = VAEConfig(**{**cfg.__dict__, "zdim": 3})
     with pytest.raises(CryohetInputError, match="model_shape"):
         train_vae(ds, other)
-    with pytest.raises(ValueError, match="Load"):
+    with pytest.raises(CryohetInputError, match="train first"):
         VAEResult.load(tmp_path / "nothing")
 
 
@@ -165,8 +170,9 @@ def test_latent_helpers():
     assert path.shape == (5, 4)
     np.testing.assert_allclose(path[0], lat[0])
     np.testing.assert_allclose(path[-1], lat[99])
-    steps = np.linalg.norm(np.diff(path, axis=0), axis=1)
-    assert steps.std() < 1e-5 * steps.mean() + 1e-6 or np.allclose(steps, steps.mean(), rtol=1e-4)
+    straight = latent_path(np.stack([lat[0], lat[99]]), 5)  # two end points: equal steps
+    steps = np.linalg.norm(np.diff(straight, axis=0), axis=1)
+    np.testing.assert_allclose(steps, np.linalg.norm(lat[99] - lat[0]) / 4, rtol=1e-5)
     with pytest.raises(ValueError, match="method"):
         embed_latents(lat, method="tsne")
     with pytest.raises(ValueError, match="n_steps"):

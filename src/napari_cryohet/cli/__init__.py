@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "demo",
     "info": "info",
     "simulate": "simulate",
+    "spectral": "spectral",
+    "vae": "vae",
 }
 
 

@@ -24,7 +24,13 @@ import torch.nn.functional as F
 
 from napari_cryohet.core.atoms import _atom_mass, _check_atoms, gaussian_profiles
 from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
-from napari_cryohet.core.fft import fft2_centered, fft3_centered, ifft2_centered, ifft3_centered, phase_shift_2d
+from napari_cryohet.core.fft import (
+    fft2_centered,
+    fft3_centered,
+    ifft2_centered,
+    ifft3_centered,
+    phase_shift_2d,
+)
 from napari_cryohet.core.slice import extract_central_slices
 
 __all__ = [

@@ -10,7 +10,9 @@ Fourier components a slice touches, and so does this module:
   cycles/box) sits at the 3D position ``p = Rᵀ (kx, ky, 0) = kx·R[0] + ky·R[1]`` (in voxels
   from the centre, order (x, y, z); the volume is indexed ``[z, y, x]`` with DC at
   ``D//2``); its value is the trilinear interpolation of the **8 voxels around p** —
-  nothing else of the volume is read (no dense ``grid_sample`` over the volume);
+  nothing else of the volume is read. The forward gather runs as one
+  ``grid_sample`` call on the ``B × P`` slice samples only (never a rotated ``D³`` grid);
+  the adjoint scatters with explicit trilinear weights;
 - samples outside the Nyquist disc ``|k| ≥ D/2`` are zero; neighbours that fall off the
   grid count as zero;
 - :func:`insert_central_slices` scatters with the same weights (``index_add_``), so it is
@@ -117,20 +119,30 @@ class _ExtractSlices(torch.autograd.Function):
     @staticmethod
     def forward(ctx, volume_ft: torch.Tensor, rotations: torch.Tensor):
         d = volume_ft.shape[-1]
-        dp = d + 1
         b = rotations.shape[0]
         shared = volume_ft.dim() == 3
-        pix, kx, ky = _disc_pixels(d, volume_ft.device, volume_ft.real.dtype)
-        vol_ch = _split(_pad_volume(volume_ft).reshape(-1))  # [(V,)] real channels
-        out_ch = [torch.zeros(b, d * d, dtype=c.dtype, device=c.device) for c in vol_ch]
-        for sl in _chunks(b, pix.shape[0]):
-            idx, w, _ = _trilinear(_positions(rotations[sl].detach(), kx, ky, d), d)
-            if not shared:
-                idx = idx + _volume_offsets(sl, dp, idx.device)
-            for vc, oc in zip(vol_ch, out_ch, strict=True):
-                oc[sl, pix] = (vc[idx] * w).sum(0)  # (b, P)
+        real_dtype = volume_ft.real.dtype
+        pix, kx, ky = _disc_pixels(d, volume_ft.device, real_dtype)
+        pos = _positions(rotations.detach(), kx, ky, d)  # (3, B, P) voxel indices (x, y, z)
+        # The gather of the 8 neighbours of each sample is done by grid_sample on the slice
+        # samples only (one fused kernel); weights equal those of _trilinear, off-grid = 0.
+        grid = (pos.permute(1, 2, 0) * (2.0 / (d - 1)) - 1.0).to(real_dtype)  # (B, P, 3)
+        vols = volume_ft if not shared else volume_ft[None]  # (N, D, D, D)
+        channels = torch.view_as_real(vols).permute(0, 4, 1, 2, 3) if vols.is_complex() else vols[:, None]
+        channels = channels.contiguous()  # (N, C, D, D, D)
+        if shared:
+            grid = grid.reshape(1, b, 1, -1, 3)  # images as the output depth axis
+        else:
+            grid = grid.reshape(b, 1, 1, -1, 3)
+        sampled = torch.nn.functional.grid_sample(channels, grid, mode="bilinear", padding_mode="zeros",
+                                                  align_corners=True)
+        sampled = sampled.reshape(channels.shape[1], b, -1) if shared else \
+            sampled.reshape(b, channels.shape[1], -1).transpose(0, 1)  # (C, B, P)
+        out = torch.zeros(channels.shape[1], b, d * d, dtype=real_dtype, device=volume_ft.device)
+        out[:, :, pix] = sampled
         ctx.save_for_backward(volume_ft, rotations)
-        return _merge(out_ch).reshape(b, d, d)
+        slices = torch.complex(out[0], out[1]) if volume_ft.is_complex() else out[0]
+        return slices.reshape(b, d, d)
 
     @staticmethod
     def backward(ctx, grad_slices: torch.Tensor):

@@ -62,6 +62,8 @@ __all__ = [
     "embed_latents",
     "embedding_to_latent",
     "latent_path",
+    "isosurface",
+    "points_in_polygon",
     "EMBEDDING_METHODS",
 ]
 
@@ -111,7 +113,7 @@ class VAEConfig:
     n_basis: int = 16
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     lr_basis: float = 3e-3
     beta: float = 0.3
     enc_dim: int = 256
@@ -577,3 +579,44 @@ def latent_path(anchors: np.ndarray, n_steps: int) -> np.ndarray:
     t = np.linspace(0.0, s[-1], int(n_steps))
     out = np.stack([np.interp(t, s, a[:, j]) for j in range(a.shape[1])], -1)
     return out.astype(np.float32)
+
+
+def isosurface(volume: np.ndarray, *, level_sigma: float = 2.0, apix: float = 1.0):
+    """Marching-cubes surface of a volume at ``mean + level_sigma · std``.
+
+    Parameters
+    ----------
+    volume
+        ``(D, D, D)`` real volume.
+    level_sigma
+        Iso-level in standard deviations above the mean (clipped into the data range).
+    apix
+        Voxel size: vertices are returned in Å (napari ``scale``-free surface coordinates).
+
+    Returns
+    -------
+    vertices ``(V, 3)`` float32 (z, y, x order, Å), faces ``(F, 3)`` int; empty arrays when
+    the level is outside the data range.
+    """
+    from skimage.measure import marching_cubes
+
+    vol = np.asarray(volume, dtype=np.float32)
+    level = float(vol.mean() + level_sigma * vol.std())
+    lo, hi = float(vol.min()), float(vol.max())
+    if not lo < level < hi:
+        level = lo + 0.5 * (hi - lo)
+    if hi <= lo:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    verts, faces, _, _ = marching_cubes(vol, level=level, spacing=(apix, apix, apix))
+    return verts.astype(np.float32), faces.astype(np.int64)
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Indices of ``points`` ``(N, 2)`` inside ``polygon`` ``(V, 2)`` (same coordinate order)."""
+    from matplotlib.path import Path as MplPath
+
+    pts = np.asarray(points, dtype=np.float64)[:, :2]
+    poly = np.asarray(polygon, dtype=np.float64)[:, -2:]
+    if len(poly) < 3:
+        raise ValueError(f"polygon needs at least 3 vertices, got {len(poly)}")
+    return np.flatnonzero(MplPath(poly).contains_points(pts))

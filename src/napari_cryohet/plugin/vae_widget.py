@@ -1,0 +1,345 @@
+"""VAE trainer and latent-space explorer (dock widget; science in ``stages.vae``).
+
+Train the structural-basis VAE of seed 004 on a dataset layer, then explore its latent
+space: the latents appear as a points layer (PCA or UMAP, 2D or 3D, coloured by any
+per-particle column such as the ground-truth conformation); selecting a point decodes that
+particle's volume into an image layer (3D) and a surface layer (marching cubes at an
+adjustable level) in a worker thread, so napari never blocks; a path between two selected
+points, or drawn as a path in the ``latent path`` shapes layer, becomes a volume series (a
+4D image layer whose first slider walks the path); particles inside the polygons of the
+``latent selection`` shapes layer can be written as a RELION ``.star`` subset.
+
+Everything is reachable without clicking (for tests and scripts): :meth:`set_dataset`,
+:meth:`run`, :meth:`set_result`, :meth:`select_particle`, :meth:`make_path`,
+:meth:`export_selection`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
+
+from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.plugin._reader import DATASET_KEY
+from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.stages.vae import (
+    EMBEDDING_METHODS,
+    VAEConfig,
+    VAEResult,
+    decode_volumes,
+    embed_latents,
+    embedding_to_latent,
+    isosurface,
+    latent_path,
+    points_in_polygon,
+    train_vae,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["VAEExplorerWidget", "latent_features"]
+
+
+LATENT_LAYER = "VAE latents"
+VOLUME_LAYER = "VAE volume"
+SURFACE_LAYER = "VAE surface"
+PATH_VOLUME_LAYER = "VAE path volumes"
+PATH_SHAPES_LAYER = "latent path"
+SELECTION_SHAPES_LAYER = "latent selection"
+
+
+def latent_features(dataset: ParticleDataset | None, latents: np.ndarray) -> pd.DataFrame:
+    """Per-particle columns to colour by (float): ground-truth 1D arrays, numeric table
+    columns, latent coordinates."""
+    cols: dict[str, np.ndarray] = {}
+    n = len(latents)
+    if dataset is not None and dataset.ground_truth is not None:
+        for key, value in dataset.ground_truth.items():
+            arr = np.asarray(value)
+            if key.startswith("global/") or len(arr) != n:
+                continue
+            if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+                cols[f"truth_{key}"] = arr.reshape(n)
+    if dataset is not None and dataset.table is not None and len(dataset.table) == n:
+        for name in dataset.table.columns:
+            if pd.api.types.is_numeric_dtype(dataset.table[name]):
+                cols[str(name)] = dataset.table[name].to_numpy()
+    for j in range(latents.shape[1]):
+        cols[f"z{j}"] = latents[:, j]
+    # float columns: napari maps them through a continuous colormap (integers would be
+    # taken as categories, with a warning)
+    return pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in cols.items()})
+
+
+class VAEExplorerWidget(Container):
+    """Train the VAE and explore its latent space.
+
+    Attributes
+    ----------
+    runner
+        :class:`StageRunner` for training.
+    worker_runner
+        :class:`StageRunner` for embeddings and volume decoding (non-blocking).
+    dataset, result
+        The current :class:`ParticleDataset` and :class:`VAEResult`.
+    embedding
+        ``(N, 2|3)`` coordinates of the latents layer.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, **kwargs: Any):
+        self.viewer = napari_viewer
+        self.dataset: ParticleDataset | None = None
+        self.result: VAEResult | None = None
+        self.embedding: np.ndarray | None = None
+        self.current_volume: np.ndarray | None = None
+        self.selected: list[int] = []
+
+        self.dataset_layer = ComboBox(label="dataset layer", choices=self._dataset_layer_names)
+        d = VAEConfig()
+        self.epochs = SpinBox(label="epochs", value=d.epochs, min=1, max=100000)
+        self.zdim = SpinBox(label="latent dim", value=d.zdim, min=1, max=256)
+        self.n_basis = SpinBox(label="basis volumes K", value=d.n_basis, min=1, max=512)
+        self.batch_size = SpinBox(label="batch size", value=d.batch_size, min=1, max=4096)
+        self.seed = SpinBox(label="seed", value=d.seed, min=0, max=2**31 - 1)
+        self.workspace = LineEdit(label="workspace (optional)", value="")
+        self.train_button = PushButton(text="Train VAE")
+        self.runner = StageRunner(label="training")
+
+        self.result_dir = LineEdit(label="result folder", value="")
+        self.load_button = PushButton(text="Load trained VAE")
+        self.method = ComboBox(label="embedding", choices=list(EMBEDDING_METHODS), value="pca2")
+        self.color_by = ComboBox(label="colour by", choices=[])
+        self.level = FloatSlider(label="surface level (σ)", value=2.0, min=0.0, max=8.0, step=0.1)
+        self.n_steps = SpinBox(label="path steps", value=10, min=2, max=500)
+        self.path_button = PushButton(text="Volume series along path")
+        self.export_path = LineEdit(label="export .star", value="selection.star")
+        self.export_button = PushButton(text="Export selection as .star")
+        self.info = Label(value="")
+        self.worker_runner = StageRunner(label="explorer")
+        super().__init__(widgets=[
+            self.dataset_layer, self.epochs, self.zdim, self.n_basis, self.batch_size, self.seed,
+            self.workspace, self.train_button, self.runner,
+            self.result_dir, self.load_button, self.method, self.color_by, self.level, self.n_steps,
+            self.path_button, self.export_path, self.export_button, self.info, self.worker_runner,
+        ], **kwargs)
+        self.train_button.changed.connect(lambda *_: self.run())
+        self.load_button.changed.connect(lambda *_: self.load_result(self.result_dir.value))
+        self.method.changed.connect(lambda *_: self.show_latents())
+        self.color_by.changed.connect(lambda *_: self._recolour())
+        self.level.changed.connect(lambda *_: self._update_surface())
+        self.path_button.changed.connect(lambda *_: self.make_path())
+        self.export_button.changed.connect(lambda *_: self.export_selection(self.export_path.value))
+        self.viewer.layers.events.inserted.connect(lambda *_: self.dataset_layer.reset_choices())
+        self.viewer.layers.events.removed.connect(lambda *_: self.dataset_layer.reset_choices())
+
+    # ------------------------------------------------------------------ data
+    def _dataset_layer_names(self, *_: Any) -> list[str]:
+        return [lyr.name for lyr in self.viewer.layers if isinstance(lyr.metadata.get(DATASET_KEY), ParticleDataset)]
+
+    def set_dataset(self, dataset: ParticleDataset) -> None:
+        """Use ``dataset`` for training (instead of a layer's)."""
+        self.dataset = dataset
+
+    def _current_dataset(self) -> ParticleDataset:
+        if self.dataset is not None:
+            return self.dataset
+        name = self.dataset_layer.value
+        if name is None or name not in self.viewer.layers:
+            raise ValueError("no dataset: open a particle stack (or call set_dataset)")
+        return self.viewer.layers[name].metadata[DATASET_KEY]
+
+    def config(self) -> VAEConfig:
+        """The :class:`VAEConfig` the form describes."""
+        return VAEConfig(epochs=self.epochs.value, zdim=self.zdim.value, n_basis=self.n_basis.value,
+                         batch_size=self.batch_size.value, seed=self.seed.value,
+                         workspace=self.workspace.value or None)
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> None:
+        """Train in a worker thread; the latents appear when it finishes."""
+        try:
+            dataset, cfg = self._current_dataset(), self.config()
+        except ValueError as err:
+            self.info.value = str(err)
+            return
+        self.dataset = dataset
+        self.runner.start(lambda progress, cancel: train_vae(dataset, cfg, progress=progress, cancel=cancel),
+                          self.set_result)
+
+    def load_result(self, folder: str | Path) -> None:
+        """Load a result written by training (``<workspace>/vae``)."""
+        folder = Path(folder)
+        if (folder / "vae" / "model.pt").exists():
+            folder = folder / "vae"
+        try:
+            self.set_result(VAEResult.load(folder))
+        except (OSError, ValueError) as err:
+            self.info.value = f"error: {err}"
+
+    def set_result(self, result: VAEResult) -> None:
+        """Show a trained result's latents."""
+        self.result = result
+        features = latent_features(self.dataset if self.dataset is not None and len(self.dataset) == len(
+            result.latents) else None, result.latents)
+        self._features = features
+        self.color_by.choices = list(features.columns)
+        truth = [c for c in features.columns if c.startswith("truth_state")]
+        self.color_by.value = truth[0] if truth else features.columns[0]
+        last = result.history[-1] if result.history else None
+        self.info.value = (f"{len(result.latents)} particles, zdim {result.model.shape.zdim}"
+                           + (f", final loss {last['loss']:.4f}" if last else ""))
+        self.show_latents()
+
+    # ------------------------------------------------------------------ latents
+    def show_latents(self) -> None:
+        """(Re)compute the embedding in a worker and show it as a points layer."""
+        if self.result is None:
+            return
+        latents, method = self.result.latents, self.method.value
+        self.worker_runner.start(lambda progress, cancel: embed_latents(latents, method=method),
+                                 self._show_embedding)
+
+    def _show_embedding(self, embedding: np.ndarray) -> None:
+        self.embedding = embedding
+        spread = float(np.ptp(embedding, axis=0).max()) or 1.0
+        if LATENT_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(LATENT_LAYER)
+        layer = self.viewer.add_points(embedding, name=LATENT_LAYER, size=spread / 80.0,
+                                       features=self._features, border_width=0)
+        layer.selected_data.events.items_changed.connect(self._on_select)
+        self._recolour()
+
+    def _recolour(self) -> None:
+        column = self.color_by.value
+        if LATENT_LAYER not in self.viewer.layers or column is None:
+            return
+        layer = self.viewer.layers[LATENT_LAYER]
+        if column in layer.features:
+            layer.face_colormap = "turbo"
+            layer.face_color = column
+            layer.refresh()
+
+    def _on_select(self, *_: Any) -> None:
+        layer = self.viewer.layers[LATENT_LAYER] if LATENT_LAYER in self.viewer.layers else None
+        if layer is None or not layer.selected_data:
+            return
+        chosen = sorted(layer.selected_data)
+        new = [i for i in chosen if i not in self.selected]
+        self.selected = (self.selected + new)[-2:] if new else self.selected
+        if len(chosen) == 1:
+            self.select_particle(chosen[0])
+
+    def select_particle(self, index: int) -> None:
+        """Decode particle ``index``'s latent into the volume and surface layers (worker)."""
+        if self.result is None:
+            return
+        if index not in self.selected:
+            self.selected = (self.selected + [int(index)])[-2:]
+        self.select_latent(self.result.latents[int(index)], label=f"particle {int(index)}")
+
+    def select_latent(self, z: np.ndarray, *, label: str = "latent point") -> None:
+        """Decode any latent point into the volume and surface layers (worker)."""
+        model, level, apix = self.result.model, float(self.level.value), self.result.apix
+
+        def job(progress, cancel):
+            vol = decode_volumes(model, np.asarray(z)[None])[0]
+            return vol, isosurface(vol, level_sigma=level, apix=apix)
+
+        def done(out):
+            vol, (verts, faces) = out
+            self.current_volume = vol
+            self._set_image(VOLUME_LAYER, vol)
+            self._set_surface(verts, faces)
+            self.info.value = f"decoded {label}"
+
+        self.worker_runner.start(job, done)
+
+    def _set_image(self, name: str, data: np.ndarray) -> None:
+        apix = self.result.apix
+        scale = (apix,) * 3 if data.ndim == 3 else (1.0,) + (apix,) * 3
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.scale = scale
+            layer.contrast_limits = (float(data.min()), float(data.max()) or 1.0)
+        else:
+            self.viewer.add_image(data, name=name, scale=scale, rendering="mip", colormap="gray")
+
+    def _set_surface(self, verts: np.ndarray, faces: np.ndarray) -> None:
+        if SURFACE_LAYER in self.viewer.layers:
+            self.viewer.layers[SURFACE_LAYER].data = (verts, faces)
+        else:
+            self.viewer.add_surface((verts, faces), name=SURFACE_LAYER, colormap="bop orange", opacity=0.8)
+
+    def _update_surface(self) -> None:
+        if self.current_volume is None or self.result is None:
+            return
+        verts, faces = isosurface(self.current_volume, level_sigma=float(self.level.value), apix=self.result.apix)
+        self._set_surface(verts, faces)
+
+    # ------------------------------------------------------------------ paths and subsets
+    def path_anchors(self) -> np.ndarray:
+        """Latent anchors of the path: the ``latent path`` shapes layer's first shape (mapped
+        from embedding coordinates to latents), else the two last selected particles."""
+        if self.result is None:
+            raise ValueError("train or load a VAE first")
+        if PATH_SHAPES_LAYER in self.viewer.layers and len(self.viewer.layers[PATH_SHAPES_LAYER].data):
+            if self.embedding is None:
+                raise ValueError("no embedding shown")
+            verts = np.asarray(self.viewer.layers[PATH_SHAPES_LAYER].data[0])[:, -self.embedding.shape[1]:]
+            return embedding_to_latent(verts, self.embedding, self.result.latents)
+        if len(self.selected) < 2:
+            raise ValueError("select two latent points or draw a path in the 'latent path' shapes layer")
+        return self.result.latents[self.selected[-2:]]
+
+    def make_path(self, anchors: np.ndarray | None = None, n_steps: int | None = None) -> None:
+        """Decode a volume series along a latent path into a 4D image layer (worker).
+
+        ``anchors`` ``(A ≥ 2, zdim)`` latent points (default :meth:`path_anchors`).
+        """
+        try:
+            anchors = self.path_anchors() if anchors is None else np.asarray(anchors, dtype=np.float32)
+        except ValueError as err:
+            self.info.value = str(err)
+            return
+        n = int(n_steps or self.n_steps.value)
+        model = self.result.model
+
+        def job(progress, cancel):
+            return decode_volumes(model, latent_path(anchors, n))
+
+        def done(series):
+            self._set_image(PATH_VOLUME_LAYER, series)
+            self.info.value = f"volume series of {len(series)} steps"
+
+        self.worker_runner.start(job, done)
+
+    def selection_indices(self) -> np.ndarray:
+        """Particles inside any polygon of the ``latent selection`` shapes layer (else the
+        points selected in the latents layer)."""
+        if self.embedding is None:
+            return np.zeros(0, np.int64)
+        if SELECTION_SHAPES_LAYER in self.viewer.layers and len(self.viewer.layers[SELECTION_SHAPES_LAYER].data):
+            inside = [points_in_polygon(self.embedding[:, :2], np.asarray(poly)[:, -2:])
+                      for poly in self.viewer.layers[SELECTION_SHAPES_LAYER].data]
+            return np.unique(np.concatenate(inside)).astype(np.int64)
+        if LATENT_LAYER in self.viewer.layers:
+            return np.array(sorted(self.viewer.layers[LATENT_LAYER].selected_data), dtype=np.int64)
+        return np.zeros(0, np.int64)
+
+    def export_selection(self, path: str | Path) -> Path | None:
+        """Write the selected particles as a RELION ``.star`` subset; returns its path."""
+        from napari_cryohet.io.dataset import write_dataset_star
+
+        idx = self.selection_indices()
+        if self.dataset is None or len(idx) == 0:
+            self.info.value = "nothing selected (draw polygons in the 'latent selection' shapes layer)"
+            return None
+        out = write_dataset_star(Path(path), self.dataset.subset(idx))
+        self.info.value = f"wrote {len(idx)} particles to {out}"
+        return out

@@ -1,0 +1,73 @@
+"""Headless test of the VAE trainer / latent explorer widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cryohet.io.star import read_star
+from napari_cryohet.plugin.vae_widget import (
+    LATENT_LAYER,
+    PATH_VOLUME_LAYER,
+    SURFACE_LAYER,
+    VOLUME_LAYER,
+    VAEExplorerWidget,
+)
+from napari_cryohet.stages.datasets import adk_volumes
+
+
+@pytest.mark.gui
+def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    ds = adk_volumes(96, n_conformations=2, box_size=16, apix=5.0, seed=2)
+    widget = VAEExplorerWidget(viewer)
+    widget.set_dataset(ds)
+    widget.epochs.value, widget.zdim.value, widget.n_basis.value, widget.batch_size.value = 1, 2, 4, 32
+    widget.workspace.value = str(tmp_path / "ws")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    assert (tmp_path / "ws" / "vae" / "latents_epoch_001.npz").exists()
+
+    # latents as points, one per particle, coloured by the ground-truth conformation
+    points = viewer.layers[LATENT_LAYER]
+    assert points.data.shape == (96, 2)
+    assert widget.color_by.value == "truth_state"
+    colours = points.face_color
+    states = ds.ground_truth["state"]
+    assert not np.allclose(colours[states == 0].mean(0), colours[states == 1].mean(0))
+
+    # selecting a point decodes its volume (image) and an isosurface (surface)
+    points.selected_data = {3}
+    qtbot.waitUntil(lambda: VOLUME_LAYER in viewer.layers and not widget.worker_runner.busy, timeout=60_000)
+    vol = viewer.layers[VOLUME_LAYER]
+    assert vol.data.shape == (16, 16, 16)
+    np.testing.assert_allclose(vol.data, widget.result.decode(widget.result.latents[3:4])[0], rtol=1e-5)
+    verts, faces = viewer.layers[SURFACE_LAYER].data[:2]
+    assert verts.shape[1] == 3 and len(faces) > 0
+    assert verts.min() >= 0 and verts.max() <= 15 * ds.apix  # inside the box, in Å
+    n_faces = len(faces)
+    widget.level.value = 0.5  # a lower level encloses more: a larger surface
+    assert len(viewer.layers[SURFACE_LAYER].data[1]) > n_faces
+
+    # a 5-step path between two particles becomes a 4D image layer
+    widget.select_particle(10)
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    widget.make_path(n_steps=5)
+    qtbot.waitUntil(lambda: PATH_VOLUME_LAYER in viewer.layers and not widget.worker_runner.busy, timeout=60_000)
+    series = viewer.layers[PATH_VOLUME_LAYER].data
+    assert series.shape == (5, 16, 16, 16)
+    ends = widget.result.decode(widget.result.latents[[3, 10]])
+    np.testing.assert_allclose(series[0], ends[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(series[-1], ends[1], rtol=1e-4, atol=1e-4)
+
+    # particles inside a polygon drawn on the embedding → a .star subset
+    emb = widget.embedding
+    lo, hi = emb.min(0) - 1, np.median(emb, axis=0)
+    square = np.array([[lo[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]], [hi[0], lo[1]]])
+    viewer.add_shapes([square], shape_type="polygon", name="latent selection")
+    expected = np.flatnonzero((emb[:, 0] < hi[0]) & (emb[:, 1] < hi[1]))
+    np.testing.assert_array_equal(widget.selection_indices(), expected)
+    out = widget.export_selection(tmp_path / "subset.star")
+    assert out is not None and len(read_star(out).particles) == len(expected)
