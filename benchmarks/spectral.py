@@ -3,7 +3,7 @@
 Data: a noisy flat torus (circle radii 1 and 0.6) isometrically embedded in q = 8 dims,
 the kind of manifold a conformational landscape with two coupled motions gives. Per N:
 symmetric self-tuning kNN graph (k = 15) and K = 10 eigenvectors with the solver chosen by
-``method="auto"`` (ARPACK on the normalised adjacency up to 2·10^5 points, the multilevel
+``method="auto"`` (ARPACK on the normalised adjacency up to 5·10^4 points, the multilevel
 Chebyshev solver beyond). Each N runs in its own subprocess so peak RSS (``ru_maxrss`` of
 that process) is not contaminated by the others. Peer, side by side on the same data:
 ``sklearn.manifold.SpectralEmbedding(affinity="nearest_neighbors", n_neighbors=15)``.

@@ -40,7 +40,7 @@ Eigen-solvers (:func:`laplacian_eigenmaps`)
   residual is in ``info``). This is the sparse/approximate route of seed 000 §4, step (i).
 * ``"lobpcg"`` — block LOBPCG for the largest eigenvalues of ``A`` with the exact trivial
   eigenvector ``D^1/2 1`` in the starting block.
-* ``"auto"`` — ``"dense"`` for ``N <= 1000``, ``"sparse"`` up to ``N = 200000``,
+* ``"auto"`` — ``"dense"`` for ``N <= 1000``, ``"sparse"`` up to ``N = 50000``,
   ``"multilevel"`` beyond.
 
 Conventions (read these before using the output)
@@ -88,7 +88,7 @@ __all__ = [
 #: ``method="auto"`` uses dense ``eigh`` up to this many nodes.
 DENSE_MAX_NODES = 1000
 #: ``method="auto"`` uses ARPACK up to this many nodes, the multilevel solver beyond.
-SPARSE_MAX_NODES = 200_000
+SPARSE_MAX_NODES = 50_000
 #: ``build_gaussian_graph`` refuses to allocate a dense matrix beyond this many nodes.
 GAUSSIAN_DENSE_MAX_NODES = 30000
 #: ``find_nearest_neighbors(method="auto")`` switches to NN-descent above this many points.

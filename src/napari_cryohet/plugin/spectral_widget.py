@@ -24,7 +24,12 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
 from napari_cryohet.plugin._runner import StageRunner
-from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult, particle_columns, run_spectral
+from napari_cryohet.stages.spectral import (
+    SpectralConfig,
+    SpectralResult,
+    particle_columns,
+    run_spectral,
+)
 
 __all__ = ["SpectralWidget", "LAYER_NAME"]
 

@@ -1,0 +1,239 @@
+"""Structural-basis VAE (ours, seed 004) vs cryoDRGN train_vae on the same simulated data.
+
+Dataset: ``stages.datasets.adk_volumes`` — 10 discrete AdK conformations, 64 px, SNR 0.1,
+defocus 0.2–2 µm (seed 004 §5.1 style), ≥ 10 000 particles; written once as .mrcs + star +
+cryoDRGN pose/CTF pickles. Each tool trains for the same number of epochs (zdim 8) in a
+subprocess of its own, so its peak memory is its own:
+
+- ``ours``: :func:`napari_cryohet.stages.vae.train_vae` (K = 16);
+- ``cryodrgn_small``: ``cryodrgn train_vae --enc-dim 256 --enc-layers 3 --dec-dim 256
+  --dec-layers 3`` (the paper's "small"), from ``.venv-cryodrgn`` (``make cryodrgn-venv``);
+- ``cryodrgn_default``: ``cryodrgn train_vae`` with its default architecture.
+
+Per tool: ``seconds_per_epoch`` (training wall time / epochs), ``seconds_per_volume``
+(decoding 30 volumes of D³, wall time / 30, model loading included for cryoDRGN's
+``eval_vol``), ``peak_rss_mb``, ``fsc_mean_auc`` (mean over shells up to Nyquist of the FSC
+to the ground-truth volume, averaged over 30 particles, 3 per conformation, as in §5.1),
+``resolution_A`` (where that mean FSC crosses 0.5) and ``knn_accuracy`` (5-fold k-NN, k = 10,
+accuracy of the true conformation from the latents).
+
+Usage::
+
+    python benchmarks/vae_vs_cryodrgn.py [--quick] [--json out.json] [--epochs E] [--n-particles N]
+
+``--quick``: 600 particles, 32 px, 2 epochs (cryoDRGN's default architecture skipped);
+entries of a tool that is not installed are ``null``. The last line printed is a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CRYODRGN = ROOT / ".venv-cryodrgn" / "bin" / "cryodrgn"
+KEYS = ("seconds_per_epoch", "seconds_per_volume", "peak_rss_mb", "fsc_mean_auc", "resolution_A", "knn_accuracy")
+
+
+def _picks(states: np.ndarray, per_class: int = 3) -> np.ndarray:
+    return np.concatenate([np.flatnonzero(states == c)[:per_class] for c in np.unique(states)])
+
+
+def _scores(volumes: np.ndarray, picks: np.ndarray, states: np.ndarray, truth: np.ndarray, apix: float,
+            latents: np.ndarray) -> dict:
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from napari_cryohet.core.fsc import fourier_shell_correlation, resolution_at
+
+    curves = []
+    for vol, i in zip(volumes, picks, strict=True):
+        f, fsc = fourier_shell_correlation(np.asarray(vol, np.float64), truth[states[i]])
+        curves.append(fsc)
+    mean = np.mean(curves, 0)
+    knn = cross_val_score(KNeighborsClassifier(n_neighbors=10), latents, states, cv=5).mean()
+    return {"fsc_mean_auc": float(mean[1:].mean()), "resolution_A": float(resolution_at(f, mean, apix=apix,
+                                                                                          threshold=0.5)),
+            "knn_accuracy": float(knn), "fsc_curve": [round(float(v), 4) for v in mean]}
+
+
+def _peak_rss_mb(children: bool) -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return r.ru_maxrss / 1024.0  # Linux: kB
+
+
+# ----------------------------------------------------------------------------- ours (child)
+
+def _ours_child(spec: dict) -> dict:
+    import torch
+
+    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.stages.vae import VAEConfig, train_vae
+
+    torch.manual_seed(0)
+    ds = load_dataset(spec["star"])
+    truth = np.load(spec["truth"])
+    states, volumes_true = truth["state"], truth["global/volumes"]
+    cfg = VAEConfig(epochs=spec["epochs"], seed=0, workspace=spec["workspace"], resume=False,
+                    batch_size=spec.get("batch_size", 64))
+    t0 = time.perf_counter()
+    res = train_vae(ds, cfg)
+    train_s = time.perf_counter() - t0
+    picks = _picks(states)
+    res.decode(res.latents[picks[:2]])  # warm-up
+    t0 = time.perf_counter()
+    vols = res.decode(res.latents[picks], batch=1)
+    per_volume = (time.perf_counter() - t0) / len(picks)
+    out = {"seconds_per_epoch": float(np.mean([h["seconds"] for h in res.history])),
+           "train_seconds": train_s, "seconds_per_volume": per_volume}
+    out.update(_scores(vols, picks, states, volumes_true, ds.apix, res.latents))
+    out["peak_rss_mb"] = _peak_rss_mb(children=False)
+    return out
+
+
+def run_ours(spec: dict) -> dict:
+    spec_path = Path(spec["workdir"]) / "ours_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, __file__, "--_ours-child", str(spec_path)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ours failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- cryoDRGN
+
+def _timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run ``cmd`` in a wrapper process that reports the child's peak RSS; (seconds, MB)."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "r = subprocess.run(sys.argv[1:]).returncode; dt = time.perf_counter() - t; "
+               "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0); sys.exit(r)")
+    with open(log, "a") as fh:
+        proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], stdout=subprocess.PIPE, stderr=fh, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed, see {log}")
+    seconds, mb = proc.stdout.strip().splitlines()[-1].split()
+    return float(seconds), float(mb)
+
+
+def run_cryodrgn(spec: dict, name: str, arch: list[str]) -> dict | None:
+    import mrcfile
+
+    if not CRYODRGN.exists():
+        return None
+    work = Path(spec["workdir"]) / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    log = work / "log.txt"
+    epochs = spec["epochs"]
+    cmd = [str(CRYODRGN), "train_vae", spec["stack"], "--poses", spec["poses"], "--ctf", spec["ctf"], "--zdim", "8",
+           "-n", str(epochs), "-o", str(work / "out"), "--no-analysis", "--seed", "0", *arch]
+    train_s, train_mb = _timed(cmd, log)
+    truth = np.load(spec["truth"])
+    states, volumes_true = truth["state"], truth["global/volumes"]
+    out_dir = work / "out"
+    z_files = sorted(out_dir.glob("z.*.pkl"), key=lambda p: int(p.stem.split(".")[1]) if p.stem.split(".")[1].isdigit()
+                     else -1)
+    z_path = out_dir / "z.pkl" if (out_dir / "z.pkl").exists() else z_files[-1]
+    weights = out_dir / "weights.pkl" if (out_dir / "weights.pkl").exists() else sorted(
+        out_dir.glob("weights.*.pkl"), key=lambda p: int(p.stem.split(".")[1]))[-1]
+    import pickle
+
+    with open(z_path, "rb") as fh:
+        latents = np.asarray(pickle.load(fh))
+    picks = _picks(states)
+    zfile = work / "picks_z.txt"
+    np.savetxt(zfile, latents[picks])
+    vol_dir = work / "vols"
+    cmd = [str(CRYODRGN), "eval_vol", str(weights), "--config", str(out_dir / "config.yaml"), "--zfile", str(zfile),
+           "-o", str(vol_dir), "--Apix", str(spec["apix"])]
+    decode_s, decode_mb = _timed(cmd, log)
+    files = sorted(vol_dir.glob("*.mrc"))
+    vols = [mrcfile.read(f) for f in files]
+    result = {"seconds_per_epoch": train_s / epochs, "train_seconds": train_s,
+              "seconds_per_volume": decode_s / len(picks), "peak_rss_mb": max(train_mb, decode_mb)}
+    result.update(_scores(np.stack(vols), picks, states, volumes_true, spec["apix"], latents))
+    return result
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--n-particles", type=int)
+    p.add_argument("--box", type=int)
+    p.add_argument("--skip-cryodrgn-default", action="store_true")
+    p.add_argument("--workdir", type=Path)
+    p.add_argument("--_ours-child", dest="ours_child", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.ours_child is not None:
+        print(json.dumps(_ours_child(json.loads(args.ours_child.read_text()))))
+        return 0
+
+    n = args.n_particles or (600 if args.quick else 10000)
+    box = args.box or (32 if args.quick else 64)
+    epochs = args.epochs or (2 if args.quick else 5)
+    apix = 1.5 * 64 / box  # the same physical box (96 Å) at every size
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="vae_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from napari_cryohet.io.dataset import save_dataset
+    from napari_cryohet.stages.datasets import adk_volumes
+
+    t0 = time.perf_counter()
+    ds = adk_volumes(n, n_conformations=10, box_size=box, apix=apix, snr=0.1, seed=0)
+    paths = save_dataset(work / "data", ds, name="adk")
+    print(f"simulated {n} particles ({box} px) in {time.perf_counter() - t0:.0f} s → {work}", file=sys.stderr)
+    spec = {"star": str(paths["star"]), "stack": str(paths["stack"]), "poses": str(paths["poses"]),
+            "ctf": str(paths["ctf"]), "truth": str(paths["truth"]), "epochs": epochs, "apix": apix,
+            "workdir": str(work), "workspace": str(work / "ours")}
+    results = {"n_particles": n, "epochs": epochs, "box_size": box, "apix": apix}
+    results["ours"] = run_ours(spec)
+    print(f"ours: {json.dumps({k: results['ours'][k] for k in KEYS})}", file=sys.stderr)
+    small = ["--enc-dim", "256", "--enc-layers", "3", "--dec-dim", "256", "--dec-layers", "3"]
+    results["cryodrgn_small"] = run_cryodrgn(spec, "cryodrgn_small", small)
+    print(f"cryodrgn_small: {results['cryodrgn_small'] and {k: results['cryodrgn_small'][k] for k in KEYS}}",
+          file=sys.stderr)
+    skip_default = args.quick or args.skip_cryodrgn_default
+    results["cryodrgn_default"] = None if skip_default else run_cryodrgn(spec, "cryodrgn_default", [])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def fmt(name):
+        r = results[name]
+        if r is None:
+            return f"{name}=n/a"
+        return (f"{name}: {r['seconds_per_epoch']:.1f} s/epoch, {1000 * r['seconds_per_volume']:.0f} ms/vol, "
+                f"{r['peak_rss_mb']:.0f} MB, FSC-AUC {r['fsc_mean_auc']:.3f}, FSC0.5 {r['resolution_A']:.1f} Å, "
+                f"kNN {r['knn_accuracy']:.3f}")
+
+    speed = ""
+    if results["cryodrgn_small"]:
+        s = results["cryodrgn_small"]
+        o = results["ours"]
+        speed = (f" | speed-up vs small: {s['seconds_per_epoch'] / o['seconds_per_epoch']:.1f}x/epoch, "
+                 f"{s['seconds_per_volume'] / o['seconds_per_volume']:.0f}x/volume")
+    print(f"vae_vs_cryodrgn N={n} D={box} epochs={epochs} | " + " | ".join(
+        fmt(k) for k in ("ours", "cryodrgn_small", "cryodrgn_default")) + speed)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())
