@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["add_args", "main", "sample_star_path", "run_demo"]
+__all__ = ["add_args", "main", "sample_star_path", "run_demo", "capture_window"]
 
 PLUGIN = "napari-cryohet"
 WIDGET = "1 · Particle stack viewer"  # display_name in napari.yaml
@@ -45,28 +45,44 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def run_demo(star: Path, *, screenshot: Path | None, particle: int = 3):
-    """Open a viewer, dock the stack viewer, open ``star`` through our reader.
-
-    Returns ``(viewer, widget)``; with ``screenshot`` the window is captured to that PNG.
-    """
-    import napari
+def capture_window(viewer, path: Path, *, size: tuple[int, int] = (1400, 860)) -> Path:
+    """Resize the window to ``size``, let Qt lay it out, reset the view, save a PNG of it."""
     from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(title="napari-cryohet demo", show=True)
+    viewer.window.resize(*size)
+    for _ in range(3):
+        QApplication.processEvents()
+    viewer.reset_view()
+    for _ in range(3):
+        QApplication.processEvents()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    return path
+
+
+def run_demo(star: Path, *, screenshot: Path | None, particle: int = 3, query: str | None = None,
+             title: str = "napari-cryohet demo", size: tuple[int, int] = (1400, 860)):
+    """Open a viewer, dock the stack viewer, open ``star`` through our reader.
+
+    ``particle`` is the particle shown first; with ``query`` (a table filter expression,
+    e.g. ``"rlnDefocusU > 20000"``) the table is filtered and ``particle`` counts among
+    the matches. Returns ``(viewer, widget)``; with ``screenshot`` the window (resized to
+    ``size``) is captured to that PNG (:func:`capture_window`).
+    """
+    import napari
+
+    viewer = napari.Viewer(title=title, show=True)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     viewer.open(str(star), plugin=PLUGIN)
     if widget.dataset is not None:
-        widget.index = min(particle, len(widget.dataset) - 1)
+        rows = widget.apply_filter(query) if query else None
+        if rows is not None and len(rows):
+            widget.index = int(rows[min(particle, len(rows) - 1)])
+        elif rows is None:
+            widget.index = min(particle, len(widget.dataset) - 1)
     if screenshot is not None:
-        viewer.window.resize(1400, 860)
-        for _ in range(3):
-            QApplication.processEvents()
-        viewer.reset_view()
-        for _ in range(3):
-            QApplication.processEvents()
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
+        capture_window(viewer, screenshot, size=size)
     return viewer, widget
 
 

@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
 from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
 from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
+from napari_cryohet.stages.datasets import truth_state_columns
 
 if TYPE_CHECKING:
     import napari
@@ -115,8 +116,9 @@ def display_table(dataset: ParticleDataset) -> pd.DataFrame:
 
     A star-born dataset shows its table as read (every column). A synthetic dataset has
     no table, so RELION-named columns are derived from its poses and CTF (so the same
-    queries, e.g. ``rlnDefocusU > 15000``, work on both); a scalar ground-truth state is
-    shown as ``truth_state``.
+    queries, e.g. ``rlnDefocusU > 15000``, work on both); a ground-truth state is shown as
+    ``truth_state`` (``(N,)`` or ``(N, 1)``) or ``truth_state_0``, ``truth_state_1`` … (``(N, k)``),
+    see :func:`napari_cryohet.stages.datasets.truth_state_columns`, unless the table has them.
     """
     table = dataset.table if dataset.table is not None else pd.DataFrame(index=pd.RangeIndex(len(dataset)))
     frame = table.reset_index(drop=True)
@@ -135,9 +137,9 @@ def display_table(dataset: ParticleDataset) -> pd.DataFrame:
             rlnDefocusAngle=np.degrees(np.asarray(ctf.defocus_angle_rad, float)),
         )
     truth = dataset.ground_truth or {}
-    state = truth.get("state")
-    if state is not None and np.ndim(state) == 1 and "truth_state" not in frame:
-        derived["truth_state"] = np.asarray(state)
+    for name, values in truth_state_columns(truth.get("state")).items():
+        if name not in frame:  # the dataset builders already put them in the table
+            derived[name] = values
     if derived:
         frame = pd.concat([frame, pd.DataFrame(derived)], axis=1)
     return frame

@@ -29,6 +29,11 @@ made by :func:`napari_cryohet.stages.simulate.simulate`, with ``ground_truth`` k
   ``reference_coords_a``, ``volumes (C, D, D, D)``, ``volume_states``, masks (see each
   function's docstring).
 
+Their ``table`` carries the ground-truth state as columns (:func:`truth_state_columns`):
+``truth_state`` for an ``(N,)`` or ``(N, 1)`` state, ``truth_state_0``, ``truth_state_1`` …
+for an ``(N, k)`` one, so widgets that colour points by a table column can colour by truth.
+They are not RELION labels and are left out of star files written from the dataset.
+
 :func:`box_arms_2d` returns a :class:`Toy2DDataset` (1D projections are not square images).
 
 AdK coordinates come from ``sample_data/adk_dims_ca.npz`` and ``adk_dims_heavy.npz`` in
@@ -71,6 +76,9 @@ __all__ = [
     "pretzel",
     "DATASETS",
     "sample_data_dir",
+    "TRUTH_STATE_COLUMN",
+    "truth_state_columns",
+    "add_truth_state_columns",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -167,11 +175,12 @@ def _trajectory_at(coords: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _volumes(coords_a: np.ndarray, *, d: int, apix: float, sigma_a: float, weights: np.ndarray | None,
-             device: Any) -> np.ndarray:
+             device: Any, progress: ProgressCallback | None = None) -> np.ndarray:
     """``(C, D, D, D)`` Gaussian-atom densities (``core.atoms.gaussian_density_3d``)."""
     from napari_cryohet.core.atoms import gaussian_density_3d
     from napari_cryohet.core.device import select_device
 
+    report(progress, 0.0, "computing ground-truth volumes")
     dev = select_device(device)
     out = np.empty((len(coords_a), d, d, d), dtype=np.float32)
     for c in range(len(coords_a)):
@@ -184,8 +193,56 @@ def _volumes(coords_a: np.ndarray, *, d: int, apix: float, sigma_a: float, weigh
     return out
 
 
-def _config(**kwargs: Any) -> SimulationConfig:
-    return SimulationConfig(**kwargs)
+#: Name of the ``dataset.table`` column holding a scalar ground-truth state; a
+#: ``(N, k)`` state with ``k > 1`` gets ``truth_state_0 … truth_state_{k-1}``.
+TRUTH_STATE_COLUMN = "truth_state"
+
+
+def truth_state_columns(state: Any) -> dict[str, np.ndarray]:
+    """Per-particle table columns of a ground-truth ``state`` (colour points by truth).
+
+    ``(N,)`` (int class / frame, or float) or ``(N, 1)`` → ``{"truth_state": (N,)}``;
+    ``(N, k)``, ``k > 1`` (continuous multi-parameter) → ``{"truth_state_0": (N,), …}``.
+    The dtype is kept (int stays int). ``None`` or any other shape → ``{}``.
+    """
+    if state is None:
+        return {}
+    arr = np.asarray(state)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 1:
+        return {TRUTH_STATE_COLUMN: arr}
+    if arr.ndim == 2:
+        return {f"{TRUTH_STATE_COLUMN}_{j}": arr[:, j] for j in range(arr.shape[1])}
+    return {}
+
+
+def add_truth_state_columns(dataset: ParticleDataset) -> ParticleDataset:
+    """Add :func:`truth_state_columns` of ``ground_truth["state"]`` to ``dataset.table``
+    (in place; existing columns of those names are left as they are). Returns ``dataset``.
+
+    These columns are not RELION labels: :func:`napari_cryohet.io.dataset.write_dataset_star`
+    writes only the ``rln*`` columns of a synthetic dataset's table, so they never reach a
+    star file (the truth travels in ``<name>_truth.npz``).
+    """
+    for name, values in truth_state_columns((dataset.ground_truth or {}).get("state")).items():
+        if name not in dataset.table.columns:
+            dataset.table[name] = values
+    return dataset
+
+
+def _simulate_dataset(name: str, model: AtomicModel, *, defocus_range_um: tuple[float, float] | None = None,
+                      defocus_values_um: tuple[float, ...] | None = None, progress: ProgressCallback | None,
+                      cancel: CancelToken | None, **config: Any) -> ParticleDataset:
+    """Simulate ``model`` (``config``: :class:`SimulationConfig` fields, defocus given in µm),
+    name the dataset ``name`` and add its ground-truth state to its table."""
+    if defocus_range_um is not None:
+        config["defocus_range_a"] = (defocus_range_um[0] * 1e4, defocus_range_um[1] * 1e4)
+    if defocus_values_um is not None:
+        config["defocus_values_a"] = tuple(float(v) * 1e4 for v in defocus_values_um)
+    ds = simulate(model, SimulationConfig(**config), progress=progress, cancel=cancel)
+    ds.meta["name"] = name
+    return add_truth_state_columns(ds)
 
 
 # ---------------------------------------------------------------------------------------
@@ -502,13 +559,10 @@ def adk_chain(
         "global/trajectory_coords_a": traj,
     }
     model = AtomicModel(coords_a=coords, sigma_a=sigma_a, truth=truth)
-    config = _config(box_size=box_size, apix=apix, snr=snr, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                     amplitude_contrast=amplitude_contrast,
-                     defocus_values_a=tuple(float(v) * 1e4 for v in defocus_values_um),
-                     shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device)
-    ds = simulate(model, config, progress=progress, cancel=cancel)
-    ds.meta["name"] = "adk_chain"
-    return ds
+    return _simulate_dataset("adk_chain", model, box_size=box_size, apix=apix, snr=snr, voltage_kv=voltage_kv,
+                             cs_mm=cs_mm, amplitude_contrast=amplitude_contrast, defocus_values_um=defocus_values_um,
+                             shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device,
+                             progress=progress, cancel=cancel)
 
 
 def adk_volumes(
@@ -580,16 +634,12 @@ def adk_volumes(
         truth["state_params"] = volume_states[conformation][:, None]
         model = AtomicModel(coords_a=conf_coords, sigma_a=sigma_a, conformation=conformation, weights=weights,
                             truth=truth, store_coords=False)
-    report(progress, 0.0, "computing ground-truth volumes")
     truth["global/volumes"] = _volumes(conf_coords, d=box_size, apix=apix, sigma_a=sigma_a, weights=weights,
-                                       device=device)
-    config = _config(box_size=box_size, apix=apix, snr=snr, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                     amplitude_contrast=amplitude_contrast,
-                     defocus_range_a=(defocus_range_um[0] * 1e4, defocus_range_um[1] * 1e4),
-                     shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device)
-    ds = simulate(model, config, progress=progress, cancel=cancel)
-    ds.meta["name"] = "adk_volumes"
-    return ds
+                                       device=device, progress=progress)
+    return _simulate_dataset("adk_volumes", model, box_size=box_size, apix=apix, snr=snr, voltage_kv=voltage_kv,
+                             cs_mm=cs_mm, amplitude_contrast=amplitude_contrast, defocus_range_um=defocus_range_um,
+                             shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device,
+                             progress=progress, cancel=cancel)
 
 
 def assembly_classes(
@@ -665,18 +715,14 @@ def assembly_classes(
         "global/atom_domains": domains,
         "global/atom_weights": heavy["weights"],
     }
-    report(progress, 0.0, "computing ground-truth volumes")
     truth["global/volumes"] = _volumes(np.broadcast_to(coords, (n_classes, *coords.shape)), d=box_size, apix=apix,
-                                       sigma_a=sigma_a, weights=class_weights, device=device)
+                                       sigma_a=sigma_a, weights=class_weights, device=device, progress=progress)
     model = AtomicModel(coords_a=np.broadcast_to(coords, (n_classes, *coords.shape)).copy(), sigma_a=sigma_a,
                         conformation=state, weights=class_weights, truth=truth, store_coords=False)
-    config = _config(box_size=box_size, apix=apix, snr=snr, voltage_kv=voltage_kv, cs_mm=cs_mm,
-                     amplitude_contrast=amplitude_contrast,
-                     defocus_range_a=(defocus_range_um[0] * 1e4, defocus_range_um[1] * 1e4),
-                     shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device)
-    ds = simulate(model, config, progress=progress, cancel=cancel)
-    ds.meta["name"] = "assembly_classes"
-    return ds
+    return _simulate_dataset("assembly_classes", model, box_size=box_size, apix=apix, snr=snr,
+                             voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast,
+                             defocus_range_um=defocus_range_um, shift_std_a=shift_std_a, seed=seed,
+                             batch_size=batch_size, device=device, progress=progress, cancel=cancel)
 
 
 # ---------------------------------------------------------------------------------------
@@ -775,16 +821,12 @@ def _toy(name: str, blobs: np.ndarray, weights: np.ndarray, state: np.ndarray, v
         "global/blob_weights": weights,
         "global/blob_parts": parts,
     }
-    report(progress, 0.0, "computing ground-truth volumes")
     truth["global/volumes"] = _volumes(volume_blobs, d=box_size, apix=apix, sigma_a=sigma_a, weights=weights,
-                                       device=device)
+                                       device=device, progress=progress)
     model = AtomicModel(coords_a=blobs, sigma_a=sigma_a, weights=weights, truth=truth)
-    config = _config(box_size=box_size, apix=apix, snr=snr,
-                     defocus_range_a=(defocus_range_um[0] * 1e4, defocus_range_um[1] * 1e4),
-                     shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device)
-    ds = simulate(model, config, progress=progress, cancel=cancel)
-    ds.meta["name"] = name
-    return ds
+    return _simulate_dataset(name, model, box_size=box_size, apix=apix, snr=snr, defocus_range_um=defocus_range_um,
+                             shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device,
+                             progress=progress, cancel=cancel)
 
 
 def cat(
