@@ -21,7 +21,7 @@ Usage::
 
     python benchmarks/vae_vs_cryodrgn.py [--quick] [--json out.json] [--epochs E] [--n-particles N]
 
-``--quick``: 600 particles, 32 px, 2 epochs (cryoDRGN's default architecture skipped);
+``--quick``: 300 particles, 32 px, 1 epoch (cryoDRGN's default architecture skipped);
 entries of a tool that is not installed are ``null``. The last line printed is a summary.
 """
 
@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_ours_child(json.loads(args.ours_child.read_text()))))
         return 0
 
-    n = args.n_particles or (600 if args.quick else 10000)
+    n = args.n_particles or (300 if args.quick else 10000)
     box = args.box or (32 if args.quick else 64)
-    epochs = args.epochs or (2 if args.quick else 5)
+    epochs = args.epochs or (1 if args.quick else 5)
     apix = 1.5 * 64 / box  # the same physical box (96 Å) at every size
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vae_bench_"))
     work.mkdir(parents=True, exist_ok=True)

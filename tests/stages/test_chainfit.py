@@ -26,6 +26,15 @@ from napari_cryohet.stages.chainfit import (
 )
 from napari_cryohet.stages.datasets import adk_chain, box_arms_2d
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 #: 0-based indices of the six angles that vary in the box with two arms (eq. 3.2–3.3).
 BOX_ARMS_VARYING = (32, 52, 72, 92, 122, 132)
 

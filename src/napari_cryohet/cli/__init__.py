@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "spectral": "spectral",
     "vae": "vae",
+    "chainfit": "chainfit",
 }
 
 
