@@ -17,7 +17,7 @@ import napari
 import numpy as np
 import torch
 
-from napari_cryohet.plugin.vae_widget import LATENT_LAYER, SURFACE_LAYER, VOLUME_LAYER, VAEExplorerWidget
+from napari_cryohet.plugin.vae_widget import LATENT_LAYER, VOLUME_LAYER, VAEExplorerWidget
 from napari_cryohet.stages.datasets import adk_volumes
 from napari_cryohet.stages.vae import VAEConfig, isosurface, latent_path, train_vae
 
@@ -71,7 +71,6 @@ def main() -> None:
     viewer.window.resize(1500, 450)
     viewer.reset_view()
     viewer.screenshot(str(HERE / "vae_path.png"), canvas_only=True, flash=False)
-    print("accuracy proxy: first-PC separation", widget.info.value, SURFACE_LAYER)
     viewer.close()
 
 

@@ -26,6 +26,7 @@ from napari_cryohet.stages.chainfit import (
 )
 from napari_cryohet.stages.datasets import adk_chain, box_arms_2d
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small tensors: one intra-op thread is faster than two on a shared 2-core machine."""

@@ -18,24 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_args", "main", "parse_ranges"]
-
-
-def parse_ranges(text: str | None) -> list[tuple[int, int]]:
-    """``"10-20,33,40-52"`` → ``[(10, 20), (33, 33), (40, 52)]`` (inclusive residue ranges)."""
-    out: list[tuple[int, int]] = []
-    for part in (text or "").replace(" ", "").split(","):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ValueError(f"residue range {part!r}: expected START-END or a single number") from None
-        if a > b:
-            raise ValueError(f"residue range {part!r}: start after end")
-        out.append((a, b))
-    return out
+__all__ = ["add_args", "main"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +71,7 @@ def main(args: argparse.Namespace) -> int:
     from napari_cryohet.stages.chainfit import (
         ChainFitConfig,
         angles_for_residues,
+        parse_residue_ranges,
         reference_from_dataset,
         reference_from_pdb,
         run_chainfit,
@@ -119,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     resids = reference.resids
 
     def angles(text):
-        return tuple(int(j) for j in angles_for_residues(resids, parse_ranges(text)))
+        return tuple(int(j) for j in angles_for_residues(resids, parse_residue_ranges(text)))
 
     config = ChainFitConfig(
         n_eigenvectors=args.n_eigenvectors, epochs=args.epochs, batch_size=args.batch_size,

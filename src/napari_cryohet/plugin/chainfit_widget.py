@@ -41,6 +41,7 @@ from napari_cryohet.stages.chainfit import (
     ChainFitResult,
     ChainReference,
     angles_for_residues,
+    parse_residue_ranges,
     predict_images,
     reference_from_dataset,
     reference_from_pdb,
@@ -51,12 +52,6 @@ __all__ = ["ChainFitWidget", "LAYER_PREFIX"]
 
 LAYER_PREFIX = "chainfit"
 _COLOURS = {"fit": "orange", "truth": "cyan", "reference": "magenta"}
-
-
-def _parse_ranges(text: str) -> list[tuple[int, int]]:
-    from napari_cryohet.cli.chainfit import parse_ranges
-
-    return parse_ranges(text)
 
 
 class ChainFitWidget(Container):
@@ -177,7 +172,7 @@ class ChainFitWidget(Container):
     def config(self, reference: ChainReference) -> ChainFitConfig:
         """A :class:`ChainFitConfig` from the form; residue ranges become angle indices."""
         def angles(text: str) -> tuple[int, ...]:
-            return tuple(int(j) for j in angles_for_residues(reference.resids, _parse_ranges(text)))
+            return tuple(int(j) for j in angles_for_residues(reference.resids, parse_residue_ranges(text)))
 
         varying = self.varying_ranges.value.strip()
         return ChainFitConfig(

@@ -113,7 +113,8 @@ class VAEExplorerWidget(Container):
         self.result_dir = LineEdit(label="result folder", value="")
         self.load_button = PushButton(text="Load trained VAE")
         self.method = ComboBox(label="embedding", choices=list(EMBEDDING_METHODS), value="pca2")
-        self.color_by = ComboBox(label="colour by", choices=[])
+        self._features = pd.DataFrame()
+        self.color_by = ComboBox(label="colour by", choices=self._colour_choices)
         self.level = FloatSlider(label="surface level (σ)", value=2.0, min=0.0, max=8.0, step=0.1)
         self.n_steps = SpinBox(label="path steps", value=10, min=2, max=500)
         self.path_button = PushButton(text="Volume series along path")
@@ -153,6 +154,9 @@ class VAEExplorerWidget(Container):
             raise ValueError("no dataset: open a particle stack (or call set_dataset)")
         return self.viewer.layers[name].metadata[DATASET_KEY]
 
+    def _colour_choices(self, *_: Any) -> list[str]:
+        return list(self._features.columns)
+
     def config(self) -> VAEConfig:
         """The :class:`VAEConfig` the form describes."""
         return VAEConfig(epochs=self.epochs.value, zdim=self.zdim.value, n_basis=self.n_basis.value,
@@ -187,7 +191,7 @@ class VAEExplorerWidget(Container):
         features = latent_features(self.dataset if self.dataset is not None and len(self.dataset) == len(
             result.latents) else None, result.latents)
         self._features = features
-        self.color_by.choices = list(features.columns)
+        self.color_by.reset_choices()
         truth = [c for c in features.columns if c.startswith("truth_state")]
         self.color_by.value = truth[0] if truth else features.columns[0]
         last = result.history[-1] if result.history else None

@@ -54,8 +54,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cryohet.core.ctf import compute_ctf_2d
 from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.core.device import select_device
+from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.frenet import (
     bond_lengths,
     build_chain,
@@ -65,11 +67,15 @@ from napari_cryohet.core.frenet import (
     chain_frames_2d,
     frenet_frames,
 )
-from napari_cryohet.core.ctf import compute_ctf_2d
-from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
-from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report, stage_dir
+from napari_cryohet.stages._common import (
+    CancelToken,
+    ProgressCallback,
+    check_cancel,
+    report,
+    stage_dir,
+)
 
 __all__ = [
     "ChainReference",
@@ -77,6 +83,7 @@ __all__ = [
     "reference_from_dataset",
     "default_reference_atom",
     "angles_for_residues",
+    "parse_residue_ranges",
     "ChainFitConfig",
     "ChainFitResult",
     "run_chainfit",
@@ -192,6 +199,23 @@ def angles_for_residues(resids: np.ndarray, ranges: Sequence[tuple[int, int]]) -
             raise ValueError(f"residue range ({lo}, {hi}): start after end")
         hit |= (vertex >= lo) & (vertex <= hi)
     return np.flatnonzero(hit).astype(np.int64)
+
+
+def parse_residue_ranges(text: str | None) -> list[tuple[int, int]]:
+    """``"10-20,33,40-52"`` → ``[(10, 20), (33, 33), (40, 52)]`` (inclusive residue ranges)."""
+    out: list[tuple[int, int]] = []
+    for part in (text or "").replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ValueError(f"residue range {part!r}: expected START-END or a single number") from None
+        if a > b:
+            raise ValueError(f"residue range {part!r}: start after end")
+        out.append((a, b))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
