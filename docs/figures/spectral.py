@@ -31,7 +31,7 @@ def main() -> None:
     widget = SpectralWidget(viewer, dataset=ds)
     viewer.window.add_dock_widget(widget, name="spectral embedding")
     widget.show_result(result)
-    widget.color_by.value = "arm1_rad"
+    viewer.layers.remove(widget.layer)  # replaced by one layer per triple below
     layers = []
     for triple, colour in (((1, 2, 3), "arm1_rad"), ((1, 2, 4), "box_rad"), ((2, 3, 5), "box_rad")):
         widget.layer = None  # a new layer per triple
@@ -44,8 +44,11 @@ def main() -> None:
     viewer.grid.shape = (1, 3)
     viewer.camera.angles = (15, 35, 80)
     viewer.reset_view()
-    viewer.window.resize(1500, 700)
+    viewer.window.resize(1300, 560)
     viewer.screenshot(str(OUT), canvas_only=False, flash=False)
+    from PIL import Image  # palette PNG keeps the file < 300 KB
+
+    Image.open(OUT).convert("RGB").quantize(colors=128).save(OUT, optimize=True)
     print("wrote", OUT)
     viewer.close()
 

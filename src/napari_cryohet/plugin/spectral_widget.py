@@ -60,10 +60,12 @@ class SpectralWidget(Container):
 
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
+        self.dataset: Any = None
+        self._columns: dict[str, np.ndarray] = {}
         self.dataset_picker = ComboBox(label="dataset", choices=self._dataset_choices)
         self.representation = ComboBox(label="representation", value="lowres_volumes",
                                        choices=["lowres_volumes", "pca_images", "table"])
-        self.columns = ComboBox(label="table columns", choices=[], nullable=True)
+        self.columns = ComboBox(label="table columns", choices=self._numeric_columns, nullable=True)
         self.n_components = SpinBox(label="PCA dims (0 = none)", value=30, min=0, max=1000)
         self.noise_var = FloatSpinBox(label="volume noise var", value=0.5, min=0.0, max=1e6, step=0.1)
         self.graph = ComboBox(label="graph", value="knn", choices=["knn", "gaussian"])
@@ -77,7 +79,7 @@ class SpectralWidget(Container):
         self.phi_a = SpinBox(label="φ a", value=1, min=0, max=199)
         self.phi_b = SpinBox(label="φ b", value=2, min=0, max=199)
         self.phi_c = SpinBox(label="φ c", value=3, min=0, max=199)
-        self.color_by = ComboBox(label="colour by", choices=[])
+        self.color_by = ComboBox(label="colour by", choices=lambda _w: list(self._columns))
         self.info = Label(value="")
         super().__init__(widgets=[
             self.dataset_picker, self.representation, self.columns, self.n_components, self.noise_var,
@@ -86,11 +88,9 @@ class SpectralWidget(Container):
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
         self.native.layout().addWidget(self.eigen_canvas)
-        self.dataset: Any = None
         self.result: SpectralResult | None = None
         self.layer = None
         self.stack_viewer = None
-        self._columns: dict[str, np.ndarray] = {}
         self.run_button.changed.connect(self.run)
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.changed.connect(self.update_triple)
@@ -112,6 +112,12 @@ class SpectralWidget(Container):
     def _dataset_choices(self, _widget=None) -> list[str]:
         return [lyr.name for lyr in self._dataset_layers()]
 
+    def _numeric_columns(self, _widget=None) -> list[str]:
+        table = getattr(self.dataset, "table", None)
+        if table is None:
+            return []
+        return [str(c) for c in table.columns if np.issubdtype(table[c].dtype, np.number)]
+
     def _refresh_datasets(self, event=None) -> None:
         self.dataset_picker.reset_choices()
 
@@ -127,15 +133,12 @@ class SpectralWidget(Container):
         """Use ``dataset`` (a ParticleDataset or the box-arms Toy2DDataset)."""
         self.dataset = dataset
         self._columns = particle_columns(dataset)
-        self.color_by.choices = list(self._columns)
+        self.color_by.reset_choices()
         for name in ("state", "state_params_0", "arm1_rad", "labels", "defocus_a"):
             if name in self._columns:
                 self.color_by.value = name
                 break
-        table = getattr(dataset, "table", None)
-        numeric = [] if table is None else [str(c) for c in table.columns
-                                            if np.issubdtype(table[c].dtype, np.number)]
-        self.columns.choices = numeric
+        self.columns.reset_choices()
         self.info.value = f"{len(dataset)} particles"
 
     # ------------------------------------------------------------------ run

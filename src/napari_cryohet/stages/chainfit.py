@@ -259,6 +259,11 @@ class ChainFitConfig:
         Angle indices with no coefficient / only the constant term (Remark 2.3).
     varying_angles
         If given, every *other* angle is fixed (the "varying angles only" case, §3.1.1).
+    fit_box_size
+        Fit on the central ``fit_box_size²`` Fourier components only (even, ≤ the box):
+        images are Fourier-cropped and the atoms projected on the matching coarser grid
+        (pixel ``apix · D / fit_box_size``) — fewer pixels per step for atoms much wider
+        than a pixel. ``None``: the full box.
     seed
         Split and shuffling.
     device
@@ -287,6 +292,7 @@ class ChainFitConfig:
     fixed_angles: tuple[int, ...] = ()
     rigid_angles: tuple[int, ...] = ()
     varying_angles: tuple[int, ...] | None = None
+    fit_box_size: int | None = None
     seed: int = 0
     device: str | None = "cpu"
     checkpoint_every: int = 1
@@ -311,6 +317,8 @@ class ChainFitConfig:
             raise ValueError(f"bond_length_mode must be 'mean' or 'reference', got {self.bond_length_mode!r}")
         if self.sigma_a is not None and not self.sigma_a > 0:
             raise ValueError(f"sigma_a must be positive, got {self.sigma_a}")
+        if self.fit_box_size is not None and (self.fit_box_size < 2 or self.fit_box_size % 2):
+            raise ValueError(f"fit_box_size must be an even number >= 2, got {self.fit_box_size}")
         if self.bond_length_a is not None and not self.bond_length_a > 0:
             raise ValueError(f"bond_length_a must be positive, got {self.bond_length_a}")
         self.fixed_angles = tuple(int(j) for j in self.fixed_angles)
@@ -741,12 +749,16 @@ def run_chainfit(
     phi = _scaled_eigenvectors(eigenvectors, n, k)
 
     rotations = torch.as_tensor(np.asarray(dataset.rotations), dtype=dtype, device=device)
-    d, apix = dataset.box_size, float(dataset.apix)
-    targets = _FourierTargets(dataset, device, dtype)
+    d = dataset.box_size
+    fit_d = d if config.fit_box_size is None else int(config.fit_box_size)
+    if fit_d > d:
+        raise ValueError(f"fit_box_size {fit_d} exceeds the box size {d}")
+    fit_apix = float(dataset.apix) * d / fit_d
+    targets = _FourierTargets(dataset, device, dtype, fit_box_size=fit_d)
 
     def misfit(coords: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
-        images = project_gaussian_atoms(coords, rotations[torch.as_tensor(idx, device=device)], d=d, apix=apix,
-                                        sigma_a=sigma_a)  # (B, D, D)
+        images = project_gaussian_atoms(coords, rotations[torch.as_tensor(idx, device=device)], d=fit_d,
+                                        apix=fit_apix, sigma_a=sigma_a)  # (B, D', D')
         return targets.misfit(images * config.amplitude, idx, clean)
 
     problem = _Problem(
@@ -777,13 +789,17 @@ class _FourierTargets:
     spectrum; the centring phase ``(−1)^(kx+ky)`` is folded into the targets), with
     :attr:`weights` counting the Hermitian twins of the half spectrum.
     ``clean=True`` uses ``ground_truth["clean_images"]`` when present (test scoring, §3.1).
+    With ``fit_box_size`` only the central ``D'²`` frequencies are kept (Fourier crop); the
+    projections they are compared with are sampled on the matching ``D'`` grid, whose DFT
+    has the same physical frequencies and, for mass-per-pixel images, the same scale.
     """
 
     def __init__(self, dataset: ParticleDataset, device: torch.device, dtype: torch.dtype,
-                 max_bytes: int = 1 << 30):
+                 max_bytes: int = 1 << 30, fit_box_size: int | None = None):
         self.dataset, self.device, self.dtype = dataset, device, dtype
         self.clean = (dataset.ground_truth or {}).get("clean_images")
-        n, d = len(dataset), dataset.box_size
+        n, self.full_d = len(dataset), dataset.box_size
+        self.d = d = self.full_d if fit_box_size is None else int(fit_box_size)
         half = d // 2 + 1
         self.weights = torch.full((d, half), 2.0, dtype=dtype, device=device)
         self.weights[:, 0] = 1.0
@@ -802,7 +818,7 @@ class _FourierTargets:
                 self.cached[clean] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     def _compute(self, idx: np.ndarray, clean: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        d, apix = self.dataset.box_size, float(self.dataset.apix)
+        full_d, d, apix = self.full_d, self.d, float(self.dataset.apix)
         half = d // 2 + 1
         if clean and self.clean is not None:
             images = np.asarray(self.clean[idx], dtype=np.float32)
@@ -811,11 +827,13 @@ class _FourierTargets:
         spectra = fft2_centered(torch.as_tensor(images, dtype=self.dtype, device=self.device))  # (B, D, D)
         if self.shifts is not None:
             spectra = phase_shift_2d(spectra, self.shifts[torch.as_tensor(idx, device=self.device)] / apix)
-        spectra = torch.fft.ifftshift(spectra, dim=(-2, -1))[..., :half] * self._sign  # (B, D, D/2+1)
+        lo = full_d // 2 - d // 2
+        spectra = spectra[..., lo:lo + d, lo:lo + d]  # Fourier crop: same physical frequencies
+        spectra = torch.fft.ifftshift(spectra, dim=(-2, -1))[..., :half] * self._sign  # (B, D', D'/2+1)
         if self.dataset.ctf is None:
             ctf = torch.ones(len(idx), d, half, dtype=self.dtype, device=self.device)
         else:
-            ctf = compute_ctf_2d(d, apix, device=self.device,
+            ctf = compute_ctf_2d(d, apix * full_d / d, device=self.device,
                                  **self.dataset.ctf.to_torch(indices=idx, device=self.device, dtype=self.dtype))
             ctf = torch.fft.ifftshift(ctf.to(self.dtype), dim=(-2, -1))[..., :half].contiguous()
         return ctf, spectra
@@ -831,10 +849,9 @@ class _FourierTargets:
     def misfit(self, images: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
         """Per-pixel mean square of ``CTF · S · images − Y`` over the batch (eq. 2.11 / D²)."""
         ctf, target = self(idx, clean)
-        d = images.shape[-1]
-        residual = torch.fft.rfft2(images) * ctf - target  # (B, D, D/2+1)
+        residual = torch.fft.rfft2(images) * ctf - target  # (B, D', D'/2+1)
         power = (residual.real**2 + residual.imag**2) * self.weights
-        return power.sum() / (images.shape[0] * d**4)
+        return power.sum() / (images.shape[0] * self.full_d**4)
 
 
 def predict_images(result: ChainFitResult, dataset: ParticleDataset, indices: Any, *,
