@@ -18,8 +18,8 @@ SUBCOMMANDS: dict[str, str] = {
     "info": "info",
     "simulate": "simulate",
     "spectral": "spectral",
-    "vae": "vae",
     "chainfit": "chainfit",
+    "vae": "vae",
 }
 
 
