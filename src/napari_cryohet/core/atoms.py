@@ -46,7 +46,7 @@ def gaussian_profiles(
     if sig.dim() > 0:
         sig = sig.unsqueeze(-2)  # (..., 1, M)
     diff = u[:, None] - centres_a.unsqueeze(-2)  # (..., D, M)
-    return torch.exp(-0.5 * (diff / sig) ** 2)
+    return torch.exp((-0.5 * (diff / sig) ** 2).clamp_min(-80.0))  # clamp: exp underflow takes a slow path
 
 
 def _check_atoms(coords_a: torch.Tensor, d: int, apix: float, sigma_a) -> None:
