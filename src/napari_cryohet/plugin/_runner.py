@@ -53,10 +53,12 @@ class StageRunner(Container):
         self.token: CancelToken | None = None
         self.last_result: Any = None
         self.last_error: BaseException | None = None
+        self._pending: tuple | None = None
 
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        """A job runs or waits to run."""
+        return self.worker is not None or self._pending is not None
 
     def start(
         self,
@@ -64,9 +66,19 @@ class StageRunner(Container):
         on_result: Callable[[Any], None],
         *,
         on_error: Callable[[BaseException], None] | None = None,
+        queue: bool = False,
     ) -> None:
-        """Run ``job(progress, cancel)`` in a thread; ``on_result(result)`` in the GUI thread."""
+        """Run ``job(progress, cancel)`` in a thread; ``on_result(result)`` in the GUI thread.
+
+        While a job runs, a new one is refused (``queue=False``, for long stages the user
+        must cancel first) or kept to run next (``queue=True``, for quick interactive jobs
+        such as decoding the volume of a clicked point: the latest request replaces any
+        earlier waiting one, so the display always ends on the last click).
+        """
         if self.busy:
+            if queue:
+                self._pending = (job, on_result, on_error)
+                return
             self.status.value = "busy: wait for the running job or cancel it"
             return
         self.token = token = CancelToken()
@@ -76,7 +88,9 @@ class StageRunner(Container):
         def progress(fraction: float, message: str = "") -> None:
             relay.progressed.emit(float(fraction), str(message))
 
-        worker = create_worker(job, progress, token, _start_thread=False)
+        # _ignore_errors: errors are shown by this runner; without it napari re-raises them into
+        # the Qt event loop as well.
+        worker = create_worker(job, progress, token, _start_thread=False, _ignore_errors=True)
 
         def returned(result: Any) -> None:
             self.last_result = result
@@ -97,6 +111,9 @@ class StageRunner(Container):
         def finished() -> None:
             self.worker = None
             self.cancel_button.enabled = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.start(pending[0], pending[1], on_error=pending[2])
 
         worker.returned.connect(returned)
         worker.errored.connect(errored)

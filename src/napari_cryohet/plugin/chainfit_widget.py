@@ -35,6 +35,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
@@ -82,7 +83,7 @@ class ChainFitWidget(Container):
 
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
-        self.dataset_picker = ComboBox(label="dataset", choices=self._dataset_choices)
+        self.dataset_picker = DatasetPicker(napari_viewer)
         self.reference_source = ComboBox(label="reference", value="dataset", choices=["dataset", "file"])
         self.reference_file = FileEdit(label="reference file", filter="*.pdb *.cif *.ent *.mmcif *.gz")
         self.reference_chain = LineEdit(label="chain (empty = first)", value="")
@@ -127,32 +128,16 @@ class ChainFitWidget(Container):
         self.export_button.changed.connect(self.export)
         self.dataset_picker.changed.connect(self._on_pick)
         self.runner.progress_bar.changed.connect(self._refresh_plots)
-        self.viewer.layers.events.inserted.connect(self._refresh_datasets)
-        self.viewer.layers.events.removed.connect(self._refresh_datasets)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
             self._on_pick()
 
     # ------------------------------------------------------------------ dataset
-    def _dataset_layers(self) -> list:
-        from napari_cryohet.plugin._reader import DATASET_KEY
-
-        return [lyr for lyr in self.viewer.layers if lyr.metadata.get(DATASET_KEY) is not None]
-
-    def _dataset_choices(self, _widget=None) -> list[str]:
-        return [lyr.name for lyr in self._dataset_layers()]
-
-    def _refresh_datasets(self, event=None) -> None:
-        self.dataset_picker.reset_choices()
-
     def _on_pick(self, *_: Any) -> None:
-        from napari_cryohet.plugin._reader import DATASET_KEY
-
-        for lyr in self._dataset_layers():
-            if lyr.name == self.dataset_picker.value and lyr.metadata[DATASET_KEY] is not self.dataset:
-                self.set_dataset(lyr.metadata[DATASET_KEY])
-                return
+        picked = self.dataset_picker.dataset
+        if picked is not None and picked is not self.dataset:
+            self.set_dataset(picked)
 
     def set_dataset(self, dataset: Any) -> None:
         """Fit ``dataset`` (a :class:`~napari_cryohet.core.dataset.ParticleDataset`)."""

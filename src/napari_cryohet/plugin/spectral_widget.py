@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
+from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.stages.spectral import (
     SpectralConfig,
@@ -62,7 +63,7 @@ class SpectralWidget(Container):
         self.viewer = napari_viewer
         self.dataset: Any = None
         self._columns: dict[str, np.ndarray] = {}
-        self.dataset_picker = ComboBox(label="dataset", choices=self._dataset_choices)
+        self.dataset_picker = DatasetPicker(napari_viewer)
         self.representation = ComboBox(label="representation", value="lowres_volumes",
                                        choices=["lowres_volumes", "pca_images", "table"])
         self.columns = ComboBox(label="table columns", choices=self._numeric_columns, nullable=True)
@@ -96,38 +97,22 @@ class SpectralWidget(Container):
             w.changed.connect(self.update_triple)
         self.color_by.changed.connect(self.update_colors)
         self.dataset_picker.changed.connect(self._on_pick)
-        self.viewer.layers.events.inserted.connect(self._refresh_datasets)
-        self.viewer.layers.events.removed.connect(self._refresh_datasets)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
             self._on_pick()
 
     # ------------------------------------------------------------------ dataset
-    def _dataset_layers(self) -> list:
-        from napari_cryohet.plugin._reader import DATASET_KEY
-
-        return [lyr for lyr in self.viewer.layers if lyr.metadata.get(DATASET_KEY) is not None]
-
-    def _dataset_choices(self, _widget=None) -> list[str]:
-        return [lyr.name for lyr in self._dataset_layers()]
-
     def _numeric_columns(self, _widget=None) -> list[str]:
         table = getattr(self.dataset, "table", None)
         if table is None:
             return []
         return [str(c) for c in table.columns if np.issubdtype(table[c].dtype, np.number)]
 
-    def _refresh_datasets(self, event=None) -> None:
-        self.dataset_picker.reset_choices()
-
     def _on_pick(self, *_: Any) -> None:
-        from napari_cryohet.plugin._reader import DATASET_KEY
-
-        for lyr in self._dataset_layers():
-            if lyr.name == self.dataset_picker.value:
-                self.set_dataset(lyr.metadata[DATASET_KEY])
-                return
+        picked = self.dataset_picker.dataset
+        if picked is not None and picked is not self.dataset:
+            self.set_dataset(picked)
 
     def set_dataset(self, dataset: Any) -> None:
         """Use ``dataset`` (a ParticleDataset or the box-arms Toy2DDataset)."""

@@ -24,7 +24,7 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 
 from napari_cryohet.core.dataset import ParticleDataset
-from napari_cryohet.plugin._reader import DATASET_KEY
+from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.stages.vae import (
     EMBEDDING_METHODS,
@@ -99,7 +99,7 @@ class VAEExplorerWidget(Container):
         self.current_volume: np.ndarray | None = None
         self.selected: list[int] = []
 
-        self.dataset_layer = ComboBox(label="dataset layer", choices=self._dataset_layer_names)
+        self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset layer")
         d = VAEConfig()
         self.epochs = SpinBox(label="epochs", value=d.epochs, min=1, max=100000)
         self.zdim = SpinBox(label="latent dim", value=d.zdim, min=1, max=256)
@@ -135,13 +135,8 @@ class VAEExplorerWidget(Container):
         self.level.changed.connect(lambda *_: self._update_surface())
         self.path_button.changed.connect(lambda *_: self.make_path())
         self.export_button.changed.connect(lambda *_: self.export_selection(self.export_path.value))
-        self.viewer.layers.events.inserted.connect(lambda *_: self.dataset_layer.reset_choices())
-        self.viewer.layers.events.removed.connect(lambda *_: self.dataset_layer.reset_choices())
 
     # ------------------------------------------------------------------ data
-    def _dataset_layer_names(self, *_: Any) -> list[str]:
-        return [lyr.name for lyr in self.viewer.layers if isinstance(lyr.metadata.get(DATASET_KEY), ParticleDataset)]
-
     def set_dataset(self, dataset: ParticleDataset) -> None:
         """Use ``dataset`` for training (instead of a layer's)."""
         self.dataset = dataset
@@ -149,10 +144,10 @@ class VAEExplorerWidget(Container):
     def _current_dataset(self) -> ParticleDataset:
         if self.dataset is not None:
             return self.dataset
-        name = self.dataset_layer.value
-        if name is None or name not in self.viewer.layers:
+        picked = self.dataset_layer.dataset
+        if picked is None:
             raise ValueError("no dataset: open a particle stack (or call set_dataset)")
-        return self.viewer.layers[name].metadata[DATASET_KEY]
+        return picked
 
     def _colour_choices(self, *_: Any) -> list[str]:
         return list(self._features.columns)
@@ -206,7 +201,7 @@ class VAEExplorerWidget(Container):
             return
         latents, method = self.result.latents, self.method.value
         self.worker_runner.start(lambda progress, cancel: embed_latents(latents, method=method),
-                                 self._show_embedding)
+                                 self._show_embedding, queue=True)
 
     def _show_embedding(self, embedding: np.ndarray) -> None:
         self.embedding = embedding
@@ -261,7 +256,7 @@ class VAEExplorerWidget(Container):
             self._set_surface(verts, faces)
             self.info.value = f"decoded {label}"
 
-        self.worker_runner.start(job, done)
+        self.worker_runner.start(job, done, queue=True)
 
     def _set_image(self, name: str, data: np.ndarray) -> None:
         apix = self.result.apix
@@ -321,7 +316,7 @@ class VAEExplorerWidget(Container):
             self._set_image(PATH_VOLUME_LAYER, series)
             self.info.value = f"volume series of {len(series)} steps"
 
-        self.worker_runner.start(job, done)
+        self.worker_runner.start(job, done, queue=True)
 
     def selection_indices(self) -> np.ndarray:
         """Particles inside any polygon of the ``latent selection`` shapes layer (else the
