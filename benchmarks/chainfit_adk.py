@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="600 particles, 4 epochs")
     parser.add_argument("--json", default=None, help="also write the JSON document here")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: the work is many small tensor ops; on "
-                             "a shared machine 2 threads ran 20x slower)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch intra-op threads (default 2, the machine's cores; on a machine "
+                             "shared with other jobs use 1: 2 threads then ran up to 20x slower)")
     parser.add_argument("--fit-box-size", type=int, default=32,
                         help="fit on the central N² Fourier components only (default 32; 64 = all). "
                              "Nearly lossless here: beyond the crop's Nyquist (1/8 Å⁻¹ for 2-Å pixels) "
