@@ -43,7 +43,9 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: VOLUME_LAYER in viewer.layers and not widget.worker_runner.busy, timeout=60_000)
     vol = viewer.layers[VOLUME_LAYER]
     assert vol.data.shape == (16, 16, 16)
-    np.testing.assert_allclose(vol.data, widget.result.decode(widget.result.latents[3:4])[0], rtol=1e-5)
+    expected = widget.result.decode(widget.result.latents[3:4])[0]
+    # float32 FFTs in another thread may sum in another order: compare to float32 precision
+    np.testing.assert_allclose(vol.data, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     verts, faces = viewer.layers[SURFACE_LAYER].data[:2]
     assert verts.shape[1] == 3 and len(faces) > 0
     assert verts.min() >= 0 and verts.max() <= 15 * ds.apix  # inside the box, in Å
