@@ -168,6 +168,14 @@ def main(argv=None) -> None:
         with open(args.json, "w") as fh:
             fh.write(text + "\n")
     print(text)
+    r = results
+    print(  # the summary line, last
+        "forward: images/s at 64 | 128 px — analytic "
+        f"{r['analytic_images_per_s_64']:.0f} | {r['analytic_images_per_s_128']:.0f}, slice "
+        f"{r['slice_images_per_s_64']:.0f} | {r['slice_images_per_s_128']:.0f}, backproject "
+        f"{r['backproject_images_per_s_64']:.0f} | {r['backproject_images_per_s_128']:.0f} "
+        f"(batch {r['batch']}, {r['torch_threads']} threads)"
+    )
 
 
 if __name__ == "__main__":
