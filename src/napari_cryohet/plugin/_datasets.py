@@ -7,6 +7,7 @@ those layers by name and follows the layer list as layers are added or removed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import ComboBox
@@ -25,14 +26,35 @@ class DatasetPicker(ComboBox):
         The napari viewer whose layers are listed.
     kind
         Only list layers whose dataset is an instance of this type (``None``: any).
+    on_pick
+        Called with the dataset whenever the pick changes to a different dataset (and by
+        :meth:`deliver`), so a widget need not track the combo box itself.
     """
 
-    def __init__(self, viewer: Any, *, kind: type | None = None, label: str = "dataset", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        *,
+        kind: type | None = None,
+        label: str = "dataset",
+        on_pick: Callable[[Any], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._viewer = viewer
         self._kind = kind
+        self._on_pick = on_pick
+        self._delivered: Any = None
         super().__init__(label=label, choices=self._choices, **kwargs)
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
+        self.changed.connect(self.deliver)
+
+    def deliver(self, *_: Any) -> None:
+        """Hand the picked dataset to ``on_pick`` if it is not the one handed over last."""
+        picked = self.dataset
+        if self._on_pick is not None and picked is not None and picked is not self._delivered:
+            self._delivered = picked
+            self._on_pick(picked)
 
     def dataset_layers(self) -> list:
         """Layers that carry a dataset (of ``kind``), in layer-list order."""

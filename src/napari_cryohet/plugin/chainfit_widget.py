@@ -83,7 +83,7 @@ class ChainFitWidget(Container):
 
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
-        self.dataset_picker = DatasetPicker(napari_viewer)
+        self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
         self.reference_source = ComboBox(label="reference", value="dataset", choices=["dataset", "file"])
         self.reference_file = FileEdit(label="reference file", filter="*.pdb *.cif *.ent *.mmcif *.gz")
         self.reference_chain = LineEdit(label="chain (empty = first)", value="")
@@ -126,17 +126,15 @@ class ChainFitWidget(Container):
         self.run_button.changed.connect(self.run)
         self.particle.changed.connect(self.show_particle)
         self.export_button.changed.connect(self.export)
-        self.dataset_picker.changed.connect(self._on_pick)
         self.runner.progress_bar.changed.connect(self._refresh_plots)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
-            self._on_pick()
+            self.dataset_picker.deliver()
 
     # ------------------------------------------------------------------ dataset
-    def _on_pick(self, *_: Any) -> None:
-        picked = self.dataset_picker.dataset
-        if picked is not None and picked is not self.dataset:
+    def _on_pick(self, picked: Any) -> None:
+        if picked is not self.dataset:
             self.set_dataset(picked)
 
     def set_dataset(self, dataset: Any) -> None:

@@ -63,7 +63,7 @@ class SpectralWidget(Container):
         self.viewer = napari_viewer
         self.dataset: Any = None
         self._columns: dict[str, np.ndarray] = {}
-        self.dataset_picker = DatasetPicker(napari_viewer)
+        self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
         self.representation = ComboBox(label="representation", value="lowres_volumes",
                                        choices=["lowres_volumes", "pca_images", "table"])
         self.columns = ComboBox(label="table columns", choices=self._numeric_columns, nullable=True)
@@ -96,11 +96,10 @@ class SpectralWidget(Container):
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.changed.connect(self.update_triple)
         self.color_by.changed.connect(self.update_colors)
-        self.dataset_picker.changed.connect(self._on_pick)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
-            self._on_pick()
+            self.dataset_picker.deliver()
 
     # ------------------------------------------------------------------ dataset
     def _numeric_columns(self, _widget=None) -> list[str]:
@@ -109,9 +108,8 @@ class SpectralWidget(Container):
             return []
         return [str(c) for c in table.columns if np.issubdtype(table[c].dtype, np.number)]
 
-    def _on_pick(self, *_: Any) -> None:
-        picked = self.dataset_picker.dataset
-        if picked is not None and picked is not self.dataset:
+    def _on_pick(self, picked: Any) -> None:
+        if picked is not self.dataset:
             self.set_dataset(picked)
 
     def set_dataset(self, dataset: Any) -> None:
