@@ -109,19 +109,20 @@ class VAEConfig:
         Continue from ``<workspace>/vae/checkpoint.pt`` when it exists.
     """
 
-    zdim: int = 8
-    n_basis: int = 16
+    # Model hyper-parameters: the defaults are ModelShape's, so the two cannot drift apart.
+    zdim: int = ModelShape.zdim
+    n_basis: int = ModelShape.n_basis
     epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
     lr_basis: float = 3e-3
     beta: float = 0.3
-    enc_dim: int = 256
-    enc_blocks: int = 2
-    dec_dim: int = 64
-    dec_blocks: int = 2
-    radius: float | None = None
-    mask_radius: float = 0.9
+    enc_dim: int = ModelShape.enc_dim
+    enc_blocks: int = ModelShape.enc_blocks
+    dec_dim: int = ModelShape.dec_dim
+    dec_blocks: int = ModelShape.dec_blocks
+    radius: float | None = ModelShape.radius
+    mask_radius: float = ModelShape.mask_radius
     normalisation_images: int = 10000
     seed: int = 0
     device: str | None = None
@@ -129,9 +130,9 @@ class VAEConfig:
     resume: bool = True
 
     def model_shape(self, box_size: int) -> ModelShape:
-        return ModelShape(box_size=int(box_size), zdim=self.zdim, n_basis=self.n_basis, radius=self.radius,
-                          enc_dim=self.enc_dim, enc_blocks=self.enc_blocks, dec_dim=self.dec_dim,
-                          dec_blocks=self.dec_blocks, mask_radius=self.mask_radius)
+        """The model's shape: ``ModelShape``'s fields taken from this config by name."""
+        names = [f.name for f in dataclasses.fields(ModelShape) if f.name != "box_size"]
+        return ModelShape(box_size=int(box_size), **{name: getattr(self, name) for name in names})
 
     def validate(self) -> None:
         positive = ("zdim", "n_basis", "batch_size", "enc_dim", "dec_dim", "normalisation_images")
