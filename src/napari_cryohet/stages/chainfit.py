@@ -41,7 +41,6 @@ The 2D variant of §3.1 (:func:`run_chainfit_2d`) fits turning angles of a plana
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -508,21 +507,6 @@ def chain_errors(predicted: np.ndarray | torch.Tensor, truth: np.ndarray | torch
 # training loop shared by the 3D and 2D variants
 
 
-@contextlib.contextmanager
-def _flush_denormals():
-    """Flush float32 denormals to zero while training (restored afterwards).
-
-    The Gaussian tails of far-away atoms underflow into denormal numbers, which make CPU
-    arithmetic (the projection's exponentials and matrix products) several times slower.
-    """
-    enabled = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if enabled:
-            torch.set_flush_denormal(False)
-
-
 @dataclass
 class _Problem:
     """What the loop needs: data access and a forward model of a batch."""
@@ -549,14 +533,6 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *, workspace: Path | None,
            progress: ProgressCallback | None, cancel: CancelToken | None, on_epoch: EpochCallback | None,
            eval_batch: int = 500) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
-    with _flush_denormals():
-        return _train_loop(problem, model, config, workspace=workspace, progress=progress, cancel=cancel,
-                           on_epoch=on_epoch, eval_batch=eval_batch)
-
-
-def _train_loop(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *, workspace: Path | None,
-                progress: ProgressCallback | None, cancel: CancelToken | None, on_epoch: EpochCallback | None,
-                eval_batch: int) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
     train_idx, test_idx = _split(problem.n, config.test_fraction, config.seed)
     if len(train_idx) == 0:
         raise ValueError("no training particles (dataset too small for test_fraction)")
