@@ -21,6 +21,7 @@ __all__ = ["add_args", "main"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    from napari_cryohet.stages._common import LR_SCHEDULES
     from napari_cryohet.stages.vae import VAEConfig
 
     defaults = VAEConfig()
@@ -39,6 +40,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         t.add_argument(f"--{field.replace('_', '-')}", type=float, default=getattr(defaults, field),
                        help=f"(default {getattr(defaults, field)})")
     t.add_argument("--radius", type=float, default=None, help="Fourier radius in px of frequency (default D/2)")
+    t.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                   help=f"learning-rate schedule (default {defaults.lr_schedule})")
+    t.add_argument("--enc-whiten", action="store_true",
+                   help="spectrally normalise the encoder's input by σ̄_y (eq. 5) instead of standardising it")
     t.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     t.add_argument("--no-resume", action="store_true", help="start afresh even when a checkpoint exists")
 

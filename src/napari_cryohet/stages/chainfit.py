@@ -69,10 +69,12 @@ from napari_cryohet.core.frenet import (
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.stages._common import (
+    LR_SCHEDULES,
     CancelToken,
     ProgressCallback,
     check_cancel,
     report,
+    set_scheduled_lr,
     stage_dir,
 )
 
@@ -306,8 +308,8 @@ class ChainFitConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction must lie in [0, 1), got {self.test_fraction}")
         if self.anchor not in ("reference", "truth"):
@@ -590,10 +592,8 @@ def _train(problem: _Problem, model: _SpectralAngles, config: ChainFitConfig, *,
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            if config.lr_schedule == "cosine":
-                step = (epoch - 1) * n_batches + b
-                for group in opt.param_groups:
-                    group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            set_scheduled_lr(opt, [config.learning_rate] * len(opt.param_groups), config.lr_schedule,
+                             (epoch - 1) * n_batches + b, total_steps)
             loss = problem.misfit(chains(idx), idx, False)
             opt.zero_grad(set_to_none=True)
             loss.backward()

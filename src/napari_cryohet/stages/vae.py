@@ -45,10 +45,12 @@ from napari_cryohet.core.vae_model import (
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.io.errors import CryohetInputError, MissingColumnError
 from napari_cryohet.stages._common import (
+    LR_SCHEDULES,
     CancelToken,
     ProgressCallback,
     check_cancel,
     report,
+    set_scheduled_lr,
     stage_dir,
 )
 
@@ -86,6 +88,10 @@ class VAEConfig:
         Images per optimiser step (≥ 64 keeps the dense gradient of the basis efficient, §4.3).
     lr, lr_basis
         Adam learning rates of the networks and of the basis volumes.
+    lr_schedule
+        ``"cosine"`` (both rates decay to 0 over ``epochs``: the final basis volumes are
+        averaged over many noisy minibatches rather than taken from the last few) or
+        ``"constant"``.
     beta
         Weight of the KL term (1 = evidence lower bound per frequency, with the noise
         variance taken as the data's power; 0.3 lets the latents carry more of the
@@ -96,6 +102,8 @@ class VAEConfig:
         Model's Fourier radius in pixels of frequency (``None``: Nyquist ``D/2``).
     mask_radius
         Encoder's real-space mask radius, fraction of ``D/2``.
+    enc_whiten
+        Spectrally normalise the encoder's input too (``ModelShape.enc_whiten``).
     normalisation_images
         Images used to estimate ``σ̄_y`` (eq. 5); all when larger than the dataset.
     seed
@@ -116,6 +124,7 @@ class VAEConfig:
     batch_size: int = 64
     lr: float = 3e-3
     lr_basis: float = 3e-3
+    lr_schedule: str = "constant"
     beta: float = 0.3
     enc_dim: int = ModelShape.enc_dim
     enc_blocks: int = ModelShape.enc_blocks
@@ -123,6 +132,7 @@ class VAEConfig:
     dec_blocks: int = ModelShape.dec_blocks
     radius: float | None = ModelShape.radius
     mask_radius: float = ModelShape.mask_radius
+    enc_whiten: bool = ModelShape.enc_whiten
     normalisation_images: int = 10000
     seed: int = 0
     device: str | None = None
@@ -145,6 +155,8 @@ class VAEConfig:
         for name in ("lr", "lr_basis"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"VAEConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"VAEConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if float(self.beta) < 0:
             raise ValueError(f"VAEConfig.beta must be ≥ 0, got {self.beta}")
 
@@ -399,6 +411,8 @@ def train_vae(
         for b in range(n_batches):
             check_cancel(cancel)
             idx = np.sort(order[b * config.batch_size:(b + 1) * config.batch_size])
+            set_scheduled_lr(optimizer, (config.lr_basis, config.lr), config.lr_schedule, epoch * n_batches + b,
+                             int(config.epochs) * n_batches)
             images, rotations, shifts_px, ctf = batches(idx)
             y_points, enc_in = model.preprocess(images, shifts_px)
             ctf_points = model.ctf_at_points(ctf) if ctf is not None else None
