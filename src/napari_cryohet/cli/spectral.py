@@ -5,6 +5,7 @@ eigenvectors of its normalised Laplacian, and writes ``<workspace>/spectral/spec
 (eigenvalues, eigenvectors (N, K), particle indices, config). Examples:
 
   cryohet spectral --sample box_arms_2d --n-particles 4000 --workspace ws
+  cryohet spectral --sample box_arms_2d --lowpass-a 10 --order parsimonious --workspace ws
   cryohet spectral --star particles.star --representation pca_images --workspace ws
   cryohet spectral --star particles.star --features latents.npz:mu --workspace ws
 """
@@ -39,6 +40,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--k", type=int, default=30, help="kNN neighbours")
     parser.add_argument("--sigma", type=float, default=None, help="Gaussian kernel width")
     parser.add_argument("--n-eigenvectors", type=int, default=20, help="K, trivial one included")
+    parser.add_argument("--lowpass-a", type=float, default=None,
+                        help="Gaussian low-pass sigma (A) of the densities before PCA (lowres_volumes)")
+    parser.add_argument("--order", choices=("eigenvalue", "parsimonious"), default="eigenvalue",
+                        help="column order: eigenvalue, or unique directions first (Dsilva et al. 2018)")
+    parser.add_argument("--n-candidates", type=int, default=None,
+                        help="eigenvectors computed before the parsimonious selection (default 3K)")
     parser.add_argument("--solver", default="auto", choices=("auto", "dense", "sparse", "multilevel"))
     parser.add_argument("--seed", type=int, default=0)
 
@@ -78,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         standardize=args.standardize, n_components=args.n_components or None, grid_size=args.grid_size,
         noise_var=args.noise_var, graph=args.graph, weights=args.weights, k=args.k, sigma=args.sigma,
         n_eigenvectors=args.n_eigenvectors, solver=args.solver, seed=args.seed,
+        lowpass_a=args.lowpass_a, order=args.order, n_candidates=args.n_candidates,
     )
 
     def progress(fraction: float, message: str) -> None:

@@ -75,6 +75,9 @@ class SpectralWidget(Container):
         self.k = SpinBox(label="k (neighbours)", value=30, min=1, max=1000)
         self.sigma = FloatSpinBox(label="σ (0 = auto)", value=0.0, min=0.0, max=1e9, step=1.0)
         self.n_eigenvectors = SpinBox(label="K eigenvectors", value=20, min=2, max=200)
+        self.lowpass_a = FloatSpinBox(label="density low-pass σ Å (0 = none)", value=0.0, min=0.0, max=1e3,
+                                      step=1.0)
+        self.order = ComboBox(label="eigenvector order", value="eigenvalue", choices=["eigenvalue", "parsimonious"])
         self.run_button = PushButton(text="Compute embedding")
         self.runner = StageRunner()
         self.phi_a = SpinBox(label="φ a", value=1, min=0, max=199)
@@ -84,7 +87,8 @@ class SpectralWidget(Container):
         self.info = Label(value="")
         super().__init__(widgets=[
             self.dataset_picker, self.representation, self.columns, self.n_components, self.noise_var,
-            self.graph, self.weights, self.k, self.sigma, self.n_eigenvectors, self.run_button,
+            self.graph, self.weights, self.k, self.sigma, self.n_eigenvectors, self.lowpass_a, self.order,
+            self.run_button,
             self.runner, self.phi_a, self.phi_b, self.phi_c, self.color_by, self.info,
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
@@ -135,6 +139,7 @@ class SpectralWidget(Container):
             graph=self.graph.value, weights=self.weights.value, k=int(self.k.value),
             sigma=float(self.sigma.value) or None,
             n_eigenvectors=int(self.n_eigenvectors.value),
+            lowpass_a=float(self.lowpass_a.value) or None, order=self.order.value,
         )
 
     def run(self, *_: Any, features: np.ndarray | None = None) -> None:
@@ -202,8 +207,19 @@ class SpectralWidget(Container):
         ax = self.eigen_axes
         ax.clear()
         lam = self.result.eigenvalues
-        ax.plot(np.arange(len(lam)), lam, "o-", ms=3)
-        ax.set_xlabel("index k")
+        rank = np.asarray(getattr(self.result, "eigenvalue_rank", None)
+                          if getattr(self.result, "eigenvalue_rank", None) is not None else np.arange(len(lam)))
+        by_rank = np.argsort(rank, kind="stable")
+        ax.plot(rank[by_rank], lam[by_rank], "o-", ms=3)  # spectrum in eigenvalue order
+        if not np.array_equal(rank, np.arange(len(lam))):  # parsimonious: label columns φj at their rank
+            for col, (r, v) in enumerate(zip(rank, lam, strict=True)):
+                ax.annotate(str(col), (r, v), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            residual = np.asarray(getattr(self.result, "harmonic_residual", np.full(len(lam), np.nan)))
+            unique = residual > self.result.config.unique_threshold
+            ax.plot(rank[unique], lam[unique], "o", ms=5, mfc="none", mec="red")
+            ax.set_xlabel("eigenvalue rank k (labels: column φj; red: unique)")
+        else:
+            ax.set_xlabel("index k")
         ax.set_ylabel("eigenvalue λk of L")
         ax.set_title("normalised Laplacian spectrum", fontsize=9)
         self.eigen_canvas.figure.tight_layout()

@@ -29,6 +29,12 @@ Graphs: ``"gaussian"`` — dense kernel eq. 3.5 (``sigma``; default: the median 
 points of the distance to the ``k``-th neighbour); ``"knn"`` — symmetric kNN, ``weights``
 ``"binary"`` / ``"gaussian"`` / ``"self_tuning"`` (Appendix B; sparse, scales to 10^6).
 
+Two additions against weak, short conformational directions (docs/spectral.md):
+``lowpass_a`` — a Gaussian low-pass of the noisy densities before PCA (matched filtering of
+white pixel noise against band-limited atoms), and ``order="parsimonious"`` — compute
+``n_candidates`` eigenvectors and keep the *unique* directions first, harmonics after
+(Dsilva et al. 2018, :func:`~napari_cryohet.core.laplacian.harmonic_residuals`).
+
 The result is stored on the dataset as ``dataset.meta["spectral"]`` (a
 :class:`SpectralResult`) for the chain-fit stage and saved under ``<workspace>/spectral/``.
 """
@@ -50,7 +56,9 @@ from napari_cryohet.core.laplacian import (
     build_gaussian_graph,
     build_knn_graph,
     find_nearest_neighbors,
+    harmonic_residuals,
     laplacian_eigenmaps,
+    parsimonious_order,
 )
 from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.errors import CorruptFileError
@@ -64,8 +72,11 @@ __all__ = [
     "build_representation",
     "particle_columns",
     "regression_r2",
+    "lowpass_densities",
     "RESULT_FILE",
 ]
+
+ORDERS = ("eigenvalue", "parsimonious")
 
 RESULT_FILE = "spectral.npz"
 
@@ -100,8 +111,37 @@ class SpectralConfig:
     sigma
         Gaussian kernel width in representation units (``None``: median distance to the
         ``k``-th neighbour).
+    lowpass_a
+        ``"lowres_volumes"``: standard deviation (Å) of a Gaussian low-pass applied to every
+        noisy density before PCA (``None``: none). The box-arms densities carry white noise
+        of variance 9 per 5 Å pixel while the atoms are Gaussians of σ = 7 Å, band-limited
+        to a few cycles per 100 Å; a Gaussian of width ``σ_f`` keeps most of the signal and
+        divides the per-pixel noise variance by ``4π σ_f²`` (σ_f in pixels, 2-D) —
+        matched filtering — so the pairwise distances that build the graph are less
+        dominated by noise (their noise floor ``2·var·pixels`` drops). Applied per
+        particle with ``scipy.ndimage.gaussian_filter`` (Toy2D: spacing ``low_dim_grid_a``,
+        3-D volumes: the coarse voxel size). ``lowpass_a = 10`` (2 px) on box-arms moves
+        the short arm's first eigenfunction from ~56th to ~22nd (docs/spectral.md).
     n_eigenvectors
-        ``K``, trivial eigenvector included (20 in §3.1, 10 in §3.2).
+        ``K``, trivial eigenvector included (20 in §3.1, 10 in §3.2): the output columns.
+    order
+        ``"eigenvalue"``: the ``K`` smallest eigenpairs, ascending. ``"parsimonious"``:
+        compute ``n_candidates`` eigenpairs, score each by its local-linear-regression
+        residual on the earlier unique ones (Dsilva et al. 2018,
+        :func:`~napari_cryohet.core.laplacian.harmonic_residuals`) and output the trivial
+        one, then the unique directions, then the remaining harmonics, each group in
+        eigenvalue order (``SpectralResult.eigenvalue_rank`` gives every column's rank).
+    n_candidates
+        ``"parsimonious"``: eigenpairs computed before the selection (``None``:
+        ``3 * n_eigenvectors``).
+    unique_threshold
+        ``"parsimonious"``: residual above which an eigenvector is a unique direction
+        (0.5 in Dsilva et al.).
+    harmonic_regress_on
+        ``"parsimonious"``: ``"unique"`` (default; regress each eigenvector on the unique
+        ones found so far — robust on noisy data with many candidates) or ``"all"``
+        (Dsilva et al.: on every earlier eigenvector — exact on clean manifolds, over-fits
+        with many noisy candidates); see :func:`~napari_cryohet.core.laplacian.harmonic_residuals`.
     solver
         ``"auto"``, ``"dense"``, ``"sparse"``, ``"multilevel"`` (core.laplacian).
     seed
@@ -122,6 +162,11 @@ class SpectralConfig:
     k: int = 30
     sigma: float | None = None
     n_eigenvectors: int = 20
+    lowpass_a: float | None = None
+    order: str = "eigenvalue"
+    n_candidates: int | None = None
+    unique_threshold: float = 0.5
+    harmonic_regress_on: str = "unique"
     solver: str = "auto"
     seed: int = 0
     batch_size: int = 512
@@ -140,6 +185,17 @@ class SpectralConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.sigma is not None and not self.sigma > 0:
             raise ValueError(f"sigma: expected > 0 or None, got {self.sigma}")
+        if self.lowpass_a is not None and not self.lowpass_a > 0:
+            raise ValueError(f"lowpass_a: expected > 0 or None, got {self.lowpass_a}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order: expected one of {ORDERS}, got {self.order!r}")
+        if self.n_candidates is not None and int(self.n_candidates) < int(self.n_eigenvectors):
+            raise ValueError(f"n_candidates: expected >= n_eigenvectors ({self.n_eigenvectors}) or None, "
+                             f"got {self.n_candidates}")
+        if self.harmonic_regress_on not in ("unique", "all"):
+            raise ValueError(f"harmonic_regress_on: expected 'unique' or 'all', got {self.harmonic_regress_on!r}")
+        if not 0 < self.unique_threshold < 1:
+            raise ValueError(f"unique_threshold: expected in (0, 1), got {self.unique_threshold}")
         if self.noise_var < 0:
             raise ValueError(f"noise_var: expected >= 0, got {self.noise_var}")
         if self.columns is not None:
@@ -163,9 +219,11 @@ class SpectralResult:
     Attributes
     ----------
     eigenvalues
-        ``(K,)`` ascending eigenvalues of the normalised Laplacian.
+        ``(K,)`` eigenvalues of the normalised Laplacian, aligned with the columns
+        (ascending for ``order="eigenvalue"``).
     eigenvectors
-        ``(N, K)`` float64 eigenvectors (``Phi`` of eq. 2.5), column 0 trivial.
+        ``(N, K)`` float64 eigenvectors (``Phi`` of eq. 2.5), column 0 trivial; for
+        ``order="parsimonious"`` the unique directions follow it, then the harmonics.
     indices
         ``(N,)`` root-dataset index of each row.
     trivial
@@ -174,7 +232,13 @@ class SpectralResult:
         The :class:`SpectralConfig` that produced it.
     provenance
         What else was decided at run time: representation shape, PCA variance, sigma used,
-        solver, graph size, timings.
+        solver, graph size, timings, unique eigenvectors.
+    eigenvalue_rank
+        ``(K,)`` int, each column's position in eigenvalue order (``0..K-1`` for
+        ``order="eigenvalue"``; ranks among the ``n_candidates`` for ``"parsimonious"``).
+    harmonic_residual
+        ``(K,)`` float, each column's local-linear-regression residual ``r_k`` (NaN where
+        not computed: eigenvalue order, the trivial column, results saved before it existed).
     """
 
     eigenvalues: np.ndarray
@@ -183,6 +247,17 @@ class SpectralResult:
     trivial: np.ndarray
     config: SpectralConfig
     provenance: dict[str, Any] = field(default_factory=dict)
+    eigenvalue_rank: np.ndarray | None = None
+    harmonic_residual: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        k = len(self.eigenvalues)
+        if self.eigenvalue_rank is None:
+            self.eigenvalue_rank = np.arange(k, dtype=np.int64)
+        if self.harmonic_residual is None:
+            self.harmonic_residual = np.full(k, np.nan)
+        self.eigenvalue_rank = np.asarray(self.eigenvalue_rank, dtype=np.int64)
+        self.harmonic_residual = np.asarray(self.harmonic_residual, dtype=np.float64)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``<directory>/spectral.npz`` atomically; returns its path."""
@@ -193,6 +268,8 @@ class SpectralResult:
             eigenvectors=self.eigenvectors,
             indices=self.indices,
             trivial=self.trivial,
+            eigenvalue_rank=self.eigenvalue_rank,
+            harmonic_residual=self.harmonic_residual,
             config_json=np.array(json.dumps(self.config.to_dict())),
             provenance_json=np.array(json.dumps(_jsonable(self.provenance))),
         )
@@ -212,6 +289,8 @@ class SpectralResult:
                     trivial=data["trivial"],
                     config=SpectralConfig.from_dict(json.loads(str(data["config_json"]))),
                     provenance=json.loads(str(data["provenance_json"])),
+                    eigenvalue_rank=data["eigenvalue_rank"] if "eigenvalue_rank" in data.files else None,
+                    harmonic_residual=data["harmonic_residual"] if "harmonic_residual" in data.files else None,
                 )
         except FileNotFoundError:
             raise
@@ -260,9 +339,18 @@ def _density_volumes(dataset, config: SpectralConfig, features, progress, cancel
     rng = np.random.default_rng([int(config.seed), 4])
     low_dim = getattr(dataset, "low_dim", None)
     if low_dim is not None:  # Toy2DDataset: §3.1 densities with their own noise
+        info = {"source": "Toy2DDataset.low_dim (64x64 noisy densities, seed 000 §3.1)",
+                "noise_var": float(getattr(dataset, "low_dim_noise_var", np.nan))}
+        low_dim = np.asarray(low_dim)
+        if config.lowpass_a is not None:
+            grid = np.asarray(getattr(dataset, "low_dim_grid_a", [0.0, 1.0]), dtype=np.float64)
+            spacing = float(np.abs(np.diff(grid[:2]))[0]) if len(grid) > 1 else 1.0
+            low_dim = lowpass_densities(low_dim, config.lowpass_a / spacing,
+                                        batch_size=config.batch_size, cancel=cancel)
+            info.update(lowpass_a=float(config.lowpass_a), lowpass_px=config.lowpass_a / spacing,
+                        lowpass_spacing_a=spacing)
         x = np.asarray(low_dim, dtype=np.float64).reshape(len(low_dim), -1)
-        return x, {"source": "Toy2DDataset.low_dim (64x64 noisy densities, seed 000 §3.1)",
-                   "noise_var": float(getattr(dataset, "low_dim_noise_var", np.nan))}
+        return x, info
     truth = getattr(dataset, "ground_truth", None) or {}
     if "coords_a" not in truth:
         raise ValueError("representation: 'lowres_volumes' needs ground_truth['coords_a'] (synthetic data); "
@@ -288,8 +376,53 @@ def _density_volumes(dataset, config: SpectralConfig, features, progress, cancel
         report(progress, 0.4 * stop / n, f"low-resolution volumes {stop}/{n}")
     if config.noise_var > 0:
         x += rng.normal(0.0, np.sqrt(config.noise_var), x.shape).astype(np.float32)
-    return x.astype(np.float64), {"source": f"ground-truth densities {d}^3 at {apix_low:.2f} A/voxel",
-                                  "sigma_a": sigma_a, "noise_var": float(config.noise_var)}
+    info = {"source": f"ground-truth densities {d}^3 at {apix_low:.2f} A/voxel",
+            "sigma_a": sigma_a, "noise_var": float(config.noise_var)}
+    if config.lowpass_a is not None:
+        x = lowpass_densities(x.reshape(n, d, d, d), config.lowpass_a / apix_low,
+                              batch_size=config.batch_size, cancel=cancel).reshape(n, -1)
+        info.update(lowpass_a=float(config.lowpass_a), lowpass_px=config.lowpass_a / apix_low,
+                    lowpass_spacing_a=apix_low)
+    return x.astype(np.float64), info
+
+
+def lowpass_densities(
+    densities: np.ndarray, sigma_px: float, *, batch_size: int = 512, cancel: CancelToken | None = None
+) -> np.ndarray:
+    """Gaussian low-pass of every density (2-D or 3-D) in a stack, batched.
+
+    Parameters
+    ----------
+    densities
+        ``(N, G, G)`` or ``(N, G, G, G)`` densities (one per particle).
+    sigma_px
+        Standard deviation of the Gaussian filter in pixels/voxels (the same on every
+        spatial axis; none across particles).
+    batch_size, cancel
+        Particles per ``scipy.ndimage.gaussian_filter`` call; a cancel check per batch.
+
+    Returns
+    -------
+    Filtered stack, same shape, float32 (float64 input stays float64). White noise of
+    variance ``v`` comes out with variance ``v / (4π σ_px²)`` in 2-D and
+    ``v / (4π σ_px²)^{3/2}`` in 3-D (σ_px ≳ 1); a smooth density keeps its sum
+    (``mode="constant"`` edges: only what leaks past the box is lost).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(densities)
+    if x.ndim < 3:
+        raise ValueError(f"densities: expected (N, G, G) or (N, G, G, G), got shape {x.shape}")
+    if not sigma_px > 0:
+        raise ValueError(f"lowpass: sigma must be > 0 pixels, got {sigma_px}")
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    out = np.empty(x.shape, dtype=dtype)
+    sigma = (0.0,) + (float(sigma_px),) * (x.ndim - 1)
+    for start in range(0, len(x), int(batch_size)):
+        check_cancel(cancel)
+        stop = min(start + int(batch_size), len(x))
+        out[start:stop] = gaussian_filter(x[start:stop].astype(dtype, copy=False), sigma, mode="constant")
+    return out
 
 
 def _image_pca_features(dataset, config: SpectralConfig, features, progress, cancel) -> tuple[np.ndarray, dict]:
@@ -423,11 +556,28 @@ def run_spectral(
         weights = build_knn_graph(x, k=k, weights=config.weights, sigma=sigma, seed=config.seed)
     t_graph = time.perf_counter()
     check_cancel(cancel)
-    report(progress, 0.7, f"eigenvectors ({config.n_eigenvectors})")
-    emb: LaplacianEigenmaps = laplacian_eigenmaps(
-        weights, min(int(config.n_eigenvectors), n - 1), method=config.solver, seed=config.seed
-    )
+    n_out = min(int(config.n_eigenvectors), n - 1)
+    parsimonious = config.order == "parsimonious"
+    n_compute = n_out
+    if parsimonious:
+        n_compute = min(int(config.n_candidates or 3 * int(config.n_eigenvectors)), n - 1)
+    report(progress, 0.7, f"eigenvectors ({n_compute})")
+    emb: LaplacianEigenmaps = laplacian_eigenmaps(weights, n_compute, method=config.solver, seed=config.seed)
     t_eig = time.perf_counter()
+    n_cols = emb.eigenvectors.shape[1]
+    rank = np.arange(min(n_out, n_cols), dtype=np.int64)
+    residual = np.full(n_cols, np.nan)
+    unique_info: dict[str, Any] = {}
+    if parsimonious:
+        check_cancel(cancel)
+        report(progress, 0.85, f"harmonic residuals of {n_cols} eigenvectors")
+        residual, unique = harmonic_residuals(emb.eigenvectors, trivial=emb.trivial,
+                                              threshold=config.unique_threshold,
+                                              regress_on=config.harmonic_regress_on, seed=config.seed)
+        rank = parsimonious_order(emb.trivial, unique, n_out)
+        unique_info = {"n_candidates": n_cols, "unique_eigenvalue_ranks": unique,
+                       "n_unique": int(len(unique))}
+    t_sel = time.perf_counter()
     nnz = int(weights.nnz) if hasattr(weights, "nnz") else int(np.count_nonzero(weights))
     provenance = {
         "representation": {k_: v for k_, v in info.items()},
@@ -438,13 +588,17 @@ def run_spectral(
         "solver": emb.method,
         "solver_info": {k_: v for k_, v in emb.info.items() if k_ != "residual_history"},
         "n_components_graph": emb.n_components,
-        "seconds": {"representation": t_rep - t0, "graph": t_graph - t_rep, "eigen": t_eig - t_graph},
+        "seconds": {"representation": t_rep - t0, "graph": t_graph - t_rep, "eigen": t_eig - t_graph,
+                    "selection": t_sel - t_eig},
+        "order": config.order,
+        **unique_info,
     }
     root_idx = getattr(dataset, "indices", None)
     indices = np.arange(n, dtype=np.int64) if root_idx is None else np.asarray(root_idx, dtype=np.int64)
     result = SpectralResult(
-        eigenvalues=emb.eigenvalues, eigenvectors=emb.eigenvectors, indices=indices,
-        trivial=emb.trivial, config=config, provenance=provenance,
+        eigenvalues=emb.eigenvalues[rank], eigenvectors=np.ascontiguousarray(emb.eigenvectors[:, rank]),
+        indices=indices, trivial=emb.trivial[rank], config=config, provenance=provenance,
+        eigenvalue_rank=rank, harmonic_residual=residual[rank],
     )
     meta = getattr(dataset, "meta", None)
     if isinstance(meta, dict):
