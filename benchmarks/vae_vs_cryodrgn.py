@@ -93,8 +93,7 @@ def _ours_child(spec: dict) -> dict:
     ds = load_dataset(spec["star"])
     truth = np.load(spec["truth"])
     states, volumes_true = truth["state"], truth["global/volumes"]
-    cfg = VAEConfig(epochs=spec["epochs"], seed=0, workspace=spec["workspace"], resume=False,
-                    batch_size=spec.get("batch_size", 64))
+    cfg = VAEConfig(epochs=spec["epochs"], seed=0, workspace=spec["workspace"], resume=False)  # shipped defaults
     t0 = time.perf_counter()
     res = train_vae(ds, cfg)
     train_s = time.perf_counter() - t0
