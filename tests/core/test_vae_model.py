@@ -142,6 +142,28 @@ def test_loss_terms():
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
+def test_prior_term_is_the_basis_norm_and_spares_the_bias():
+    """λP of eq. 4: the loss grows by exactly scale·Σ_k≥1 ‖V^(k)‖² / Σ weights, and its
+    gradient pulls every structural basis coefficient towards 0 but leaves V^(0) alone."""
+    d, b = 16, 4
+    torch.manual_seed(1)
+    model = StructuralBasisVAE(ModelShape(box_size=d, zdim=2, n_basis=3, enc_dim=8, dec_dim=8))
+    with torch.no_grad():
+        model.basis[..., 0].normal_()
+    y, enc = model.preprocess(torch.randn(b, d, d))
+    rot = random_rotations(b)
+    plain = model.loss(y, enc, rot, None, generator=torch.Generator().manual_seed(0))["loss"]
+    scale = 0.7
+    with_prior = model.loss(y, enc, rot, None, prior_scale=scale, generator=torch.Generator().manual_seed(0))["loss"]
+    expected = scale * float(model.basis[..., 1:].detach().pow(2).sum()) / float(model.point_weight.sum())
+    assert abs(float(with_prior - plain) - expected) < 1e-5 * max(1.0, expected)
+    model.zero_grad()
+    (with_prior - plain).backward()
+    g = model.basis.grad
+    assert torch.count_nonzero(g[..., 0]) == 0
+    torch.testing.assert_close(g[..., 1:], 2 * scale * model.basis[..., 1:].detach() / model.point_weight.sum())
+
+
 def test_model_shape_validation():
     with pytest.raises(ValueError, match="box_size"):
         StructuralBasisVAE(ModelShape(box_size=15))

@@ -59,7 +59,8 @@ def trained():
     ds = toy_dataset(1500)
     # Larger steps than the defaults (which are tuned on the 10 000-particle benchmark):
     # 1500 particles give few optimiser steps, and this keeps the fixture short.
-    cfg = VAEConfig(epochs=12, batch_size=64, lr=3e-3, lr_basis=3e-3, lr_schedule="constant", beta=0.3, seed=0)
+    cfg = VAEConfig(epochs=12, batch_size=64, lr=3e-3, lr_basis=3e-3, lr_schedule="constant", beta=0.3,
+                    prior_weight=0.0, seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is faster on a shared 2-core machine
     try:

@@ -36,7 +36,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                   "seed", "normalisation_images"):
         t.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(defaults, field),
                        help=f"(default {getattr(defaults, field)})")
-    for field in ("lr", "lr_basis", "beta", "mask_radius"):
+    for field in ("lr", "lr_basis", "beta", "prior_weight", "mask_radius"):
         t.add_argument(f"--{field.replace('_', '-')}", type=float, default=getattr(defaults, field),
                        help=f"(default {getattr(defaults, field)})")
     t.add_argument("--radius", type=float, default=None, help="Fourier radius in px of frequency (default D/2)")

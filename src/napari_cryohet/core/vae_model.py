@@ -22,11 +22,13 @@ Model (§2.2, §4.2, §4.3 of 004_0460feb3adf92bbd.txt)
   the Hermitian half-grid (:mod:`napari_cryohet.core.basis_slice`), in units normalised by
   ``σ̄_y`` (so all coefficients have similar magnitude, which the optimiser needs);
   ``s(z)`` is a small residual MLP.
-- **Loss** (eq. 4 with ``P = 0``): ``(1 − λ) |y_n − C · H(φ) g(z)|²`` over the half-disc of
+- **Loss** (eq. 4): ``(1 − λ) |y_n − C · H(φ) g(z)|²`` over the half-disc of
   image frequencies, with ``y_n = y / σ̄_y`` and ``1 − λ ∝ σ̄_y²`` (§4.3), normalised so that
   pure noise scores ≈ 1; plus ``β · KL(q(z|y) ‖ N(0, I))`` divided by the number of
   frequencies, so ``β = 1`` is the evidence lower bound per frequency for noise whose
-  variance is the data's power.
+  variance is the data's power; plus the log-prior ``λ P`` with ``P = Σ_k ‖V^(k)‖²`` on the
+  structural basis (the paper sets ``P = 0``; without it the grid basis starts fitting noise
+  as training goes on, see ``VAEConfig.prior_weight``).
 - ``decode_volume(z)``: assemble ``g(z) · σ̄_y`` on the full Hermitian grid and inverse-FFT.
 
 The slice of ``g(z_i)`` in pose ``φ_i`` is computed by the fused sparse function
@@ -316,6 +318,7 @@ class StructuralBasisVAE(nn.Module):
         ctf_points: torch.Tensor | None,
         *,
         beta: float = 1.0,
+        prior_scale: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO per frequency (eq. 4 with ``P = 0``, plus ``β · KL``).
@@ -330,6 +333,12 @@ class StructuralBasisVAE(nn.Module):
             ``(B, Q)`` CTF at the loss frequencies (:meth:`ctf_at_points`) or ``None``.
         beta
             KL weight.
+        prior_scale
+            Weight of the log-prior ``λ P`` of eq. 4 per image: ``P = Σ_k ‖V^(k)‖²`` over the
+            structural basis volumes (not the bias ``V^(0)``), in σ̄_y-normalised units and
+            per frequency like the data term — a Gaussian prior that pulls coefficients no
+            image consistently asks for back to zero. The trainer passes
+            ``prior_weight / N`` so the prior counts once per pass over the data.
         generator
             Random generator of the reparameterisation noise (reproducible runs).
 
@@ -350,6 +359,8 @@ class StructuralBasisVAE(nn.Module):
         rec = ((y_points - pred).abs().pow(2) * weight).sum(-1) / total_weight  # (B,)
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)  # (B,)
         loss = rec.mean() + beta * kl.mean() / total_weight
+        if prior_scale:
+            loss = loss + prior_scale * self.basis[..., 1:].pow(2).sum() / total_weight
         return {"loss": loss, "reconstruction": rec.mean().detach(), "kl": kl.mean().detach(),
                 "mu": mu.detach(), "logvar": logvar.detach()}
 
