@@ -321,7 +321,8 @@ class StructuralBasisVAE(nn.Module):
         prior_scale: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Negative ELBO per frequency (eq. 4 with ``P = 0``, plus ``β · KL``).
+        """Negative ELBO per frequency (eq. 4, plus ``β · KL``; the prior term only when
+        ``prior_scale`` > 0).
 
         Parameters
         ----------

@@ -106,9 +106,9 @@ class VAEConfig:
         which the paper sets to 0): ``prior_weight · Σ_k ‖V^(k)‖² / N`` per image, so it
         counts once per epoch whatever ``N``. On the ``adk_volumes`` benchmark (3 epochs)
         3000 raised the FSC AUC to the truth from 0.479 to 0.508 (0.5 crossing 6.4 → 5.9 Å)
-        and the k-NN accuracy from 0.329 to 0.326 (unchanged); at 6 epochs, 300 raised them
-        from 0.442 / 0.451 to 0.465 / 0.510 — without it the grid basis fits noise as training
-        goes on. 0 switches it off.
+        and left the k-NN accuracy of the latents as it was (0.329 → 0.326); at 6 epochs,
+        300 raised FSC AUC / k-NN from 0.442 / 0.451 to 0.465 / 0.510 — without it the grid
+        basis fits noise as training goes on. 0 switches it off.
     enc_dim, enc_blocks, dec_dim, dec_blocks
         Widths and residual-block counts of the encoder and of ``s(z)``.
     radius
