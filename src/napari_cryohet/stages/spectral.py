@@ -59,6 +59,7 @@ from napari_cryohet.core.laplacian import (
     harmonic_residuals,
     laplacian_eigenmaps,
     parsimonious_order,
+    tangent_denoise,
 )
 from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.errors import CorruptFileError
@@ -122,6 +123,14 @@ class SpectralConfig:
         particle with ``scipy.ndimage.gaussian_filter`` (Toy2D: spacing ``low_dim_grid_a``,
         3-D volumes: the coarse voxel size). ``lowpass_a = 10`` (2 px) on box-arms moves
         the short arm's first eigenfunction from ~56th to ~22nd (docs/spectral.md).
+    denoise_dim
+        If set, project the representation onto its local tangent spaces of this dimension
+        before the graph (:func:`~napari_cryohet.core.laplacian.tangent_denoise`: local PCA
+        of ``denoise_k`` neighbours, ``denoise_iter`` passes) — removes the noise normal to
+        the conformational manifold. ``None``: off. The box-arms toy (3 parameters) uses 6
+        (docs/spectral.md).
+    denoise_k, denoise_iter
+        Neighbours per local PCA and passes of the tangent projection.
     n_eigenvectors
         ``K``, trivial eigenvector included (20 in §3.1, 10 in §3.2): the output columns.
     order
@@ -163,6 +172,9 @@ class SpectralConfig:
     sigma: float | None = None
     n_eigenvectors: int = 20
     lowpass_a: float | None = None
+    denoise_dim: int | None = None
+    denoise_k: int = 80
+    denoise_iter: int = 3
     order: str = "eigenvalue"
     n_candidates: int | None = None
     unique_threshold: float = 0.5
@@ -180,11 +192,13 @@ class SpectralConfig:
             raise ValueError(f"weights: expected 'self_tuning', 'binary' or 'gaussian', got {self.weights!r}")
         if self.graph == "knn" and self.weights == "gaussian" and self.sigma is None:
             raise ValueError("sigma: kNN graph with gaussian weights needs sigma")
-        for name in ("k", "n_eigenvectors", "grid_size", "batch_size"):
+        for name in ("k", "n_eigenvectors", "grid_size", "batch_size", "denoise_k", "denoise_iter"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.sigma is not None and not self.sigma > 0:
             raise ValueError(f"sigma: expected > 0 or None, got {self.sigma}")
+        if self.denoise_dim is not None and int(self.denoise_dim) < 1:
+            raise ValueError(f"denoise_dim: expected a positive integer or None, got {self.denoise_dim}")
         if self.lowpass_a is not None and not self.lowpass_a > 0:
             raise ValueError(f"lowpass_a: expected > 0 or None, got {self.lowpass_a}")
         if self.order not in ORDERS:
@@ -541,6 +555,16 @@ def run_spectral(
     t0 = time.perf_counter()
     report(progress, 0.0, f"representation: {config.representation}")
     x, info = build_representation(dataset, config, features=features, progress=progress, cancel=cancel)
+    check_cancel(cancel)
+    if config.denoise_dim is not None:
+        if not int(config.denoise_dim) < x.shape[1]:
+            raise ValueError(f"denoise_dim: expected < the representation's {x.shape[1]} dimensions, "
+                             f"got {config.denoise_dim}")
+        dk = min(int(config.denoise_k), len(x) - 1)
+        report(progress, 0.35, f"tangent-space denoising (dim {config.denoise_dim}, k {dk})")
+        x = tangent_denoise(x, dim=int(config.denoise_dim), k=dk, n_iter=int(config.denoise_iter),
+                            seed=config.seed)
+        info["denoise"] = {"dim": int(config.denoise_dim), "k": dk, "n_iter": int(config.denoise_iter)}
     t_rep = time.perf_counter()
     check_cancel(cancel)
     n = len(x)
