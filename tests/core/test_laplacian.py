@@ -11,6 +11,7 @@ from napari_cryohet.core.laplacian import (
     GraphError,
     build_gaussian_graph,
     build_knn_graph,
+    density_normalize,
     find_nearest_neighbors,
     harmonic_residuals,
     laplacian_eigenmaps,
@@ -307,3 +308,34 @@ def test_tangent_denoise_bad_input(rng):
         tangent_denoise(x, dim=2, k=2)
     with pytest.raises(GraphError, match="n_iter"):
         tangent_denoise(x, dim=2, k=10, n_iter=0)
+
+
+# ------------------------------------------------------------------ density normalisation
+
+
+def test_alpha_one_gives_laplace_beltrami_eigenfunctions_on_a_nonuniform_circle(rng):
+    """Coifman & Lafon 2006: with α = 1 the random-walk eigenvectors φ_k/φ_0 converge to the
+    Laplace-Beltrami eigenfunctions cos θ, sin θ whatever the sampling density; α = 0
+    (the plain normalised graph) is pulled by the density ∝ 1 + 0.8 cos θ."""
+    n = 1500
+    theta = np.empty(0)
+    while len(theta) < n:  # rejection sampling
+        t = rng.uniform(0, 2 * np.pi, 4 * n)
+        theta = np.r_[theta, t[rng.uniform(0, 1.8, 4 * n) < 1 + 0.8 * np.cos(t)]]
+    theta = theta[:n]
+    x = np.c_[np.cos(theta), np.sin(theta)]
+    w = build_gaussian_graph(x, sigma=0.1)
+    target = np.c_[np.cos(theta), np.sin(theta)]
+    r2 = {}
+    for alpha in (0.0, 1.0):
+        phi = laplacian_eigenmaps(density_normalize(w, alpha), 3).eigenvectors
+        r2[alpha] = _best_r2(phi[:, 1:3] / phi[:, :1], target)
+    assert np.all(r2[1.0] > 0.995)
+    assert np.all(r2[0.0] < 0.97)
+    # sparse and dense give the same matrix; α = 0 is the identity
+    sparse = build_knn_graph(x, k=10, weights="self_tuning")
+    np.testing.assert_allclose(density_normalize(sparse, 0.5).toarray(), density_normalize(sparse.toarray(), 0.5),
+                               rtol=1e-12)
+    assert density_normalize(sparse, 0.0) is sparse
+    with pytest.raises(GraphError, match="alpha"):
+        density_normalize(sparse, 1.5)

@@ -21,6 +21,7 @@ Graphs
   ``sigma_i`` = distance from ``x_i`` to its ``k``-th neighbour and
   ``W_ij = exp(-d_ij^2 / (sigma_i sigma_j))``. Stored as ``scipy.sparse`` CSR, so
   ``N = 10^6`` fits in memory (seed 000 §4, future step (i)).
+* :func:`density_normalize` — optional Coifman-Lafon ``D^-α W D^-α`` (diffusion maps).
 * :func:`tangent_denoise` — optional pre-step: local-PCA projection of each point onto
   the manifold's tangent space, which removes the noise normal to the manifold.
 
@@ -82,6 +83,7 @@ __all__ = [
     "build_knn_graph",
     "find_nearest_neighbors",
     "tangent_denoise",
+    "density_normalize",
     "normalized_adjacency",
     "normalized_laplacian",
     "laplacian_eigenmaps",
@@ -452,6 +454,41 @@ def _check_square(weights) -> int:
     if shape[0] < 2:
         raise GraphError(f"weights: need at least 2 nodes, got {shape[0]}")
     return shape[0]
+
+
+def density_normalize(weights, alpha: float):
+    """Coifman-Lafon density normalisation ``W^(α) = D^-α W D^-α`` (``D_ii = Σ_j W_ij``).
+
+    Diffusion maps (Coifman & Lafon 2006, *Appl. Comput. Harmon. Anal.* 21:5-30, §2.1):
+    the normalised Laplacian of ``W`` converges to the Laplace-Beltrami operator plus a
+    drift along the gradient of the sampling density; dividing the kernel by the degrees to
+    the power ``α`` removes the drift for ``α = 1`` (``α = 0``: unchanged, the paper's
+    graph; ``α = 1/2``: Fokker-Planck). Then build the Laplacian of ``W^(α)`` as usual.
+    Here the density is that of the particles in representation space, which is not uniform
+    even for uniformly drawn parameters (the map from parameters to densities stretches some
+    regions); on the box-arms toy α = 1 raises all three R² (docs/spectral.md).
+
+    Parameters
+    ----------
+    weights
+        ``(N, N)`` symmetric non-negative similarities, dense or ``scipy.sparse``.
+    alpha
+        Exponent in ``[0, 1]``.
+
+    Returns
+    -------
+    Same kind as ``weights`` (sparse → CSR), symmetric.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise GraphError(f"alpha: expected a density-normalisation exponent in [0, 1], got {alpha}")
+    _check_square(weights)
+    if float(alpha) == 0.0:
+        return weights
+    scale = _degrees(weights) ** -float(alpha)  # (N,)
+    if scipy.sparse.issparse(weights):
+        dm = scipy.sparse.diags(scale)
+        return (dm @ weights.tocsr() @ dm).tocsr()
+    return scale[:, None] * np.asarray(weights, dtype=np.float64) * scale[None, :]
 
 
 def normalized_adjacency(weights, *, degrees: np.ndarray | None = None):

@@ -57,6 +57,7 @@ from napari_cryohet.core.laplacian import (
     build_knn_graph,
     find_nearest_neighbors,
     harmonic_residuals,
+    density_normalize,
     laplacian_eigenmaps,
     parsimonious_order,
     tangent_denoise,
@@ -131,6 +132,10 @@ class SpectralConfig:
         (docs/spectral.md).
     denoise_k, denoise_iter
         Neighbours per local PCA and passes of the tangent projection.
+    alpha
+        Density normalisation of the graph before the Laplacian, ``W ← D^-α W D^-α``
+        (diffusion maps, :func:`~napari_cryohet.core.laplacian.density_normalize`):
+        0 = the paper's graph, 1 = Laplace-Beltrami (sampling density factored out).
     n_eigenvectors
         ``K``, trivial eigenvector included (20 in §3.1, 10 in §3.2): the output columns.
     order
@@ -175,6 +180,7 @@ class SpectralConfig:
     denoise_dim: int | None = None
     denoise_k: int = 80
     denoise_iter: int = 3
+    alpha: float = 0.0
     order: str = "eigenvalue"
     n_candidates: int | None = None
     unique_threshold: float = 0.5
@@ -199,6 +205,8 @@ class SpectralConfig:
             raise ValueError(f"sigma: expected > 0 or None, got {self.sigma}")
         if self.denoise_dim is not None and int(self.denoise_dim) < 1:
             raise ValueError(f"denoise_dim: expected a positive integer or None, got {self.denoise_dim}")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise ValueError(f"alpha: expected in [0, 1], got {self.alpha}")
         if self.lowpass_a is not None and not self.lowpass_a > 0:
             raise ValueError(f"lowpass_a: expected > 0 or None, got {self.lowpass_a}")
         if self.order not in ORDERS:
@@ -578,6 +586,7 @@ def run_spectral(
         weights = build_gaussian_graph(x, sigma=sigma)
     else:
         weights = build_knn_graph(x, k=k, weights=config.weights, sigma=sigma, seed=config.seed)
+    weights = density_normalize(weights, config.alpha)
     t_graph = time.perf_counter()
     check_cancel(cancel)
     n_out = min(int(config.n_eigenvectors), n - 1)
