@@ -159,8 +159,9 @@ def test_parsimonious_order_result_round_trip_and_old_files(rng, tmp_path):
 
 BOX_ARMS_BASELINE = dict(representation="lowres_volumes", n_components=30, graph="knn",
                          weights="self_tuning", k=30, n_eigenvectors=20, seed=0)
-#: best setting found (docs/spectral.md): 10 A low-pass + parsimonious order of 60 candidates
-BOX_ARMS_BEST = dict(BOX_ARMS_BASELINE, lowpass_a=10.0, order="parsimonious", n_candidates=60)
+#: the acceptance setting (docs/spectral.md): 5 Å low-pass, PCA 30, tangent-space denoising
+#: (dim 6), self-tuning kNN k = 8, density-normalised graph (α = 1), eigenvalue order
+BOX_ARMS_BEST = dict(BOX_ARMS_BASELINE, k=8, lowpass_a=5.0, denoise_dim=6, alpha=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -174,32 +175,46 @@ def box_arms_result():
 
 @pytest.mark.slow
 def test_box_arms_parameters_from_20_eigenvectors(box_arms_result):
+    """Issue-4 acceptance: the 3 true parameters from the first 20 eigenvectors, R² >= 0.9
+    each (linear regression, 80/20 split). Measured 0.987 / 0.922 / 0.944 (seed 0); seeds
+    1-5 give 0.907-0.925 for the short arm (benchmarks/spectral.py)."""
     ds, result, baseline = box_arms_result
     assert result.eigenvectors.shape == (4000, 20)
-    r2 = regression_r2(result.eigenvectors, ds.state_params)  # (arm1, arm2, box), 80/20 split
-    assert r2[0] >= 0.9  # arm at θ_33: rotates box + second arm (117 atoms)
-    assert r2[2] >= 0.9  # box angle
-    # the short arm: low-pass + parsimonious order measured 0.57 vs 0.01 (raw, eigenvalue order)
+    assert result.provenance["representation"]["denoise"] == {"dim": 6, "k": 80, "n_iter": 3}
+    r2 = regression_r2(result.eigenvectors, ds.state_params)  # (arm1, arm2, box)
+    assert np.all(r2 >= 0.9), r2
+    # the paper's graph on the same densities (PCA 30, k = 30) resolves the long arm and the
+    # box but not the 15-atom arm
     r2_base = regression_r2(baseline.eigenvectors, ds.state_params)
-    assert r2[1] >= r2_base[1] + 0.4
-    assert r2_base[0] >= 0.9 and r2_base[2] >= 0.9
-    # columns: trivial, then the unique directions by eigenvalue, eigenvalues aligned
-    assert result.eigenvalue_rank[0] == 0 and len(set(result.eigenvalue_rank.tolist())) == 20
-    n_u = result.provenance["n_unique"]
-    assert np.all(result.harmonic_residual[1:1 + n_u] > 0.5)
-    assert np.all(np.diff(result.eigenvalue_rank[1:1 + n_u]) > 0)
+    assert r2_base[0] >= 0.9 and r2_base[2] >= 0.9 and r2_base[1] < 0.8
+    # eigenvalue order, orthonormal columns, trivial first
+    assert np.all(np.diff(result.eigenvalues) >= -1e-12) and result.trivial[0]
+    np.testing.assert_allclose(result.eigenvectors.T @ result.eigenvectors, np.eye(20), atol=1e-8)
     cols = particle_columns(ds)
     np.testing.assert_array_equal(cols["arm2_rad"], ds.state_params[:, 1])
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the 16-atom arm at θ_133 changes the noisy 64x64 densities ~3x "
-                   "less than the other parameters: even low-passed, with the unique eigenvectors first, "
-                   "it reaches R² ≈ 0.57 from 20 eigenvectors (docs/spectral.md, 'Acceptance on the "
-                   "box-arms toy')")
-def test_box_arms_short_arm_from_20_eigenvectors(box_arms_result):
-    ds, result, _ = box_arms_result
-    assert regression_r2(result.eigenvectors, ds.state_params)[1] >= 0.9
+def test_denoise_and_alpha_are_recorded_and_checked(tmp_path):
+    from napari_cryohet.cli import main
+
+    status = main(["spectral", "--sample", "box_arms_2d", "--n-particles", "300", "--workspace", str(tmp_path),
+                   "-k", "8", "--n-eigenvectors", "5", "--n-components", "12", "--lowpass-a", "5",
+                   "--denoise-dim", "4", "--denoise-k", "40", "--denoise-iter", "2", "--alpha", "1"])
+    assert status == 0
+    res = SpectralResult.load(tmp_path / "spectral")
+    assert (res.config.denoise_dim, res.config.denoise_k, res.config.denoise_iter, res.config.alpha) == (4, 40, 2, 1.0)
+    assert res.provenance["representation"]["denoise"] == {"dim": 4, "k": 40, "n_iter": 2}
+    # the Laplacian of D^-1 W D^-1 still has orthonormal eigenvectors and a zero eigenvalue
+    np.testing.assert_allclose(res.eigenvectors.T @ res.eigenvectors, np.eye(5), atol=1e-8)
+    assert abs(res.eigenvalues[0]) < 1e-8
+    with pytest.raises(ValueError, match="alpha"):
+        SpectralConfig(alpha=2.0)
+    with pytest.raises(ValueError, match="denoise_dim"):
+        SpectralConfig(denoise_dim=0)
+    from napari_cryohet.stages.datasets import box_arms_2d
+
+    with pytest.raises(ValueError, match="denoise_dim"):  # must be below the representation's dims
+        run_spectral(box_arms_2d(100), SpectralConfig(n_components=5, denoise_dim=5, k=5))
 
 
 def test_cli_writes_eigenvectors_to_workspace(tmp_path, capsys):

@@ -5,6 +5,8 @@ eigenvectors of its normalised Laplacian, and writes ``<workspace>/spectral/spec
 (eigenvalues, eigenvectors (N, K), particle indices, config). Examples:
 
   cryohet spectral --sample box_arms_2d --n-particles 4000 --workspace ws
+  cryohet spectral --sample box_arms_2d --n-particles 4000 --lowpass-a 5 --denoise-dim 6 -k 8 \
+      --alpha 1 --workspace ws          # the box-arms acceptance setting (docs/spectral.md)
   cryohet spectral --sample box_arms_2d --lowpass-a 10 --order parsimonious --workspace ws
   cryohet spectral --star particles.star --representation pca_images --workspace ws
   cryohet spectral --star particles.star --features latents.npz:mu --workspace ws
@@ -46,6 +48,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="column order: eigenvalue, or unique directions first (Dsilva et al. 2018)")
     parser.add_argument("--n-candidates", type=int, default=None,
                         help="eigenvectors computed before the parsimonious selection (default 3K)")
+    parser.add_argument("--denoise-dim", type=int, default=None,
+                        help="tangent-space denoising of the representation: manifold dimension kept")
+    parser.add_argument("--denoise-k", type=int, default=80, help="neighbours per local PCA of the denoising")
+    parser.add_argument("--denoise-iter", type=int, default=3, help="passes of the denoising")
+    parser.add_argument("--alpha", type=float, default=0.0,
+                        help="graph density normalisation D^-a W D^-a (0 = paper, 1 = Laplace-Beltrami)")
     parser.add_argument("--solver", default="auto", choices=("auto", "dense", "sparse", "multilevel"))
     parser.add_argument("--seed", type=int, default=0)
 
@@ -86,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
         noise_var=args.noise_var, graph=args.graph, weights=args.weights, k=args.k, sigma=args.sigma,
         n_eigenvectors=args.n_eigenvectors, solver=args.solver, seed=args.seed,
         lowpass_a=args.lowpass_a, order=args.order, n_candidates=args.n_candidates,
+        denoise_dim=args.denoise_dim, denoise_k=args.denoise_k, denoise_iter=args.denoise_iter, alpha=args.alpha,
     )
 
     def progress(fraction: float, message: str) -> None:

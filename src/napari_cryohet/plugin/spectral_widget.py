@@ -78,6 +78,8 @@ class SpectralWidget(Container):
         self.lowpass_a = FloatSpinBox(label="density low-pass σ Å (0 = none)", value=0.0, min=0.0, max=1e3,
                                       step=1.0)
         self.order = ComboBox(label="eigenvector order", value="eigenvalue", choices=["eigenvalue", "parsimonious"])
+        self.denoise_dim = SpinBox(label="tangent denoise dim (0 = none)", value=0, min=0, max=1000)
+        self.alpha = FloatSpinBox(label="density normalisation α", value=0.0, min=0.0, max=1.0, step=0.5)
         self.run_button = PushButton(text="Compute embedding")
         self.runner = StageRunner()
         self.phi_a = SpinBox(label="φ a", value=1, min=0, max=199)
@@ -88,7 +90,7 @@ class SpectralWidget(Container):
         super().__init__(widgets=[
             self.dataset_picker, self.representation, self.columns, self.n_components, self.noise_var,
             self.graph, self.weights, self.k, self.sigma, self.n_eigenvectors, self.lowpass_a, self.order,
-            self.run_button,
+            self.denoise_dim, self.alpha, self.run_button,
             self.runner, self.phi_a, self.phi_b, self.phi_c, self.color_by, self.info,
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
@@ -140,6 +142,7 @@ class SpectralWidget(Container):
             sigma=float(self.sigma.value) or None,
             n_eigenvectors=int(self.n_eigenvectors.value),
             lowpass_a=float(self.lowpass_a.value) or None, order=self.order.value,
+            denoise_dim=int(self.denoise_dim.value) or None, alpha=float(self.alpha.value),
         )
 
     def run(self, *_: Any, features: np.ndarray | None = None) -> None:
