@@ -10,6 +10,7 @@ from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.spectral import (
     SpectralConfig,
     SpectralResult,
+    BOX_ARMS_ACCEPTANCE,
     lowpass_densities,
     particle_columns,
     regression_r2,
@@ -161,7 +162,7 @@ BOX_ARMS_BASELINE = dict(representation="lowres_volumes", n_components=30, graph
                          weights="self_tuning", k=30, n_eigenvectors=20, seed=0)
 #: the acceptance setting (docs/spectral.md): 5 Å low-pass, PCA 30, tangent-space denoising
 #: (dim 6), self-tuning kNN k = 8, density-normalised graph (α = 1), eigenvalue order
-BOX_ARMS_BEST = dict(BOX_ARMS_BASELINE, k=8, lowpass_a=5.0, denoise_dim=6, alpha=1.0)
+BOX_ARMS_BEST = dict(BOX_ARMS_ACCEPTANCE, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -213,12 +213,12 @@ def box_arms_2d_sample() -> list[LayerData]:
     origin = float(ds.low_dim_grid_a[0])
     lo, hi = np.percentile(ds.low_dim, [0.5, 99.5])
     densities = (ds.low_dim, {
-        "name": "box_arms_2d densities (noisy, model frame)", "scale": (1.0, spacing, spacing),
+        "name": f"box_arms_2d densities (noisy, {ds.low_dim_frame} frame)", "scale": (1.0, spacing, spacing),
         "translate": (0.0, origin, origin), "colormap": "gray", "contrast_limits": (float(lo), float(hi)),
         "axis_labels": ("particle", "y", "x"),
     }, "image")
     m = ds.coords.shape[1]
-    yx = ds.coords[..., ::-1]  # (N, m, 2) (y, x) in Å, model frame
+    yx = ds.low_dim_coords()[..., ::-1]  # (N, m, 2) (y, x) in Å, in the densities' frame
     paths = [np.column_stack([np.full(m, i, dtype=np.float32), yx[i]]) for i in range(n)]
     chain = (paths, {"name": "box_arms_2d chains (truth)", "shape_type": "path", "edge_color": _TRUTH_COLOUR,
                      "edge_width": 2.0}, "shapes")

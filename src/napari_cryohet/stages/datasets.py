@@ -401,6 +401,12 @@ class Toy2DDataset:
         return _rotate_2d(torch.as_tensor(self.coords, dtype=torch.float64),
                           torch.as_tensor(self.rotation_angles_rad, dtype=torch.float64)).numpy().astype(np.float32)
 
+    def low_dim_coords(self) -> np.ndarray:
+        """``(N, m, 2)`` chains in the frame of ``low_dim`` (``low_dim_frame``), float32."""
+        if self.low_dim_frame == "consensus":
+            return superpose_2d(self.coords, self.reference_coords).astype(np.float32)
+        return np.asarray(self.coords, dtype=np.float32)
+
     def measured_snr(self) -> float:
         """``var(clean projections) / var(noise)``."""
         noise = self.projections.astype(np.float64) - self.clean_projections
