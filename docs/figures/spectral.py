@@ -25,6 +25,18 @@ from napari_cryohet.stages.spectral import BOX_ARMS_ACCEPTANCE, SpectralConfig, 
 OUT = Path(__file__).with_suffix(".png")
 
 
+def _settle(seconds: float = 1.0) -> None:
+    """Let Qt process resize/draw events before the next step (the screenshot reads the canvas)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
 def main() -> None:
     ds = box_arms_2d(4000, seed=0)
     result = run_spectral(ds, SpectralConfig(**BOX_ARMS_ACCEPTANCE))
@@ -50,8 +62,11 @@ def main() -> None:
     viewer.grid.enabled = True
     viewer.grid.shape = (1, 3)
     viewer.camera.angles = (15, 35, 80)
-    viewer.reset_view()
+    viewer.window.remove_dock_widget(widget.native.parent())  # the canvas only, as in the docs
     viewer.window.resize(1300, 560)
+    _settle()
+    viewer.reset_view()
+    _settle()
     viewer.screenshot(str(OUT), canvas_only=False, flash=False)
     from PIL import Image  # palette PNG keeps the file < 300 KB
 
