@@ -20,7 +20,12 @@ import numpy as np
 
 from napari_cryohet.plugin.spectral_widget import SpectralWidget
 from napari_cryohet.stages.datasets import box_arms_2d
-from napari_cryohet.stages.spectral import BOX_ARMS_ACCEPTANCE, SpectralConfig, regression_r2, run_spectral
+from napari_cryohet.stages.spectral import (
+    BOX_ARMS_ACCEPTANCE,
+    SpectralConfig,
+    regression_r2,
+    run_spectral,
+)
 
 OUT = Path(__file__).with_suffix(".png")
 

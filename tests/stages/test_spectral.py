@@ -8,9 +8,9 @@ import pytest
 from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.spectral import (
+    BOX_ARMS_ACCEPTANCE,
     SpectralConfig,
     SpectralResult,
-    BOX_ARMS_ACCEPTANCE,
     lowpass_densities,
     particle_columns,
     regression_r2,
