@@ -83,3 +83,22 @@ def test_selection_shows_particles_in_stack_viewer(make_napari_viewer, qtbot):
     widget.layer.selected_data = {5, 17, 42}
     np.testing.assert_array_equal(stack.table_model.rows, [5, 17, 42])
     assert stack.index == 5
+
+
+def test_shown_result_fills_the_form(make_napari_viewer):
+    """A result computed elsewhere (script, CLI, disk) shows with the settings that made it."""
+    from napari_cryohet.plugin.spectral_widget import SpectralWidget
+    from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
+
+    viewer = make_napari_viewer()
+    ds = _dataset(120)
+    config = SpectralConfig(representation="table", n_components=None, k=7, n_eigenvectors=6, denoise_dim=1,
+                            denoise_k=20, alpha=1.0)
+    result = run_spectral(ds, config, features=np.c_[ds.table["cx"], ds.table["cy"]])
+    widget = SpectralWidget(viewer, dataset=ds)
+    widget.show_result(result)
+    form = widget.config()
+    for name in ("representation", "n_components", "k", "n_eigenvectors", "denoise_dim", "alpha", "order",
+                 "lowpass_a", "graph", "weights"):
+        assert getattr(form, name) == getattr(config, name), name
+    assert widget.phi_c.max == 5

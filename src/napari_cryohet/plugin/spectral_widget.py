@@ -157,9 +157,24 @@ class SpectralWidget(Container):
 
         self.runner.start(job, self.show_result)
 
+    def set_form(self, config: SpectralConfig) -> None:
+        """Fill the form with ``config`` (a shown result's settings, e.g. one loaded from disk)."""
+        self.representation.value = config.representation
+        if config.columns and config.columns[0] in self.columns.choices:
+            self.columns.value = config.columns[0]
+        self.n_components.value = int(config.n_components or 0)
+        self.noise_var.value = float(config.noise_var)
+        self.graph.value, self.weights.value = config.graph, config.weights
+        self.k.value, self.sigma.value = int(config.k), float(config.sigma or 0.0)
+        self.n_eigenvectors.value = int(config.n_eigenvectors)
+        self.lowpass_a.value, self.order.value = float(config.lowpass_a or 0.0), config.order
+        self.denoise_dim.value, self.alpha.value = int(config.denoise_dim or 0), float(config.alpha)
+
     def show_result(self, result: SpectralResult) -> None:
-        """Draw ``result``: points layer for the current triple, eigenvalue plot."""
+        """Draw ``result``: points layer for the current triple, eigenvalue plot; the form
+        shows the settings that produced it."""
         self.result = result
+        self.set_form(result.config)
         k = result.eigenvectors.shape[1]
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.max = k - 1
