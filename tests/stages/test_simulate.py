@@ -176,4 +176,9 @@ def test_cli_simulate_writes_a_loadable_dataset(tmp_path):
     from napari_cryohet.stages.datasets import Toy2DDataset
 
     assert len(Toy2DDataset.load(tmp_path / "box" / "box_arms_2d.npz")) == 5
+    assert main(["simulate", "box_arms_2d", "--n", "3", "--low-dim-frame", "anchor", "--out", str(tmp_path / "box"),
+                 "--name", "anchor"]) == 0
+    anchor = Toy2DDataset.load(tmp_path / "box" / "anchor.npz")
+    assert anchor.low_dim_frame == "anchor"
+    np.testing.assert_array_equal(anchor.low_dim_coords(), anchor.coords)
     assert main(["simulate", "cat", "--n", "2", "--noise-var", "3", "--out", str(tmp_path / "bad")]) == 2

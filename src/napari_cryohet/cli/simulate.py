@@ -30,6 +30,7 @@ _OPTIONS = {
     "n_conformations": "n_conformations",
     "continuous": "continuous",
     "noise_var": "noise_var",
+    "low_dim_frame": "low_dim_frame",
 }
 
 
@@ -50,6 +51,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--continuous", action="store_true", default=None,
                         help="adk_chain / adk_volumes: continuous path instead of discrete frames")
     parser.add_argument("--noise-var", type=float, default=None, help="box_arms_2d: noise variance (2500)")
+    parser.add_argument("--low-dim-frame", choices=("consensus", "anchor"), default=None,
+                        help="box_arms_2d: frame of the 64x64 densities (default consensus)")
     parser.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="particles per batch")
 
