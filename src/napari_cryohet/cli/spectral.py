@@ -55,6 +55,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.0,
                         help="graph density normalisation D^-a W D^-a (0 = paper, 1 = Laplace-Beltrami)")
     parser.add_argument("--solver", default="auto", choices=("auto", "dense", "sparse", "multilevel"))
+    parser.add_argument("--device", default="auto",
+                        help="torch device of the neighbour search: auto (CUDA if present), cpu, cuda")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -92,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
         columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else None,
         standardize=args.standardize, n_components=args.n_components or None, grid_size=args.grid_size,
         noise_var=args.noise_var, graph=args.graph, weights=args.weights, k=args.k, sigma=args.sigma,
-        n_eigenvectors=args.n_eigenvectors, solver=args.solver, seed=args.seed,
+        n_eigenvectors=args.n_eigenvectors, solver=args.solver, seed=args.seed, device=args.device,
         lowpass_a=args.lowpass_a, order=args.order, n_candidates=args.n_candidates,
         denoise_dim=args.denoise_dim, denoise_k=args.denoise_k, denoise_iter=args.denoise_iter, alpha=args.alpha,
     )

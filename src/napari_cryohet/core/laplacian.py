@@ -98,6 +98,8 @@ DENSE_MAX_NODES = 1000
 SPARSE_MAX_NODES = 50_000
 #: ``build_gaussian_graph`` refuses to allocate a dense matrix beyond this many nodes.
 GAUSSIAN_DENSE_MAX_NODES = 30000
+#: ``method="torch"`` kNN: bytes of one block of squared distances (rows × N).
+TORCH_KNN_BLOCK_BYTES = 1 << 30
 #: ``find_nearest_neighbors(method="auto")`` switches to NN-descent above this many points.
 EXACT_KNN_MAX_POINTS = 200_000
 
@@ -224,6 +226,37 @@ def build_gaussian_graph(
     return w.maximum(w.T).tocsr()
 
 
+def _torch_knn(x: np.ndarray, n_neighbors: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """Exact brute-force kNN with torch, in row blocks of ``TORCH_KNN_BLOCK_BYTES``.
+
+    ``|a - b|² = |a|² + |b|² − 2 a·b`` per block, then ``torch.topk``; the point itself is
+    forced first. float64 on CPU, float32 on a GPU (neighbours closer than float32 rounding
+    of the squared norms may swap order). Written here rather than taken from a library
+    because scikit-learn and pynndescent are CPU-only and faiss is not a dependency.
+    """
+    import torch
+
+    from napari_cryohet.core.device import select_device
+
+    dev = select_device(device)
+    dtype = torch.float64 if dev.type == "cpu" else torch.float32
+    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=dev)
+    n = xt.shape[0]
+    sq = (xt * xt).sum(dim=1)
+    block = max(1, min(n, int(TORCH_KNN_BLOCK_BYTES // (n * xt.element_size()))))
+    idx = np.empty((n, n_neighbors), dtype=np.int64)
+    dist = np.empty((n, n_neighbors), dtype=np.float64)
+    with torch.no_grad():
+        for s in range(0, n, block):
+            rows = torch.arange(s, min(s + block, n), device=dev)
+            d2 = (sq[rows, None] + sq[None, :] - 2.0 * (xt[rows] @ xt.T)).clamp_(min=0.0)  # (b, N)
+            d2[torch.arange(len(rows), device=dev), rows] = -1.0  # self first, whatever the rounding
+            val, ind = torch.topk(d2, n_neighbors, dim=1, largest=False, sorted=True)
+            idx[s:s + len(rows)] = ind.cpu().numpy()
+            dist[s:s + len(rows)] = val.clamp(min=0.0).sqrt().double().cpu().numpy()
+    return idx, dist
+
+
 def find_nearest_neighbors(
     x: np.ndarray,
     k: int,
@@ -231,6 +264,7 @@ def find_nearest_neighbors(
     method: str = "auto",
     seed: int = 0,
     n_jobs: int | None = None,
+    device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest neighbours of every point, the point itself excluded.
 
@@ -241,12 +275,18 @@ def find_nearest_neighbors(
     k
         Neighbours per point (``1 <= k < N``).
     method
-        ``"exact"`` (scikit-learn KD-/ball tree), ``"nndescent"`` (approximate, pynndescent)
-        or ``"auto"`` (exact up to ``EXACT_KNN_MAX_POINTS`` points).
+        ``"exact"`` (scikit-learn KD-/ball tree), ``"nndescent"`` (approximate, pynndescent),
+        ``"torch"`` (exact brute force on ``device``, blocked) or ``"auto"``: ``"torch"``
+        when a ``device`` is given and resolves to CUDA, else exact up to
+        ``EXACT_KNN_MAX_POINTS`` points and NN-descent beyond.
     seed
         Seed of the NN-descent random projections.
     n_jobs
         Parallel jobs (``None``: all cores).
+    device
+        Torch device (``"auto"``: ``cuda`` → ``mps`` → ``cpu``,
+        :func:`~napari_cryohet.core.device.select_device`). ``None`` (default): CPU
+        libraries for ``"auto"`` without importing torch; the best device for ``"torch"``.
 
     Returns
     -------
@@ -260,8 +300,18 @@ def find_nearest_neighbors(
         raise GraphError(f"k: expected 1 <= k < N = {n}, got {k}")
     k = int(k)
     if method == "auto":
-        method = "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent"
-    if method == "exact":
+        on_cuda = False
+        if device is not None:
+            from napari_cryohet.core.device import select_device
+
+            on_cuda = select_device(device).type == "cuda"
+        if on_cuda:
+            method = "torch"
+        else:
+            method = "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent"
+    if method == "torch":
+        idx, dist = _torch_knn(x, k + 1, device)
+    elif method == "exact":
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs or -1).fit(x)
@@ -273,7 +323,7 @@ def find_nearest_neighbors(
                           low_memory=True, compressed=True)
         idx, dist = index.neighbor_graph
     else:
-        raise GraphError(f"method: expected 'auto', 'exact' or 'nndescent', got {method!r}")
+        raise GraphError(f"method: expected 'auto', 'exact', 'nndescent' or 'torch', got {method!r}")
     idx = np.asarray(idx, dtype=np.int64)  # (N, k+1)
     dist = np.asarray(dist, dtype=np.float64)
     is_self = idx == np.arange(n)[:, None]
@@ -292,6 +342,7 @@ def build_knn_graph(
     method: str = "auto",
     seed: int = 0,
     n_jobs: int | None = None,
+    device: str | None = None,
 ) -> scipy.sparse.csr_matrix:
     """Symmetric k-nearest-neighbour similarity graph (Appendix B of 000), sparse.
 
@@ -310,7 +361,7 @@ def build_knn_graph(
         its ``k``-th neighbour).
     sigma
         Kernel width for ``weights="gaussian"`` (units of ``x``).
-    method, seed, n_jobs
+    method, seed, n_jobs, device
         Neighbour search, see :func:`find_nearest_neighbors`.
 
     Returns
@@ -327,7 +378,7 @@ def build_knn_graph(
         raise GraphError(f"weights: expected 'binary', 'gaussian' or 'self_tuning', got {weights!r}")
     if weights == "gaussian":
         sigma = _check_positive(sigma, "sigma")
-    idx, dist = find_nearest_neighbors(x, k, method=method, seed=seed, n_jobs=n_jobs)  # (N, k)
+    idx, dist = find_nearest_neighbors(x, k, method=method, seed=seed, n_jobs=n_jobs, device=device)  # (N, k)
     n = idx.shape[0]
     if weights == "binary":
         vals = np.ones_like(dist)
@@ -359,6 +410,7 @@ def tangent_denoise(
     method: str = "auto",
     seed: int = 0,
     n_jobs: int | None = None,
+    device: str | None = None,
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Project every point onto the local tangent space of the manifold the data lie on.
@@ -387,7 +439,7 @@ def tangent_denoise(
         Neighbours per local PCA (``dim < k < N``).
     n_iter
         Passes (neighbours recomputed on each pass's output).
-    method, seed, n_jobs
+    method, seed, n_jobs, device
         Neighbour search, see :func:`find_nearest_neighbors`.
     batch_size
         Points per batched SVD (memory ``batch_size * k * q`` floats).
@@ -406,7 +458,7 @@ def tangent_denoise(
         raise GraphError(f"n_iter: expected >= 1, got {n_iter}")
     dim, k = int(dim), int(k)
     for _ in range(int(n_iter)):
-        idx, _dist = find_nearest_neighbors(z, k, method=method, seed=seed, n_jobs=n_jobs)
+        idx, _dist = find_nearest_neighbors(z, k, method=method, seed=seed, n_jobs=n_jobs, device=device)
         out = np.empty_like(z)
         for s in range(0, n, batch_size):
             nb = z[idx[s:s + batch_size]]  # (b, k, q)

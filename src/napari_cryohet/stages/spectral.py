@@ -170,6 +170,11 @@ class SpectralConfig:
         with many noisy candidates); see :func:`~napari_cryohet.core.laplacian.harmonic_residuals`.
     solver
         ``"auto"``, ``"dense"``, ``"sparse"``, ``"multilevel"`` (core.laplacian).
+    device
+        Torch device of the neighbour searches (``"auto"``: exact brute force on CUDA when
+        present, scikit-learn / NN-descent on CPU otherwise; ``"cpu"`` forces the latter;
+        :func:`~napari_cryohet.core.laplacian.find_nearest_neighbors`). The eigensolvers are
+        SciPy on CPU.
     seed
         Noise, PCA and eigensolver seed.
     batch_size
@@ -198,6 +203,7 @@ class SpectralConfig:
     unique_threshold: float = 0.5
     harmonic_regress_on: str = "unique"
     solver: str = "auto"
+    device: str = "auto"
     seed: int = 0
     batch_size: int = 512
 
@@ -583,7 +589,7 @@ def run_spectral(
         dk = min(int(config.denoise_k), len(x) - 1)
         report(progress, 0.35, f"tangent-space denoising (dim {config.denoise_dim}, k {dk})")
         x = tangent_denoise(x, dim=int(config.denoise_dim), k=dk, n_iter=int(config.denoise_iter),
-                            seed=config.seed)
+                            seed=config.seed, device=config.device)
         info["denoise"] = {"dim": int(config.denoise_dim), "k": dk, "n_iter": int(config.denoise_iter)}
     t_rep = time.perf_counter()
     check_cancel(cancel)
@@ -593,11 +599,12 @@ def run_spectral(
     sigma = config.sigma
     if config.graph == "gaussian":
         if sigma is None:
-            _, dist = find_nearest_neighbors(x, k, seed=config.seed)
+            _, dist = find_nearest_neighbors(x, k, seed=config.seed, device=config.device)
             sigma = float(np.median(dist[:, -1]))
         weights = build_gaussian_graph(x, sigma=sigma)
     else:
-        weights = build_knn_graph(x, k=k, weights=config.weights, sigma=sigma, seed=config.seed)
+        weights = build_knn_graph(x, k=k, weights=config.weights, sigma=sigma, seed=config.seed,
+                                  device=config.device)
     weights = density_normalize(weights, config.alpha)
     t_graph = time.perf_counter()
     check_cancel(cancel)
