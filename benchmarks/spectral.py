@@ -63,7 +63,7 @@ def child(n: int, which: str, device: str | None = None) -> dict:
 
         w = build_knn_graph(x, k=K_NEIGHBOURS, weights="self_tuning", n_jobs=2, device=device)
         t1 = time.perf_counter()
-        emb = laplacian_eigenmaps(w, N_EIGENVECTORS, method="auto")
+        emb = laplacian_eigenmaps(w, N_EIGENVECTORS, method="auto", device=device)
         phi = emb.eigenvectors
         from napari_cryohet.core.laplacian import EXACT_KNN_MAX_POINTS
 
@@ -134,7 +134,8 @@ def main() -> None:
     parser.add_argument("--which", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--peer-timeout", type=float, default=900.0)
     parser.add_argument("--device", default=None,
-                        help="torch device of our kNN search (e.g. cuda); default: scikit-learn/NN-descent on CPU")
+                        help="torch device of our kNN search and multilevel eigensolver (e.g. cuda); "
+                             "default: scikit-learn/NN-descent and SciPy on CPU")
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(args.child, args.which, args.device)))

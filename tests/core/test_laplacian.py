@@ -374,3 +374,27 @@ def test_torch_knn_on_cuda_matches_scikit_learn(rng):
     w = build_knn_graph(x, k=10, weights="self_tuning")  # auto → torch on CUDA
     ref = build_knn_graph(x, k=10, weights="self_tuning", method="exact")
     assert abs(w.nnz - ref.nnz) <= 0.01 * ref.nnz
+
+
+def test_multilevel_torch_backend_matches_numpy(rng):
+    """The Chebyshev subspace iteration in torch (the CUDA path, run here on CPU) gives the
+    NumPy answer: same eigenvalues and subspace, same mat-vec count."""
+    x, _, _ = _torus(2000, rng)
+    w = build_knn_graph(x, k=10, weights="self_tuning")
+    ref = laplacian_eigenmaps(w, 5, method="multilevel", tol_multilevel=1e-4)
+    got = laplacian_eigenmaps(w, 5, method="multilevel", tol_multilevel=1e-4, device="cpu")
+    assert got.info["device"] == "cpu" and ref.info["device"] == "numpy"
+    np.testing.assert_allclose(got.eigenvalues, ref.eigenvalues, rtol=1e-8, atol=1e-12)
+    assert np.max(scipy.linalg.subspace_angles(got.eigenvectors, ref.eigenvectors)) < 1e-6
+    assert got.info["block_matvecs"] == ref.info["block_matvecs"]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_multilevel_on_cuda_matches_numpy(rng):
+    x, _, _ = _torus(3000, rng)
+    w = build_knn_graph(x, k=10, weights="self_tuning")
+    ref = laplacian_eigenmaps(w, 5, method="multilevel", tol_multilevel=1e-4)
+    got = laplacian_eigenmaps(w, 5, method="multilevel", tol_multilevel=1e-4, device="cuda")
+    assert got.info["device"].startswith("cuda")
+    np.testing.assert_allclose(got.eigenvalues, ref.eigenvalues, rtol=1e-6, atol=1e-10)
+    assert np.max(scipy.linalg.subspace_angles(got.eigenvectors, ref.eigenvectors)) < 1e-4

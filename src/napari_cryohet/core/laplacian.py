@@ -605,6 +605,7 @@ def laplacian_eigenmaps(
     max_iter: int | None = None,
     tol_multilevel: float = 0.3,
     max_matvecs: int = 1500,
+    device: str | None = None,
 ) -> LaplacianEigenmaps:
     """Eigenvectors of ``L`` for its ``K`` smallest eigenvalues (eq. 2.5 of 000).
 
@@ -629,6 +630,10 @@ def laplacian_eigenmaps(
         scale of the wanted eigenvectors, so the subspace error is a fraction of the gap).
     max_matvecs
         Cap on the block mat-vecs of ``"multilevel"``.
+    device
+        ``"multilevel"`` only: torch device of the Chebyshev-filtered subspace iteration
+        (``"cuda"``: sparse mat-vecs on the GPU); ``None``: SciPy on CPU. The other solvers
+        are SciPy/LAPACK on CPU.
 
     Returns
     -------
@@ -681,7 +686,7 @@ def laplacian_eigenmaps(
         info["ncv"] = ncv
     elif method == "multilevel":
         lam, vec, info = _multilevel_eigenpairs(
-            weights, a, deg, k, seed=seed, rel_tol=tol_multilevel, max_matvecs=max_matvecs
+            weights, a, deg, k, seed=seed, rel_tol=tol_multilevel, max_matvecs=max_matvecs, device=device
         )
     else:
         x0 = rng.standard_normal((n, k))
@@ -721,7 +726,8 @@ def _aggregate(weights: scipy.sparse.csr_matrix, n_aggregates: int, rng) -> np.n
     return labels
 
 
-def _multilevel_eigenpairs(weights, a, deg, k, *, seed, rel_tol, max_matvecs, coarsening=50, extra=8):
+def _multilevel_eigenpairs(weights, a, deg, k, *, seed, rel_tol, max_matvecs, coarsening=50, extra=8,
+                           device=None):
     """Aggregation start + Chebyshev-filtered subspace iteration (see module docstring)."""
     rng = np.random.default_rng(seed)
     w = scipy.sparse.csr_matrix(weights)
@@ -737,17 +743,56 @@ def _multilevel_eigenpairs(weights, a, deg, k, *, seed, rel_tol, max_matvecs, co
     # coarse phi_c = Dc^1/2 psi_c; interpolate psi piecewise-constantly; back to phi = D^1/2 psi
     psi_c = coarse.eigenvectors / np.sqrt(coarse.degrees)[:, None]  # (m, B)
     x = np.sqrt(deg)[:, None] * (p @ psi_c)  # (N, B)
+    theta, x, info = _chebyshev_subspace_iteration(a, x, k, rel_tol=rel_tol, max_matvecs=max_matvecs,
+                                                   device=device)
+    info.update(n_aggregates=m, coarse_method=coarse.method)
+    return 1.0 - theta[:k], x[:, :k], info
+
+
+def _chebyshev_subspace_iteration(a, x, k, *, rel_tol, max_matvecs, device=None):
+    """Rayleigh-Ritz + Chebyshev filtering of the block ``x`` towards the top of ``A``'s spectrum.
+
+    ``device=None``: NumPy/SciPy. A torch device (``"cuda"``; ``"cpu"`` runs the same torch
+    code, which the tests compare with NumPy): ``A`` becomes a torch sparse CSR tensor there
+    and every block mat-vec, QR and small ``eigh`` runs on it in float64. Returns the Ritz
+    values (descending), vectors (NumPy) and an info dict.
+    """
+    if device is None:
+        a_op, lin = a, np.linalg
+        flip = lambda t: t[..., ::-1]  # noqa: E731
+        colnorm = lambda t: np.linalg.norm(t, axis=0)  # noqa: E731
+        to_numpy = np.asarray
+    else:
+        import torch
+
+        from napari_cryohet.core.device import select_device
+
+        dev = select_device(device)
+        import warnings
+
+        csr = scipy.sparse.csr_matrix(a, copy=True)
+        csr.sort_indices()
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            a_op = torch.sparse_csr_tensor(torch.as_tensor(csr.indptr, dtype=torch.int64),
+                                           torch.as_tensor(csr.indices, dtype=torch.int64),
+                                           torch.as_tensor(csr.data, dtype=torch.float64), size=csr.shape,
+                                           check_invariants=True).to(dev)
+        x, lin = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64, device=dev), torch.linalg
+        flip = lambda t: t.flip(-1)  # noqa: E731
+        colnorm = lambda t: torch.linalg.norm(t, dim=0)  # noqa: E731
+        to_numpy = lambda t: t.cpu().numpy()  # noqa: E731
     matvecs, history = 0, []
     while True:
-        q, _ = np.linalg.qr(x)
-        aq = a @ q
+        q, _ = lin.qr(x)
+        aq = a_op @ q
         matvecs += 1
         h = q.T @ aq
-        theta, u = np.linalg.eigh(0.5 * (h + h.T))
-        theta, u = theta[::-1], u[:, ::-1]  # descending mu = ascending lambda
+        theta, u = lin.eigh(0.5 * (h + h.T))
+        theta, u = flip(theta), flip(u)  # descending mu = ascending lambda
         x, ax = q @ u, aq @ u
-        residual = np.linalg.norm(ax - x * theta, axis=0)  # (B,)
-        lam_k = max(1.0 - theta[k - 1], 1e-12)
+        residual = colnorm(ax - x * theta)  # (B,)
+        lam_k = max(1.0 - float(theta[k - 1]), 1e-12)
         worst = float(residual[:k].max())
         history.append(worst)
         if worst <= rel_tol * lam_k or matvecs >= max_matvecs:
@@ -759,16 +804,16 @@ def _multilevel_eigenpairs(weights, a, deg, k, *, seed, rel_tol, max_matvecs, co
         degree = max(2, min(degree, max_matvecs - matvecs))
         y_prev, y = x, (ax - centre * x) / half
         for i in range(2, degree + 1):
-            y_next = 2.0 * (a @ y - centre * y) / half - y_prev
+            y_next = 2.0 * (a_op @ y - centre * y) / half - y_prev
             matvecs += 1
             y_prev, y = y, y_next
             if i % 10 == 0:
-                scale = np.linalg.norm(y, axis=0)
+                scale = colnorm(y)
                 y_prev, y = y_prev / scale, y / scale
         x = y
-    info = {"n_aggregates": m, "block_matvecs": matvecs, "max_residual": worst,
-            "residual_history": history, "coarse_method": coarse.method}
-    return 1.0 - theta[:k], x[:, :k], info
+    info = {"block_matvecs": matvecs, "max_residual": worst, "residual_history": history,
+            "device": "numpy" if device is None else str(select_device(device))}
+    return to_numpy(theta), to_numpy(x), info
 
 
 # ------------------------------------------------------------ parsimonious selection
