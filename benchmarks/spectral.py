@@ -54,22 +54,27 @@ def _angle_r2(phi: np.ndarray, angles: np.ndarray) -> float:
 
 def child(n: int, which: str, device: str | None = None) -> dict:
     x, angles = torus_points(n)
-    if device:
-        import torch  # noqa: F401  (imported before the clock starts: the stage has it loaded)
+    on_cuda = False
+    if which == "ours" and device:  # torch loaded before the clock starts (the stage has it); not for the peer
+        from napari_cryohet.core.device import select_device
+
+        on_cuda = select_device(device).type == "cuda"
     t0 = time.perf_counter()
     out: dict = {"n": n}
     if which == "ours":
-        from napari_cryohet.core.laplacian import build_knn_graph, laplacian_eigenmaps
+        from napari_cryohet.core.laplacian import (
+            EXACT_KNN_MAX_POINTS,
+            build_knn_graph,
+            laplacian_eigenmaps,
+        )
 
         w = build_knn_graph(x, k=K_NEIGHBOURS, weights="self_tuning", n_jobs=2, device=device)
         t1 = time.perf_counter()
         emb = laplacian_eigenmaps(w, N_EIGENVECTORS, method="auto", device=device)
         phi = emb.eigenvectors
-        from napari_cryohet.core.laplacian import EXACT_KNN_MAX_POINTS
-
         out.update(knn_seconds=t1 - t0, eigen_seconds=time.perf_counter() - t1, solver=emb.method,
-                   knn_method=("torch on cuda" if str(device).startswith("cuda")
-                               else "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent"),
+                   knn_method="torch on cuda" if on_cuda else "exact" if n <= EXACT_KNN_MAX_POINTS else "nndescent",
+                   device=None if device is None else "cuda" if on_cuda else "cpu",
                    lambda_1=float(emb.eigenvalues[1]),
                    **{k: v for k, v in emb.info.items() if k in ("block_matvecs", "max_residual")})
     else:
@@ -133,18 +138,18 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--which", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--peer-timeout", type=float, default=900.0)
-    parser.add_argument("--device", default=None,
-                        help="torch device of our kNN search and multilevel eigensolver (e.g. cuda); "
-                             "default: scikit-learn/NN-descent and SciPy on CPU")
+    parser.add_argument("--device", default="auto",
+                        help="torch device of our multilevel eigensolver and (on CUDA) kNN search, as the "
+                             "stage's SpectralConfig.device; 'none': SciPy/scikit-learn only, no torch")
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.which, args.device)))
+        print(json.dumps(child(args.child, args.which, None if args.device == "none" else args.device)))
         return
     sizes = [10**3, 10**4] if args.quick else [10**4, 10**5, 10**6]
     peer_sizes = [10**4] if args.quick else [10**4, 10**5]
     runs, peers = [], []
     for n in sizes:
-        r = run_child(n, "ours", timeout=1800, device=args.device)
+        r = run_child(n, "ours", timeout=1800, device=args.device)  # "none" is passed through
         runs.append(r if r is not None else {"n": n, "seconds": None, "peak_rss_mb": None})
         print(f"ours  n={n:>8}: {runs[-1]}", file=sys.stderr)
     for n in peer_sizes:
