@@ -426,7 +426,7 @@ def tangent_denoise(
     distance between neighbours carries ``2 q s²`` of noise before and about ``2 dim s²``
     after, which is what lets a kNN graph resolve a short direction of the manifold
     (the box-arms toy, docs/spectral.md). Neither scikit-learn nor SciPy has it; the
-    neighbour search is :func:`find_nearest_neighbors` (exact or NN-descent).
+    neighbour search is :func:`find_nearest_neighbors` (exact, NN-descent or torch).
 
     Parameters
     ----------
@@ -763,13 +763,13 @@ def _chebyshev_subspace_iteration(a, x, k, *, rel_tol, max_matvecs, device=None)
         colnorm = lambda t: np.linalg.norm(t, axis=0)  # noqa: E731
         to_numpy = np.asarray
     else:
+        import warnings
+
         import torch
 
         from napari_cryohet.core.device import select_device
 
         dev = select_device(device)
-        import warnings
-
         csr = scipy.sparse.csr_matrix(a, copy=True)
         csr.sort_indices()
         with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"

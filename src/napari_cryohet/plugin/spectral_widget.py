@@ -225,15 +225,13 @@ class SpectralWidget(Container):
         ax = self.eigen_axes
         ax.clear()
         lam = self.result.eigenvalues
-        rank = np.asarray(getattr(self.result, "eigenvalue_rank", None)
-                          if getattr(self.result, "eigenvalue_rank", None) is not None else np.arange(len(lam)))
+        rank = self.result.eigenvalue_rank  # SpectralResult fills it (0..K-1 for old files)
         by_rank = np.argsort(rank, kind="stable")
         ax.plot(rank[by_rank], lam[by_rank], "o-", ms=3)  # spectrum in eigenvalue order
         if not np.array_equal(rank, np.arange(len(lam))):  # parsimonious: label columns φj at their rank
             for col, (r, v) in enumerate(zip(rank, lam, strict=True)):
                 ax.annotate(str(col), (r, v), fontsize=6, xytext=(2, 2), textcoords="offset points")
-            residual = np.asarray(getattr(self.result, "harmonic_residual", np.full(len(lam), np.nan)))
-            unique = residual > self.result.config.unique_threshold
+            unique = self.result.harmonic_residual > self.result.config.unique_threshold
             ax.plot(rank[unique], lam[unique], "o", ms=5, mfc="none", mec="red")
             ax.set_xlabel("eigenvalue rank k (labels: column φj; red: unique)")
         else:

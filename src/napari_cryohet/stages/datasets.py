@@ -403,9 +403,7 @@ class Toy2DDataset:
 
     def low_dim_coords(self) -> np.ndarray:
         """``(N, m, 2)`` chains in the frame of ``low_dim`` (``low_dim_frame``), float32."""
-        if self.low_dim_frame == "consensus":
-            return superpose_2d(self.coords, self.reference_coords).astype(np.float32)
-        return np.asarray(self.coords, dtype=np.float32)
+        return _low_dim_frame_coords(self.coords, self.reference_coords, self.low_dim_frame).astype(np.float32)
 
     def measured_snr(self) -> float:
         """``var(clean projections) / var(noise)``."""
@@ -467,9 +465,14 @@ def superpose_2d(coords: np.ndarray, reference: np.ndarray) -> np.ndarray:
     r = r - r.mean(axis=0)
     dot = np.einsum("nmi,mi->n", x, r)
     cross = np.einsum("nm,m->n", x[..., 0], r[:, 1]) - np.einsum("nm,m->n", x[..., 1], r[:, 0])
-    angle = np.arctan2(cross, dot)
-    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    return np.stack([c * x[..., 0] - s * x[..., 1], s * x[..., 0] + c * x[..., 1]], axis=-1)
+    return _rotate_2d(torch.as_tensor(x), torch.as_tensor(np.arctan2(cross, dot))).numpy()
+
+
+def _low_dim_frame_coords(coords: np.ndarray, reference: np.ndarray, frame: str) -> np.ndarray:
+    """Chains ``(N, m, 2)`` in the frame ``frame`` of the low-dimensional densities."""
+    if frame == "consensus":
+        return superpose_2d(coords, reference)
+    return np.asarray(coords, dtype=np.float64)
 
 
 def box_arms_2d(
@@ -542,9 +545,7 @@ def box_arms_2d(
     low_grid = (torch.arange(low_dim_size, dtype=torch.float64) - low_dim_size // 2) * low_dim_spacing_a
     ref_theta = box_arms_angles(0.0, 0.0, 0.0)
     reference = box_arms_chain(ref_theta, delta=delta)
-    low_coords = coords
-    if low_dim_frame == "consensus":
-        low_coords = torch.as_tensor(superpose_2d(coords.numpy(), reference.numpy()))
+    low_coords = torch.as_tensor(_low_dim_frame_coords(coords.numpy(), reference.numpy(), low_dim_frame))
     low = np.empty((n_particles, low_dim_size, low_dim_size), dtype=np.float32)
     for s in range(0, n_particles, 256):
         low[s:s + 256] = density_2d(low_coords[s:s + 256], grid_a=low_grid, sigma=sigma).numpy()
