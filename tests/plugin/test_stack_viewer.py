@@ -9,8 +9,9 @@ from qtpy.QtCore import QItemSelectionModel, Qt
 
 from napari_cryohet.core.dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import euler_to_matrix, matrix_to_euler
+from napari_cryohet.plugin._particle_table import ParticleTableModel
 from napari_cryohet.plugin._reader import DATASET_KEY
-from napari_cryohet.plugin.stack_viewer import ParticleTableModel, StackViewerWidget
+from napari_cryohet.plugin.stack_viewer import StackViewerWidget
 
 
 class CountingStack:
@@ -232,17 +233,3 @@ def test_star_through_reader_and_widget_then_export_subset(make_napari_viewer, q
     np.testing.assert_allclose(reread.ctf.defocus_u_a, particles["rlnDefocusU"].to_numpy()[rows])
     assert widget.dataset_picker.count() == 2
 
-
-def test_display_table_truth_columns_from_ground_truth_or_table():
-    from napari_cryohet.plugin.stack_viewer import display_table
-
-    ds = synthetic_dataset(n=6)
-    ds.ground_truth = {"state": np.arange(12, dtype=np.float64).reshape(6, 2)}  # (N, 2) continuous
-    frame = display_table(ds)
-    np.testing.assert_array_equal(frame["truth_state_0"], np.arange(0, 12, 2))
-    np.testing.assert_array_equal(frame["truth_state_1"], np.arange(1, 12, 2))
-    # columns already in the table (as the dataset builders put them) are shown once, as they are
-    ds.table["truth_state_0"] = -np.arange(6)
-    frame = display_table(ds)
-    assert list(frame.columns).count("truth_state_0") == 1
-    np.testing.assert_array_equal(frame["truth_state_0"], -np.arange(6))

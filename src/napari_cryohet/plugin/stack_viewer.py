@@ -1,4 +1,4 @@
-"""Particle stack viewer dock widget (DESIGN.md §1 stage 1, §4 "viewer").
+"""Particle stack viewer dock widget (docs/design.md, stage 1 and the "viewer").
 
 The stack is an ordinary napari image layer ``(N, D, D)``: napari's dims slider steps over
 particles and the widget follows ``viewer.dims.events.current_step``. Beside it the widget
@@ -8,6 +8,10 @@ profile, a searchable per-particle table and an "export as .star" button.
 Scales to 10^6 particles: the table is a :class:`ParticleTableModel` that reads the
 DataFrame's columns on demand (no per-cell items), filtering is one vectorised pandas
 operation, and the images are never read up front (see :mod:`napari_cryohet.plugin._reader`).
+
+The widget's parts live in satellites named by aspect: the table model and the table shown
+(:mod:`._particle_table`), the metadata panel (:mod:`._particle_metadata`), the search box's
+filtering (:mod:`._particle_filter`) and the CTF plot (:mod:`._ctf_plot`).
 
 Public API (for scripts and tests)
 ----------------------------------
@@ -20,14 +24,13 @@ Public API (for scripts and tests)
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from napari.layers import Image
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtCore import QModelIndex, Qt, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -37,178 +40,22 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSizePolicy,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_cryohet.core.dataset import ParticleDataset
-from napari_cryohet.core.rotation import matrix_to_euler
+from napari_cryohet.plugin._ctf_plot import _ctf_curves, _make_ctf_canvas
+from napari_cryohet.plugin._particle_filter import _filter_rows
+from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata
+from napari_cryohet.plugin._particle_table import ParticleTableModel, display_table
 from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
-from napari_cryohet.stages.datasets import truth_state_columns
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["StackViewerWidget", "ParticleTableModel", "display_table", "particle_metadata"]
-
-_EXPRESSION = re.compile(r"[<>=!&|~]|\b(and|or|not|in)\b")
-
-
-# ----------------------------------------------------------------------------- table model
-class ParticleTableModel(QAbstractTableModel):
-    """A lazy Qt model over a DataFrame, showing the rows ``rows`` (positions).
-
-    Columns are converted to numpy arrays once; ``data`` indexes them per visible cell,
-    so a 10^6-row table costs one array per column and nothing per row.
-    """
-
-    def __init__(self, frame: pd.DataFrame | None = None, parent=None):
-        super().__init__(parent)
-        self._names: list[str] = []
-        self._columns: list[np.ndarray] = []
-        self.rows = np.zeros(0, dtype=np.int64)
-        if frame is not None:
-            self.set_frame(frame)
-
-    def set_frame(self, frame: pd.DataFrame) -> None:
-        self.beginResetModel()
-        self._names = [str(c) for c in frame.columns]
-        self._columns = [frame[c].to_numpy() for c in frame.columns]
-        self.rows = np.arange(len(frame), dtype=np.int64)
-        self.endResetModel()
-
-    def set_rows(self, rows: np.ndarray) -> None:
-        self.beginResetModel()
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt signature
-        return 0 if parent.isValid() else len(self._names)
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
-            return None
-        value = self._columns[index.column()][self.rows[index.row()]]
-        return _format(value)
-
-    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
-            return None
-        if orientation == Qt.Orientation.Horizontal:
-            return self._names[section] if section < len(self._names) else None
-        return str(self.rows[section]) if section < len(self.rows) else None
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.6g}"
-    return str(value)
-
-
-# ----------------------------------------------------------------------------- science-free views
-def display_table(dataset: ParticleDataset) -> pd.DataFrame:
-    """The per-particle table shown (and searched) in the widget.
-
-    A star-born dataset shows its table as read (every column). A synthetic dataset has
-    no table, so RELION-named columns are derived from its poses and CTF (so the same
-    queries, e.g. ``rlnDefocusU > 15000``, work on both); a ground-truth state is shown as
-    ``truth_state`` (``(N,)`` or ``(N, 1)``) or ``truth_state_0``, ``truth_state_1`` … (``(N, k)``),
-    see :func:`napari_cryohet.stages.datasets.truth_state_columns`, unless the table has them.
-    """
-    table = dataset.table if dataset.table is not None else pd.DataFrame(index=pd.RangeIndex(len(dataset)))
-    frame = table.reset_index(drop=True)
-    derived: dict[str, np.ndarray] = {}
-    if dataset.rotations is not None and "rlnAngleRot" not in frame:
-        euler = np.degrees(matrix_to_euler(np.asarray(dataset.rotations, dtype=np.float64)))  # (N, 3)
-        derived.update(rlnAngleRot=euler[:, 0], rlnAngleTilt=euler[:, 1], rlnAnglePsi=euler[:, 2])
-    if dataset.shifts_a is not None and "rlnOriginXAngst" not in frame and "rlnOriginX" not in frame:
-        shifts = np.asarray(dataset.shifts_a, dtype=np.float64)  # (N, 2)
-        derived.update(rlnOriginXAngst=shifts[:, 0], rlnOriginYAngst=shifts[:, 1])
-    if dataset.ctf is not None and "rlnDefocusU" not in frame:
-        ctf = dataset.ctf
-        derived.update(
-            rlnDefocusU=np.asarray(ctf.defocus_u_a, float),
-            rlnDefocusV=np.asarray(ctf.defocus_v_a, float),
-            rlnDefocusAngle=np.degrees(np.asarray(ctf.defocus_angle_rad, float)),
-        )
-    truth = dataset.ground_truth or {}
-    for name, values in truth_state_columns(truth.get("state")).items():
-        if name not in frame:  # the dataset builders already put them in the table
-            derived[name] = values
-    if derived:
-        frame = pd.concat([frame, pd.DataFrame(derived)], axis=1)
-    return frame
-
-
-def particle_metadata(dataset: ParticleDataset, i: int) -> dict[str, Any]:
-    """Metadata of particle ``i`` (position in ``dataset``), units in the keys.
-
-    Angles come from the star columns when the dataset has them (the values the user's
-    file holds), otherwise from the rotation matrices (RELION ZYZ, :mod:`core.rotation`).
-    """
-    table = dataset.table if dataset.table is not None else pd.DataFrame()
-    row = table.iloc[i] if len(table.columns) else None
-
-    def col(name: str) -> float | None:
-        return float(row[name]) if row is not None and name in row.index else None
-
-    meta: dict[str, Any] = {"particle": int(i), "root_index": int(dataset.indices[i])}
-    if row is not None and "rlnImageName" in row.index:
-        meta["image_name"] = str(row["rlnImageName"])
-    angles = [col("rlnAngleRot"), col("rlnAngleTilt"), col("rlnAnglePsi")]
-    if None in angles and dataset.rotations is not None:
-        angles = list(np.degrees(matrix_to_euler(np.asarray(dataset.rotations[i], dtype=np.float64))))
-    if None not in angles:
-        meta.update(rot_deg=float(angles[0]), tilt_deg=float(angles[1]), psi_deg=float(angles[2]))
-    if dataset.shifts_a is not None:
-        meta.update(shift_x_a=float(dataset.shifts_a[i][0]), shift_y_a=float(dataset.shifts_a[i][1]))
-    elif col("rlnOriginXAngst") is not None:
-        meta.update(shift_x_a=col("rlnOriginXAngst"), shift_y_a=col("rlnOriginYAngst"))
-    if dataset.ctf is not None:
-        c = dataset.ctf
-        meta.update(
-            defocus_u_a=float(c.defocus_u_a[i]),
-            defocus_v_a=float(c.defocus_v_a[i]),
-            defocus_angle_deg=float(np.degrees(c.defocus_angle_rad[i])),
-            voltage_kv=float(c.voltage_kv[i]),
-            cs_mm=float(c.cs_mm[i]),
-            amplitude_contrast=float(c.amplitude_contrast[i]),
-            phase_shift_deg=float(np.degrees(c.phase_shift_rad[i])),
-        )
-    return meta
-
-
-_LABELS = {
-    "particle": ("particle", "{:d}"),
-    "root_index": ("root index", "{:d}"),
-    "image_name": ("image", "{}"),
-    "rot_deg": ("rot", "{:.2f}°"),
-    "tilt_deg": ("tilt", "{:.2f}°"),
-    "psi_deg": ("psi", "{:.2f}°"),
-    "shift_x_a": ("shift x", "{:.2f} Å"),
-    "shift_y_a": ("shift y", "{:.2f} Å"),
-    "defocus_u_a": ("defocus U", "{:.1f} Å"),
-    "defocus_v_a": ("defocus V", "{:.1f} Å"),
-    "defocus_angle_deg": ("astig. angle", "{:.2f}°"),
-    "voltage_kv": ("voltage", "{:.0f} kV"),
-    "cs_mm": ("Cs", "{:.2f} mm"),
-    "amplitude_contrast": ("Q0", "{:.3f}"),
-    "phase_shift_deg": ("phase shift", "{:.1f}°"),
-}
-
-
-def format_metadata(meta: dict[str, Any]) -> str:
-    """One ``label: value unit`` line per metadata entry."""
-    lines = []
-    for key, value in meta.items():
-        label, fmt = _LABELS.get(key, (key, "{}"))
-        lines.append(f"{label:>13}: {fmt.format(value)}")
-    return "\n".join(lines)
+__all__ = ["StackViewerWidget"]
 
 
 # ----------------------------------------------------------------------------- the widget
@@ -489,78 +336,3 @@ class StackViewerWidget(QWidget):
 
                 show_error(f"export failed: {err}")
 
-
-def _filter_rows(frame: pd.DataFrame, text: str) -> np.ndarray:
-    n = len(frame)
-    if not text:
-        return np.arange(n, dtype=np.int64)
-    if _EXPRESSION.search(text):
-        mask = frame.eval(text)
-        if not isinstance(mask, pd.Series) or mask.dtype != bool:
-            raise ValueError(f"{text!r} is not a true/false condition")
-        return np.flatnonzero(mask.to_numpy())
-    needle = text.lower()
-    number = _parse_number(text)
-    hit = np.zeros(n, dtype=bool)
-    for name in frame.columns:
-        column = frame[name]
-        if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-            hit |= column.astype(str).str.lower().str.contains(needle, regex=False).to_numpy()
-        elif number is not None:  # numbers match numeric cells at the precision typed
-            value, tolerance = number
-            hit |= (np.abs(column.to_numpy(dtype=np.float64) - value) <= tolerance)
-    return np.flatnonzero(hit)
-
-
-def _parse_number(text: str) -> tuple[float, float] | None:
-    """``"1.5"`` → ``(1.5, 0.05)``: the value and half a unit of its last typed digit."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    decimals = len(text.split(".", 1)[1]) if "." in text and "e" not in text.lower() else 0
-    return value, 0.5 * 10.0 ** (-decimals) * (1 + 1e-9)
-
-
-def _make_ctf_canvas():
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(3.6, 1.8), dpi=100, layout="constrained")
-    canvas = FigureCanvasQTAgg(figure)
-    canvas.setMinimumHeight(150)
-    canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-    return canvas, figure.add_subplot(1, 1, 1)
-
-
-def _ctf_curves(meta: dict[str, Any], apix: float) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """1D CTF along U and V for the particle (empty until ``core.ctf`` exists)."""
-    try:
-        from napari_cryohet.core.ctf import compute_ctf_1d
-    except ImportError:
-        return []
-    if "defocus_u_a" not in meta:
-        return []
-    freq = np.linspace(0.0, 0.5 / apix, 400)  # (F,) 1/Å up to Nyquist
-    common = dict(voltage_kv=meta["voltage_kv"], cs_mm=meta["cs_mm"],
-                  amplitude_contrast=meta["amplitude_contrast"],
-                  phase_shift_rad=float(np.radians(meta["phase_shift_deg"])))
-    curves = []
-    for key, label in (("defocus_u_a", "U"), ("defocus_v_a", "V")):
-        values = compute_ctf_1d(_as_input(freq), defocus_a=meta[key], **common)
-        curves.append((freq, _to_numpy(values), f"{label} = {meta[key]:.0f} Å"))
-        if meta["defocus_u_a"] == meta["defocus_v_a"]:
-            break
-    return curves
-
-
-def _as_input(freq: np.ndarray):
-    import torch
-
-    return torch.as_tensor(freq, dtype=torch.float64)
-
-
-def _to_numpy(values) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64)
