@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PARTICLES, BOX, APIX, SIGMA_A, SNR, SHIFT_STD_A = 200, 64, 1.5, 2.0, 0.3, 2.0

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from napari_cryohet.core.dataset import CTFParams
+from napari_cryohet.core.particle_dataset import CTFParams
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_ctf_pkl, write_poses_pkl
 from napari_cryohet.io.dataset import load_dataset

@@ -257,7 +257,7 @@ def test_pickle_counts_must_match_the_stack(tmp_path, mrcs_writer):
     with pytest.raises(CountMismatchError) as e:
         load_dataset(stack, poses=tmp_path / "p.pkl")
     assert_names(e, tmp_path / "p.pkl", "N", "4 particles", "5 images", str(stack))
-    from napari_cryohet.core.dataset import CTFParams
+    from napari_cryohet.core.particle_dataset import CTFParams
 
     write_ctf_pkl(tmp_path / "c.pkl", CTFParams.constant(6, defocus_u_a=1e4), box_size=8, apix=1.0)
     with pytest.raises(CountMismatchError) as e:
@@ -266,7 +266,7 @@ def test_pickle_counts_must_match_the_stack(tmp_path, mrcs_writer):
 
 
 def test_ctf_pickle_box_size_must_match(tmp_path, mrcs_writer):
-    from napari_cryohet.core.dataset import CTFParams
+    from napari_cryohet.core.particle_dataset import CTFParams
 
     stack = mrcs_writer(tmp_path / "s.mrcs", np.zeros((3, 8, 8), np.float32), 1.0)
     write_ctf_pkl(tmp_path / "c.pkl", CTFParams.constant(3, defocus_u_a=1e4), box_size=16, apix=1.0)

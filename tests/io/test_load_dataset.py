@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.dataset import (
     load_dataset,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin._particle_table import display_table
 
 

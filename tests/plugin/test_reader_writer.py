@@ -10,7 +10,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CryohetInputError,

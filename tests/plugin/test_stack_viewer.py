@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from qtpy.QtCore import QItemSelectionModel, Qt
 
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import euler_to_matrix, matrix_to_euler
 from napari_cryohet.plugin._particle_table import ParticleTableModel
 from napari_cryohet.plugin._reader import DATASET_KEY

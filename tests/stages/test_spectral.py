@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.spectral import (
     BOX_ARMS_ACCEPTANCE,

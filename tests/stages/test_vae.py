@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from napari_cryohet.core.atoms import gaussian_density_3d
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.fsc import fourier_shell_correlation, resolution_at
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.core.rotation import random_rotations
 from napari_cryohet.io.errors import CryohetInputError, MissingColumnError

@@ -39,7 +39,7 @@ __all__ = [
     "CTF_KEYS",
 ]
 
-#: Keyword names of :func:`compute_ctf_2d`'s parameters (= fields of ``core.dataset.CTFParams``).
+#: Keyword names of :func:`compute_ctf_2d`'s parameters (= fields of ``core.particle_dataset.CTFParams``).
 CTF_KEYS = (
     "defocus_u_a",
     "defocus_v_a",

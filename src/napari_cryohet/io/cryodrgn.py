@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryohet.core.dataset import CTFParams
+from napari_cryohet.core.particle_dataset import CTFParams
 from napari_cryohet.io.atomic import atomic_path
 from napari_cryohet.io.errors import (
     CorruptFileError,
@@ -142,7 +142,7 @@ def read_ctf_pkl(path: str | Path) -> tuple[CTFParams, int, float]:
     Returns
     -------
     ctf
-        :class:`~napari_cryohet.core.dataset.CTFParams` (angles converted to radians).
+        :class:`~napari_cryohet.core.particle_dataset.CTFParams` (angles converted to radians).
     box_size
         ``D`` from column 0.
     apix

@@ -1,4 +1,4 @@
-"""Load, write and save :class:`~napari_cryohet.core.dataset.ParticleDataset` objects.
+"""Load, write and save :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` objects.
 
 Inputs (seed 003_751d529320789aa3.txt §1.3, §4.1.6; seed 004_0460feb3adf92bbd.txt §2.1 for
 the metadata each particle carries):
@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset, SubsetStack
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset, SubsetStack
 from napari_cryohet.core.rotation import euler_to_matrix, matrix_to_euler
 from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.cryodrgn import (

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
 
 __all__ = ["format_metadata", "particle_metadata"]

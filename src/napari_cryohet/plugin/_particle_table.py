@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
 from napari_cryohet.stages.datasets import truth_state_columns
 

@@ -1,7 +1,7 @@
 """napari reader for particle stacks and maps: ``.star``, ``.mrcs``, ``.mrc``, ``.map``.
 
 Nothing here reads a whole stack: napari gets the lazy stack object (memory-mapped MRC or
-a :class:`~napari_cryohet.core.dataset.SubsetStack`) and explicit contrast limits computed
+a :class:`~napari_cryohet.core.particle_dataset.SubsetStack`) and explicit contrast limits computed
 from a few sampled images, so opening a 10^6-particle star file reads only those images.
 
 - ``.star`` → one image layer ``(N, D, D)`` (slider over particles) whose
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 
 __all__ = [
     "get_reader",

@@ -5,7 +5,7 @@ is stored in the repository) and returns napari layer data tuples. World coordin
 Å with the origin at the particle (box) centre, so the ground truth overlays the images:
 
 - the particle stack: image ``(N, D, D)`` (axes particle, y, x) carrying its
-  :class:`~napari_cryohet.core.dataset.ParticleDataset` in ``metadata`` (as the reader
+  :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` in ``metadata`` (as the reader
   does, so the stack viewer widget picks it up);
 - atoms (or blobs) as points ``(particle, y, x)``: each particle's ground-truth atoms in its
   pose, ``(R r)[:2] − shift``, i.e. where they project in that image;
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin._reader import dataset_layer_data
 
 __all__ = [

@@ -138,7 +138,7 @@ class ChainFitWidget(Container):
             self.set_dataset(picked)
 
     def set_dataset(self, dataset: Any) -> None:
-        """Fit ``dataset`` (a :class:`~napari_cryohet.core.dataset.ParticleDataset`)."""
+        """Fit ``dataset`` (a :class:`~napari_cryohet.core.particle_dataset.ParticleDataset`)."""
         self.dataset = dataset
         truth = getattr(dataset, "ground_truth", None) or {}
         self.anchor.choices = ["reference", "truth"] if "coords_a" in truth else ["reference"]

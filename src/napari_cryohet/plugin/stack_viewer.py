@@ -45,7 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin._ctf_plot import _ctf_curves, _make_ctf_canvas
 from napari_cryohet.plugin._particle_filter import _filter_rows
 from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata

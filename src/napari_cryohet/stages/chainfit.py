@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.ctf import compute_ctf_2d
-from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.core.device import select_device
 from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.frenet import (
@@ -66,6 +65,7 @@ from napari_cryohet.core.frenet import (
     chain_frames_2d,
     frenet_frames,
 )
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.stages._common import (

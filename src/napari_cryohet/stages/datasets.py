@@ -16,7 +16,7 @@ function               what                                                   se
 :func:`pretzel`        rigid base + two identical, independent arms (τ₁, τ₂)  001 §3.1.2, §5
 =====================  =====================================================  ==========================
 
-All but :func:`box_arms_2d` return a :class:`~napari_cryohet.core.dataset.ParticleDataset`
+All but :func:`box_arms_2d` return a :class:`~napari_cryohet.core.particle_dataset.ParticleDataset`
 made by :func:`napari_cryohet.stages.simulate.simulate`, with ``ground_truth`` keys
 (CONTRACT "Ground-truth keys"):
 
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cryohet.core.dataset import ParticleDataset
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, report
 from napari_cryohet.stages.simulate import AtomicModel, SimulationConfig, simulate
 

@@ -23,7 +23,7 @@ Everything random is drawn from ``seed``: rotations from a torch generator, CTF/
 from a numpy generator, the noise from a second numpy stream consumed particle after
 particle, so the stack does not depend on the batch size nor on the device.
 
-:func:`simulate` returns a :class:`~napari_cryohet.core.dataset.ParticleDataset` whose
+:func:`simulate` returns a :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` whose
 ``ground_truth`` holds the model's truth (``"state"``, ``"coords_a"``, ``"global/..."``),
 ``"clean_images"`` and ``"global/noise_var"``, ``"global/snr"``, ``"global/signal_var"``;
 :func:`save_simulation` writes it as ``.mrcs`` + RELION ``.star`` + cryoDRGN pickles with
@@ -40,8 +40,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.device import select_device
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset
 from napari_cryohet.core.rotation import random_rotations
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
 

@@ -19,7 +19,7 @@ Representations (registry :data:`REPRESENTATIONS`, name → builder)
     For a :class:`~napari_cryohet.stages.datasets.Toy2DDataset` (box with two arms, §3.1)
     these are its 64×64 noisy densities ``low_dim`` (noise variance 9, in the frame
     ``low_dim_frame`` names: by default superposed on the reference); for a
-    :class:`~napari_cryohet.core.dataset.ParticleDataset` with ``ground_truth["coords_a"]``
+    :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` with ``ground_truth["coords_a"]``
     the sum of unit-height Gaussians (eq. 3.8, width ``sigma_a``) on a ``grid_size``³
     grid (16³ in §3.2) spanning the image field of view.
 ``"pca_images"``
@@ -563,7 +563,7 @@ def run_spectral(
     Parameters
     ----------
     dataset
-        A :class:`~napari_cryohet.core.dataset.ParticleDataset` or a
+        A :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` or a
         :class:`~napari_cryohet.stages.datasets.Toy2DDataset`.
     config
         :class:`SpectralConfig`.

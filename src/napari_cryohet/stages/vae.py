@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.ctf import compute_ctf_2d
-from napari_cryohet.core.dataset import ParticleDataset
 from napari_cryohet.core.device import select_device
+from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.vae_model import (
     ModelShape,
     StructuralBasisVAE,

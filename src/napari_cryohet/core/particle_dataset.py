@@ -1,4 +1,4 @@
-"""The one dataset object every stage shares (DESIGN.md §3).
+"""The one dataset object every stage shares (docs/design.md).
 
 :class:`ParticleDataset` carries the images (lazy: any object with ``shape``, ``dtype``
 and numpy-style ``__getitem__``, e.g. a memory-mapped MRC stack), the pixel size, poses
@@ -80,7 +80,7 @@ def _take(stack: ImageStack, idx: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CTFParams:
-    """Per-particle CTF parameters, RELION conventions (DESIGN.md §3).
+    """Per-particle CTF parameters, RELION conventions (docs/design.md).
 
     All fields are ``(N,)`` float arrays. Positive defocus is underfocus. The astigmatism
     angle is measured from the x axis to the direction of ``defocus_u_a``.

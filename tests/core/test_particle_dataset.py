@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_cryohet.core.dataset import CTFParams, ParticleDataset, SubsetStack
+from napari_cryohet.core.particle_dataset import CTFParams, ParticleDataset, SubsetStack
 from napari_cryohet.core.rotation import euler_to_matrix
 
 
