@@ -62,11 +62,8 @@ def child(n: int, which: str, device: str | None = None) -> dict:
     t0 = time.perf_counter()
     out: dict = {"n": n}
     if which == "ours":
-        from napari_cryohet.core.laplacian import (
-            EXACT_KNN_MAX_POINTS,
-            build_knn_graph,
-            laplacian_eigenmaps,
-        )
+        from napari_cryohet.core.graph import EXACT_KNN_MAX_POINTS, build_knn_graph
+        from napari_cryohet.core.laplacian import laplacian_eigenmaps
 
         w = build_knn_graph(x, k=K_NEIGHBOURS, weights="self_tuning", n_jobs=2, device=device)
         t1 = time.perf_counter()

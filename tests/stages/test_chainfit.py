@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from napari_cryohet.core.atoms import gaussian_density_3d
-from napari_cryohet.core.laplacian import build_gaussian_graph, laplacian_eigenmaps
+from napari_cryohet.core.graph import build_gaussian_graph
+from napari_cryohet.core.laplacian import laplacian_eigenmaps
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.pdb import write_chains_pdb
 from napari_cryohet.stages._common import Cancelled, CancelToken

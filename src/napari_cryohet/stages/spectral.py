@@ -57,17 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_cryohet.core.laplacian import (
-    LaplacianEigenmaps,
-    build_gaussian_graph,
-    build_knn_graph,
-    density_normalize,
-    find_nearest_neighbors,
-    harmonic_residuals,
-    laplacian_eigenmaps,
-    parsimonious_order,
-    tangent_denoise,
-)
+from napari_cryohet.core.graph import build_gaussian_graph, build_knn_graph, find_nearest_neighbors
+from napari_cryohet.core.harmonics import harmonic_residuals, parsimonious_order
+from napari_cryohet.core.laplacian import LaplacianEigenmaps, density_normalize, laplacian_eigenmaps
+from napari_cryohet.core.tangent_denoise import tangent_denoise
 from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.errors import CorruptFileError
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
