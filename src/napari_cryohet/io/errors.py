@@ -21,6 +21,7 @@ __all__ = [
     "PixelSizeError",
     "CountMismatchError",
     "EmptyFileError",
+    "OutputLocationError",
 ]
 
 
@@ -84,3 +85,11 @@ class CountMismatchError(CryohetInputError):
 
 class EmptyFileError(CryohetInputError):
     """A metadata file with no particles."""
+
+
+class OutputLocationError(CryohetInputError):
+    """Where results should go cannot take them: a file in the way, no permission, no space.
+
+    Raised before a long run starts (``stages.workspace.check_output_location``) and when a
+    write fails for lack of space; the last complete file written there is kept.
+    """

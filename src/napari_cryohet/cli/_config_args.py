@@ -1,0 +1,130 @@
+"""Command-line flags generated from a stage's config fields, and the shared workspace flags.
+
+A stage config declares each field once (:func:`napari_cryohet.stages.protocol.param`:
+default, help, unit, allowed values); this module turns those declarations into argparse
+flags (``learning_rate`` → ``--learning-rate``, booleans as ``--x/--no-x``, tuples as
+comma-separated lists, ``None`` defaults as "leave out"), and back into a config. The
+widgets build their forms from the same declarations (``plugin/_config_form.py``), so the
+GUI, the CLI and the Python API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from napari_cryohet.stages.protocol import field_type
+
+__all__ = ["add_config_args", "config_from_args", "add_workspace_args", "open_workspace", "input_ids", "print_progress"]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclude: tuple[str, ...] = (),
+                    title: str | None = None) -> None:
+    """Add one flag per field of ``config_cls`` (except ``exclude``) to ``parser``."""
+    group = parser.add_argument_group(title or f"{config_cls.__name__} settings")
+    defaults = config_cls()
+    for f in dataclasses.fields(config_cls):
+        if f.name in exclude or not f.init:
+            continue
+        base, optional, is_tuple = field_type(config_cls, f)
+        if base is dict:
+            continue
+        meta = f.metadata
+        default = getattr(defaults, f.name)
+        unit = f" [{meta['unit']}]" if meta.get("unit") else ""
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{meta.get('help', '')}{unit} (default: {shown})".strip()
+        kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": text}
+        if base is bool and not optional:
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if is_tuple:
+            kwargs["type"] = _list_parser(base)
+            kwargs["metavar"] = "A,B,..."
+        else:
+            kwargs["type"] = _none_or(base) if optional else base
+            if meta.get("choices") is not None:
+                kwargs["choices"] = list(meta["choices"]) + ([None] if optional else [])
+                kwargs["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
+        group.add_argument(_flag(f.name), **kwargs)
+
+
+def _none_or(base: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "") else base(text)
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def _list_parser(base: type):
+    def parse(text: str):
+        return tuple(base(part) for part in text.replace(" ", "").split(",") if part)
+
+    parse.__name__ = f"list of {base.__name__}"
+    return parse
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace, **overrides: Any):
+    """Build ``config_cls`` from the flags :func:`add_config_args` added (plus ``overrides``).
+
+    Invalid values end as the config's own ``ValueError``; the CLI prints it as an error.
+    """
+    values = {k[len("cfg_"):]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    values.update(overrides)
+    return config_cls(**values)
+
+
+def add_workspace_args(parser: argparse.ArgumentParser, *, inputs: dict[str, str] | None = None) -> None:
+    """``--workspace DIR`` (required), the dataset source of a new workspace, and input run ids."""
+    parser.add_argument("--workspace", type=Path, required=True,
+                        help="workspace directory: created on first use, reused after (results, checkpoints)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--star", type=Path, default=None,
+                     help="a RELION .star file (or .mrcs stack): the dataset of a new workspace")
+    src.add_argument("--sample", default=None,
+                     help="a simulator recipe (adk_chain, adk_volumes, box_arms_2d, ...): the dataset of a new "
+                          "workspace")
+    parser.add_argument("--n-particles", type=int, default=None, help="particles of --sample")
+    parser.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio of --sample")
+    parser.add_argument("--sample-seed", type=int, default=0, help="random seed of --sample")
+    for name, text in (inputs or {}).items():
+        parser.add_argument(_flag(name), dest=f"in_{name}", default=None, metavar="RUN", help=text)
+
+
+def open_workspace(args: argparse.Namespace):
+    """The workspace of ``--workspace``, created from ``--star``/``--sample`` when new."""
+    from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace
+
+    root = args.workspace
+    source: Any = None
+    if args.star is not None:
+        source = args.star
+    elif args.sample is not None:
+        sample_args = {"n_particles": args.n_particles, "snr": args.snr, "seed": args.sample_seed}
+        source = {"recipe": args.sample, "args": {k: v for k, v in sample_args.items() if v is not None}}
+    if source is None:
+        if not (root / WORKSPACE_FILE).exists():
+            raise SystemExit(f"cryohet: {root} is not a workspace yet: give --star FILE or --sample NAME")
+        return Workspace.open(root)
+    return Workspace.create(root, source)
+
+
+def input_ids(args: argparse.Namespace) -> dict[str, str]:
+    """Input name → run id from the input flags :func:`add_workspace_args` added."""
+    return {k[len("in_"):]: v for k, v in vars(args).items() if k.startswith("in_") and v is not None}
+
+
+def print_progress(every_batch: bool = False):
+    """A progress callback printing stage messages (not every batch unless asked)."""
+    def progress(fraction: float, message: str) -> None:
+        if every_batch or "batch" not in message:
+            print(f"[{100 * fraction:5.1f}%] {message}", flush=True)
+
+    return progress

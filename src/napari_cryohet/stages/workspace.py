@@ -1,0 +1,402 @@
+"""The workspace: a directory holding one dataset's runs, every result addressable by id.
+
+Layout (docs/design.md, "The workspace")::
+
+    ws/
+      workspace.json            dataset source (a .star path or a simulator recipe), version
+      simulate/0001/            the simulated dataset, when the source is a recipe
+      spectral/0001/manifest.json + spectral.npz + result.json
+      chainfit/0001/manifest.json + checkpoint.pt + chainfit_result.npz ...
+      vae/0001/ ...
+
+Every run of a stage lives in ``<stage>/<NNNN>/`` with a ``manifest.json``: stage, config,
+config fingerprint, input run ids, particle-index hash, status (``running``, ``done``,
+``failed``, ``cancelled``), start and end time, package version. Runs are never
+overwritten: a new config (or other inputs, or other particles) makes a new run; the same
+config and inputs return the finished run, or resume the unfinished one from its
+checkpoint. Stages take their inputs as run ids (``"spectral/0002"``), so where every
+result came from is always known — results are addressed by who made them, as copick does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cryohet.io.errors import CryohetInputError, MissingFileError, OutputLocationError
+from napari_cryohet.stages._common import Cancelled, CancelToken, ProgressCallback, report
+from napari_cryohet.stages.checkpoint import MANIFEST
+from napari_cryohet.stages.protocol import (
+    Embedding,
+    StageConfig,
+    StageResult,
+    dataset_indices,
+    particle_index_hash,
+    read_json,
+    write_json,
+)
+
+__all__ = ["Workspace", "StageSpec", "InputSpec", "STAGES", "stage_spec", "RunNotFoundError",
+           "check_output_location", "WORKSPACE_FILE"]
+
+WORKSPACE_FILE = "workspace.json"
+FORMAT_VERSION = 1
+#: Free space a run needs at least, whatever its own estimate (bytes).
+MIN_FREE_BYTES = 50 * 2**20
+
+
+class RunNotFoundError(CryohetInputError):
+    """A run id names no run (or no finished run) in the workspace."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input a stage takes from another run.
+
+    ``kind="embedding"`` hands the stage the run's :class:`Embedding` (per-particle
+    vectors); ``kind="result"`` its whole result. ``stages`` lists the stages whose runs
+    fit; ``required=False`` inputs may be left out.
+    """
+
+    kind: str = "embedding"
+    stages: tuple[str, ...] = ()
+    required: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the workspace needs to know about a stage (one per stage package, ``STAGE``).
+
+    ``run(dataset, config, *, inputs, progress, cancel, run_dir) -> result``;
+    ``needs_dataset=False`` for stages that make the dataset (simulate);
+    ``estimate_bytes(dataset, config)`` sizes the output for the free-space check.
+    """
+
+    name: str
+    title: str
+    config: type[StageConfig]
+    result: type[StageResult]
+    run: Callable[..., StageResult]
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    needs_dataset: bool = True
+    estimate_bytes: Callable[[Any, StageConfig], int] | None = None
+    paper: str = ""
+
+
+#: Stage name → ``"module:attribute"`` of its :class:`StageSpec` (or the spec itself).
+#: Add a line per stage.
+STAGES: dict[str, str | StageSpec] = {
+    "simulate": "napari_cryohet.stages.simulate.stage:STAGE",
+    "spectral": "napari_cryohet.stages.spectral.stage:STAGE",
+    "chainfit": "napari_cryohet.stages.chainfit.stage:STAGE",
+    "vae": "napari_cryohet.stages.vae.stage:STAGE",
+}
+
+
+def stage_spec(name: str) -> StageSpec:
+    """The :class:`StageSpec` of stage ``name`` (imported on first use)."""
+    if name not in STAGES:
+        raise ValueError(f"stage: expected one of {sorted(STAGES)}, got {name!r}")
+    entry = STAGES[name]
+    if isinstance(entry, StageSpec):
+        return entry
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def check_output_location(path: str | Path, *, need_bytes: int = 0) -> Path:
+    """Refuse an output directory that cannot take a run, before the run starts.
+
+    Raises :class:`OutputLocationError` when ``path`` (or a parent) is a file, the directory
+    cannot be created or written to, or the disk has less free space than ``need_bytes``
+    (and at least :data:`MIN_FREE_BYTES`). Creates ``path`` and returns it.
+    """
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise OutputLocationError(parent, "is a file, not a directory: pick another output location")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except PermissionError as err:
+        raise OutputLocationError(path, "cannot write here (no permission or a read-only disk)") from err
+    except OSError as err:
+        raise OutputLocationError(path, f"cannot write here: {err.strerror or err}") from err
+    need = max(int(need_bytes), MIN_FREE_BYTES)
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise OutputLocationError(path, f"only {free / 2**20:.0f} MB free, the run needs about "
+                                  f"{need / 2**20:.0f} MB: free some space or pick another location")
+    return path
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _package_version() -> str:
+    from napari_cryohet import __version__
+
+    return __version__
+
+
+class Workspace:
+    """A directory with one dataset and every run of every stage on it.
+
+    Create with :meth:`create`, reopen with :meth:`open`; run stages with :meth:`run` and
+    get results back by id with :meth:`result`.
+    """
+
+    def __init__(self, root: Path, info: dict[str, Any]):
+        self.root = Path(root)
+        self.info = info
+        self._dataset = None
+
+    # -------------------------------------------------------------- create / open
+
+    @classmethod
+    def create(cls, root: str | Path, source: str | Path | dict[str, Any]) -> Workspace:
+        """Make a workspace at ``root`` for a dataset source.
+
+        ``source`` is a ``.star`` (or ``.mrcs``) path, or a simulator recipe
+        ``{"recipe": "adk_chain", "args": {"n_particles": 200, "seed": 0}}``. Reopening an
+        existing workspace with the same source is allowed; another source is refused.
+        """
+        root = Path(root)
+        src = _normalise_source(source, root)
+        path = root / WORKSPACE_FILE
+        if path.exists():
+            ws = cls.open(root)
+            if ws.info["source"] != src:
+                raise OutputLocationError(root, f"already a workspace for another dataset "
+                                          f"({ws.info['source']}); pick another directory", field="source")
+            return ws
+        check_output_location(root)
+        info = {"format_version": FORMAT_VERSION, "source": src, "package_version": _package_version(),
+                "created": _now()}
+        write_json(path, info)
+        return cls(root, info)
+
+    @classmethod
+    def open(cls, root: str | Path) -> Workspace:
+        """Reopen a workspace written by :meth:`create` (also after copying it elsewhere)."""
+        root = Path(root)
+        info = read_json(root / WORKSPACE_FILE)
+        if not isinstance(info, dict) or "source" not in info:
+            raise CryohetInputError(root / WORKSPACE_FILE, "not a napari-cryohet workspace", field="source")
+        if int(info.get("format_version", 0)) > FORMAT_VERSION:
+            raise CryohetInputError(root / WORKSPACE_FILE, f"workspace format {info['format_version']} is newer "
+                                    f"than this version reads ({FORMAT_VERSION})", field="format_version")
+        return cls(root, info)
+
+    # -------------------------------------------------------------- dataset
+
+    @property
+    def dataset(self):
+        """The workspace's dataset (loaded, or simulated into ``simulate/NNNN``, once)."""
+        if self._dataset is None:
+            src = self.info["source"]
+            if "recipe" in src:
+                from napari_cryohet.stages.simulate.stage import SimulateConfig
+
+                result = self.run("simulate", SimulateConfig(recipe=src["recipe"], args=src.get("args", {})))
+                self._dataset = result.dataset
+            else:
+                from napari_cryohet.io.load_particles import load_dataset
+
+                self._dataset = load_dataset(self._source_path(src), **src.get("options", {}))
+        return self._dataset
+
+    def _source_path(self, src: dict[str, Any]) -> Path:
+        relative = self.root / src.get("relative_path", "")
+        if src.get("relative_path") and relative.exists():
+            return relative
+        return Path(src["path"])
+
+    # -------------------------------------------------------------- runs
+
+    def runs(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """Manifests of the runs of ``stage`` (every stage when ``None``), oldest first."""
+        stages = [stage] if stage else sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        out = []
+        for name in stages:
+            base = self.root / name
+            if not base.is_dir():
+                continue
+            for run_dir in sorted(p for p in base.iterdir() if p.is_dir() and p.name.isdigit()):
+                if (run_dir / MANIFEST).is_file():
+                    out.append(read_json(run_dir / MANIFEST))
+        return out
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        """The manifest of run ``run_id`` (``"spectral/0002"``, or ``"spectral"`` for the latest done)."""
+        run_id = self.resolve(run_id)
+        return read_json(self.root / run_id / MANIFEST)
+
+    def resolve(self, ref: str, *, done: bool = True) -> str:
+        """A concrete run id for ``ref``: ``"stage/NNNN"`` as is, ``"stage"`` → its latest done run."""
+        ref = str(ref).strip().strip("/")
+        stage, _, number = ref.partition("/")
+        if number:
+            run_id = f"{stage}/{int(number):04d}" if number.isdigit() else ref
+            if not (self.root / run_id / MANIFEST).is_file():
+                raise RunNotFoundError(self.root / run_id, f"no run {run_id} in this workspace "
+                                       f"(runs: {[m['run_id'] for m in self.runs()]})", field="run")
+            if done and read_json(self.root / run_id / MANIFEST).get("status") != "done":
+                raise RunNotFoundError(self.root / run_id, f"run {run_id} has not finished", field="run")
+            return run_id
+        finished = [m for m in self.runs(stage) if m.get("status") == "done"]
+        if not finished:
+            raise RunNotFoundError(self.root / stage, f"no finished {stage} run in this workspace", field="run")
+        return finished[-1]["run_id"]
+
+    def result(self, ref: str) -> StageResult:
+        """The result of run ``ref`` (``"spectral/0002"``, or ``"spectral"``: the latest done)."""
+        run_id = self.resolve(ref)
+        spec = stage_spec(run_id.split("/")[0])
+        result = spec.result.load(self.root / run_id)
+        result.run_id = run_id
+        return result
+
+    def embedding(self, ref: str) -> Embedding:
+        """The per-particle vectors run ``ref`` hands to other stages."""
+        result = self.result(ref)
+        emb = result.embedding()
+        if emb is None:
+            raise RunNotFoundError(self.root / result.run_id, f"run {result.run_id} has no per-particle vectors",
+                                   field="run")
+        emb.run_id = result.run_id
+        return emb
+
+    def run(self, stage: str, config: StageConfig | dict[str, Any] | None = None, *,
+            inputs: dict[str, str] | None = None, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None, dataset: Any = None) -> StageResult:
+        """Run ``stage`` with ``config`` on the workspace's dataset (or ``dataset``, a subset of it).
+
+        ``inputs`` maps the stage's input names to run ids. The same config, inputs and
+        particles return the finished run (nothing recomputed) or resume the unfinished
+        one; anything else makes a new run. The output location is checked before any
+        work starts.
+        """
+        spec = stage_spec(stage)
+        if config is None:
+            config = spec.config()
+        elif isinstance(config, dict):
+            config = spec.config.from_dict(config)
+        if not isinstance(config, spec.config):
+            raise TypeError(f"config: expected a {spec.config.__name__}, got {type(config).__name__}")
+        input_ids, resolved = self._resolve_inputs(spec, inputs or {})
+        if spec.needs_dataset and dataset is None:
+            dataset = self.dataset
+        indices = dataset_indices(dataset) if spec.needs_dataset else np.zeros(0, dtype=np.int64)
+        key = {"fingerprint": config.fingerprint(), "inputs": input_ids,
+               "particle_index_hash": particle_index_hash(indices)}
+        run_id, manifest = self._find_run(stage, key)
+        if manifest is not None and manifest.get("status") == "done":
+            report(progress, 1.0, f"{run_id}: already done with these settings (nothing recomputed)")
+            return self.result(run_id)
+        need = spec.estimate_bytes(dataset, config) if spec.estimate_bytes else 0
+        if run_id is None:
+            check_output_location(self.root / stage, need_bytes=need)
+            run_id = self._new_run_dir(stage)
+        else:
+            check_output_location(self.root / run_id, need_bytes=need)
+        run_dir = self.root / run_id
+        manifest = {"run_id": run_id, "stage": stage, "config": config.to_dict(), **key,
+                    "n_particles": int(len(indices)), "status": "running", "started": _now(), "ended": None,
+                    "package_version": _package_version()}
+        write_json(run_dir / MANIFEST, manifest)
+        report(progress, 0.0, f"{run_id}: {spec.title}")
+        try:
+            result = spec.run(dataset, config, inputs=resolved, progress=progress, cancel=cancel, run_dir=run_dir)
+            result.run_id = run_id
+            result.save(run_dir)
+        except Cancelled:
+            self._finish(run_dir, manifest, "cancelled")
+            raise
+        except BaseException as err:
+            self._finish(run_dir, manifest, "failed", error=f"{type(err).__name__}: {err}")
+            raise
+        self._finish(run_dir, manifest, "done")
+        return result
+
+    # -------------------------------------------------------------- helpers
+
+    def _resolve_inputs(self, spec: StageSpec, inputs: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+        unknown = sorted(set(inputs) - set(spec.inputs))
+        if unknown:
+            raise ValueError(f"inputs: stage {spec.name} takes {sorted(spec.inputs)}, got {unknown}")
+        ids, resolved = {}, {}
+        for name, ispec in spec.inputs.items():
+            ref = inputs.get(name)
+            if ref is None:
+                if ispec.required:
+                    raise ValueError(f"inputs: stage {spec.name} needs {name!r} (a run of "
+                                     f"{' or '.join(ispec.stages)}: {ispec.help})")
+                continue
+            run_id = self.resolve(ref)
+            if ispec.stages and run_id.split("/")[0] not in ispec.stages:
+                raise ValueError(f"inputs: {name!r} must be a run of {' or '.join(ispec.stages)}, got {run_id}")
+            ids[name] = run_id
+            resolved[name] = self.embedding(run_id) if ispec.kind == "embedding" else self.result(run_id)
+        return ids, resolved
+
+    def _find_run(self, stage: str, key: dict[str, Any]) -> tuple[str | None, dict | None]:
+        for manifest in reversed(self.runs(stage)):
+            if all(manifest.get(k) == v for k, v in key.items()):
+                return manifest["run_id"], manifest
+        return None, None
+
+    def _new_run_dir(self, stage: str) -> str:
+        base = self.root / stage
+        base.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+        n = max(numbers, default=0) + 1
+        while True:
+            try:
+                (base / f"{n:04d}").mkdir()
+                return f"{stage}/{n:04d}"
+            except FileExistsError:  # another process took this number
+                n += 1
+
+    def _finish(self, run_dir: Path, manifest: dict[str, Any], status: str, *, error: str | None = None) -> None:
+        manifest = dict(manifest, status=status, ended=_now())
+        if error:
+            manifest["error"] = error
+        try:
+            write_json(run_dir / MANIFEST, manifest)
+        except OSError:  # a full disk must not hide the run's own error
+            pass
+
+
+def _normalise_source(source: str | Path | dict[str, Any], root: Path) -> dict[str, Any]:
+    if isinstance(source, dict):
+        if "recipe" in source:
+            from napari_cryohet.stages.simulate import RECIPES
+
+            if source["recipe"] not in RECIPES:
+                raise ValueError(f"source recipe: expected one of {sorted(RECIPES)}, got {source['recipe']!r}")
+            return {"recipe": str(source["recipe"]), "args": dict(source.get("args", {}))}
+        if "path" in source:
+            return _normalise_source(source["path"], root) | {"options": dict(source.get("options", {}))}
+        raise ValueError(f"source: expected a .star path or {{'recipe': ..., 'args': ...}}, got {source!r}")
+    path = Path(source).resolve()
+    if not path.exists():
+        raise MissingFileError(path, "dataset source not found")
+    try:
+        relative = os.path.relpath(path, root.resolve())
+    except ValueError:  # another drive (Windows)
+        relative = ""
+    return {"path": str(path), "relative_path": relative}
+
