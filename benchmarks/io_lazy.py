@@ -97,7 +97,7 @@ def measure(star: Path, planted_json: Path) -> dict:
 
     import psutil
 
-    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.io.load_particles import load_dataset
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss

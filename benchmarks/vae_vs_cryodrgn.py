@@ -86,7 +86,7 @@ def _peak_rss_mb(children: bool) -> float:
 def _ours_child(spec: dict) -> dict:
     import torch
 
-    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.io.load_particles import load_dataset
     from napari_cryohet.stages.vae import VAEConfig, train_vae
 
     torch.manual_seed(0)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vae_bench_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    from napari_cryohet.io.dataset import save_dataset
+    from napari_cryohet.io.write_particles import save_dataset
     from napari_cryohet.stages.datasets import adk_volumes
 
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import pytest
 from napari_cryohet.core.particle_dataset import CTFParams
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_ctf_pkl, write_poses_pkl
-from napari_cryohet.io.dataset import load_dataset
+from napari_cryohet.io.load_particles import load_dataset
 
 
 def cryodrgn_r_from_relion(rot_deg: float, tilt_deg: float, psi_deg: float) -> np.ndarray:

@@ -12,7 +12,6 @@ import pytest
 
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_ctf_pkl, write_poses_pkl
-from napari_cryohet.io.dataset import load_dataset
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CountMismatchError,
@@ -26,6 +25,7 @@ from napari_cryohet.io.errors import (
     PixelSizeError,
     StackIndexError,
 )
+from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.io.mrc import open_stack
 from napari_cryohet.io.star import read_star
 

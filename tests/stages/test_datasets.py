@@ -290,8 +290,9 @@ def test_truth_state_columns_shapes_and_dtypes():
 
 
 def test_dataset_table_holds_truth_and_star_skips_it(tmp_path, adk):
-    from napari_cryohet.io.dataset import load_dataset, write_dataset_star
+    from napari_cryohet.io.load_particles import load_dataset
     from napari_cryohet.io.star import read_star
+    from napari_cryohet.io.write_particles import write_dataset_star
 
     np.testing.assert_array_equal(adk.table["truth_state"], adk.ground_truth["state"])  # int frame index
     assert adk.table["truth_state"].dtype == np.int64

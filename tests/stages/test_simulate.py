@@ -138,7 +138,7 @@ def test_bad_model_raises():
 
 
 def test_write_then_load_round_trip(tmp_path, rng):
-    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.io.load_particles import load_dataset
 
     model = _blob_model(10, rng)
     ds = simulate(model, SimulationConfig(box_size=32, apix=1.5, snr=0.5, shift_std_a=2.0, astigmatism_a=400.0,
@@ -163,7 +163,7 @@ def test_write_then_load_round_trip(tmp_path, rng):
 
 def test_cli_simulate_writes_a_loadable_dataset(tmp_path):
     from napari_cryohet.cli import main
-    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.io.load_particles import load_dataset
 
     out = tmp_path / "cat"
     assert main(["simulate", "cat", "--n", "6", "--box-size", "32", "--apix", "5", "--snr", "0.5",

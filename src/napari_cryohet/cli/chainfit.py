@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
         dataset = adk_chain(args.n_particles, snr=args.snr, seed=args.seed)
     else:
-        from napari_cryohet.io.dataset import load_dataset
+        from napari_cryohet.io.load_particles import load_dataset
 
         dataset = load_dataset(args.star)
     if args.reference:

@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         kwargs = {} if args.n_particles is None else {"n_particles": args.n_particles}
         dataset = DATASETS[args.sample](**kwargs)
     else:
-        from napari_cryohet.io.dataset import load_dataset
+        from napari_cryohet.io.load_particles import load_dataset
 
         dataset = load_dataset(args.star)
     features = _load_features(args.features) if args.features else None

@@ -63,7 +63,7 @@ def _progress(fraction: float, message: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_cryohet.io.dataset import load_dataset
+    from napari_cryohet.io.load_particles import load_dataset
     from napari_cryohet.stages.vae import VAEConfig, train_vae
 
     ds = load_dataset(args.particles, poses=args.poses, ctf=args.ctf, apix=args.apix, require=("images", "poses"))

@@ -13,7 +13,7 @@ Two layouts are recognised (seed 003_751d529320789aa3.txt §1.3 and §4.1.6):
 :func:`read_star` returns the tables as read (every column, strings kept as strings);
 :func:`write_star` writes them back so that reading the output gives the same values: floats
 are written in Python's shortest round-trip form (not ``%.6f``), so no digit is lost.
-Interpreting the columns (optics merge, units) is :mod:`napari_cryohet.io.dataset`'s job.
+Interpreting the columns (optics merge, units) is :mod:`napari_cryohet.io.load_particles`'s job.
 
 Why a parser of our own when ``starfile`` exists
 ------------------------------------------------
@@ -28,7 +28,7 @@ exactly as ``starfile`` reads them, and each loop's data lines are streamed from
 range straight into the same ``pd.read_csv`` call with the same options and the same numeric
 coercion afterwards, so the tables are identical (values, dtypes, column names), with no
 copy of the text in memory. The same open (with faster ``rlnImageName`` splitting and
-chunked pose conversion in :mod:`napari_cryohet.io.dataset`) now costs 2.6 s of CPU (6.6 s
+chunked pose conversion in :mod:`napari_cryohet.io.load_particles`) now costs 2.6 s of CPU (6.6 s
 wall on two cores shared with other jobs) and peaks at +379 MB. Anything the fast path
 cannot guarantee to read identically (non-``loop_`` blocks, non-ASCII or control bytes, a
 line with an odd number of quotes, duplicate column names, any parse error) falls back to

@@ -71,8 +71,8 @@ def read_path(path: str | Path) -> list[LayerData]:
     CryohetInputError
         (a subclass naming the file and the problem) for files we cannot read.
     """
-    from napari_cryohet.io.dataset import load_dataset
     from napari_cryohet.io.errors import PixelSizeError
+    from napari_cryohet.io.load_particles import load_dataset
     from napari_cryohet.io.mrc import read_stack_header, read_volume
 
     path = Path(path)

@@ -307,10 +307,10 @@ class StackViewerWidget(QWidget):
     def export_star(self, path: str | Path, rows: Any = None) -> Path:
         """Write particles ``rows`` (default: the selection, else every filtered row) as .star.
 
-        Uses :func:`napari_cryohet.io.dataset.write_dataset_star` on ``dataset.subset(rows)``:
+        Uses :func:`napari_cryohet.io.write_particles.write_dataset_star` on ``dataset.subset(rows)``:
         a star-born dataset keeps every original column and value.
         """
-        from napari_cryohet.io.dataset import write_dataset_star
+        from napari_cryohet.io.write_particles import write_dataset_star
 
         if self.dataset is None:
             raise ValueError("no particle dataset loaded")

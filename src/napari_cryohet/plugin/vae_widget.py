@@ -333,7 +333,7 @@ class VAEExplorerWidget(Container):
 
     def export_selection(self, path: str | Path) -> Path | None:
         """Write the selected particles as a RELION ``.star`` subset; returns its path."""
-        from napari_cryohet.io.dataset import write_dataset_star
+        from napari_cryohet.io.write_particles import write_dataset_star
 
         idx = self.selection_indices()
         if self.dataset is None or len(idx) == 0:

@@ -223,7 +223,7 @@ def add_truth_state_columns(dataset: ParticleDataset) -> ParticleDataset:
     """Add :func:`truth_state_columns` of ``ground_truth["state"]`` to ``dataset.table``
     (in place; existing columns of those names are left as they are). Returns ``dataset``.
 
-    These columns are not RELION labels: :func:`napari_cryohet.io.dataset.write_dataset_star`
+    These columns are not RELION labels: :func:`napari_cryohet.io.write_particles.write_dataset_star`
     writes only the ``rln*`` columns of a synthetic dataset's table, so they never reach a
     star file (the truth travels in ``<name>_truth.npz``).
     """

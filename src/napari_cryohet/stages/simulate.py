@@ -397,12 +397,12 @@ def measured_snr(dataset: ParticleDataset) -> float:
 def save_simulation(out_dir: str | Path, dataset: ParticleDataset, *, name: str = "particles") -> dict[str, Any]:
     """Write a simulated dataset: ``<name>.mrcs``, ``.star``, cryoDRGN pickles, truth npz.
 
-    Delegates to :func:`napari_cryohet.io.dataset.save_dataset` (atomic writes).
+    Delegates to :func:`napari_cryohet.io.write_particles.save_dataset` (atomic writes).
 
     Returns
     -------
     What ``save_dataset`` returns (the written paths).
     """
-    from napari_cryohet.io.dataset import save_dataset
+    from napari_cryohet.io.write_particles import save_dataset
 
     return save_dataset(Path(out_dir), dataset, name=name)
