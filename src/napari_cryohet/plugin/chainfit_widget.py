@@ -35,8 +35,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
     ChainFitResult,

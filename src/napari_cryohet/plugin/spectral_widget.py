@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
-from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.spectral import (
     SpectralConfig,
     SpectralResult,

@@ -24,8 +24,8 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.plugin._datasets import DatasetPicker
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.vae import (
     EMBEDDING_METHODS,
     VAEConfig,
