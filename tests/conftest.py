@@ -6,9 +6,23 @@ pytest-xvfb (``make test`` passes ``-p xvfb``). Tests are headless and CPU-only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+from napari_cryohet.stages._common import check_cancel, report
+from napari_cryohet.stages.checkpoint import Checkpointer
+from napari_cryohet.stages.protocol import (
+    Embedding,
+    StageConfig,
+    StageResult,
+    dataset_indices,
+    param,
+)
+from napari_cryohet.stages.workspace import InputSpec, StageSpec
 
 torch.set_num_threads(2)
 
@@ -17,3 +31,105 @@ torch.set_num_threads(2)
 def rng() -> np.random.Generator:
     """A seeded numpy generator (tests are reproducible)."""
     return np.random.default_rng(12345)
+
+
+# ---------------------------------------------------------------- a toy stage
+# A tiny iterative stage used to test the protocol, the checkpointer, the workspace and the
+# generated forms: it "trains" one number per particle towards the particle's table value
+# ``value`` (or an input embedding's first column), one step of size ``rate`` per epoch,
+# checkpointing every epoch — the same shape as a real training stage.
+
+
+
+@dataclass
+class ToyConfig(StageConfig):
+    STAGE = "toy"
+    epochs: int = param(4, help="passes", minimum=0)
+    rate: float = param(0.5, help="step size", minimum=0.0, maximum=1.0)
+    mode: str = param("table", help="target", choices=("table", "input"))
+    masked: tuple[int, ...] = param((), help="particles kept at zero")
+    device: str = param("cpu", help="where to compute", runtime=True)
+
+    def validate(self) -> None:
+        if self.mode == "input" and self.epochs == 0:
+            self.fail("epochs", "at least 1 with mode='input'", self.epochs)
+
+
+class ToyResult(StageResult):
+    STAGE = "toy"
+
+    def __init__(self, values: np.ndarray, indices: np.ndarray, epochs_run: int):
+        self.values, self.indices, self.epochs_run = values, indices, epochs_run
+
+    @property
+    def particle_indices(self) -> np.ndarray:
+        return self.indices
+
+    def embedding(self) -> Embedding:
+        return Embedding(self.values[:, None], self.indices, run_id=self.run_id, name="toy values")
+
+    def _save(self, run_dir: Path) -> None:
+        np.savez(run_dir / "toy.npz", values=self.values, indices=self.indices, epochs_run=self.epochs_run)
+
+    @classmethod
+    def _load(cls, run_dir: Path) -> ToyResult:
+        with np.load(run_dir / "toy.npz", allow_pickle=False) as z:
+            return cls(z["values"], z["indices"], int(z["epochs_run"]))
+
+
+CALLS = {"epochs_run": 0}
+
+
+def run_toy(dataset, config: ToyConfig, *, inputs=None, progress=None, cancel=None, run_dir=None,
+            on_epoch=None) -> ToyResult:
+    indices = dataset_indices(dataset)
+    if config.mode == "input":
+        target = inputs["target"].aligned_to(dataset)[:, 0]
+    else:
+        target = dataset.table["value"].to_numpy(dtype=np.float64)
+    w = torch.zeros(len(indices), dtype=torch.float64)
+    start = 0
+    ckpt = None
+    if run_dir is not None:
+        ckpt = Checkpointer(run_dir, config=config, n_particles=len(indices), particle_indices=indices)
+        state = ckpt.load(progress=progress)
+        if state is not None:
+            w, start = state["w"], int(state["epoch"])
+    for epoch in range(start, config.epochs):
+        check_cancel(cancel)
+        w = w + config.rate * (torch.tensor(target) - w)
+        w[list(config.masked)] = 0.0
+        CALLS["epochs_run"] += 1
+        if ckpt is not None:
+            ckpt.save({"w": w, "epoch": epoch + 1})
+        report(progress, (epoch + 1) / max(config.epochs, 1), f"epoch {epoch + 1}/{config.epochs}")
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    return ToyResult(w.numpy(), indices, config.epochs)
+
+
+TOY_STAGE = StageSpec(name="toy", title="toy fit", config=ToyConfig, result=ToyResult, run=run_toy,
+                      inputs={"target": InputSpec(kind="embedding", stages=("toy",), required=False)})
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """This module, with the toy stage registered in the workspace's stage table."""
+    import sys
+
+    from napari_cryohet.stages import workspace
+
+    monkeypatch.setitem(workspace.STAGES, "toy", TOY_STAGE)
+    CALLS["epochs_run"] = 0
+    return sys.modules[__name__]
+
+
+def toy_dataset(n: int = 12, seed: int = 0):
+    """A tiny ParticleDataset whose table column ``value`` is the toy stage's target."""
+    import pandas as pd
+
+    from napari_cryohet.core.particle_dataset import ParticleDataset
+
+    rng = np.random.default_rng(seed)
+    return ParticleDataset(images=np.zeros((n, 4, 4), np.float32), apix=1.0,
+                           table=pd.DataFrame({"value": rng.normal(size=n)}))

@@ -65,7 +65,7 @@ class ConfigForm(Container):
         """Field name → the typed value in the form (``ValueError`` naming a bad entry)."""
         out = {}
         for name, widget in self.inputs.items():
-            out[name] = widget.parse() if hasattr(widget, "parse") else widget.value
+            out[name] = widget.parse_value() if isinstance(widget, _TypedLineEdit) else widget.value
         return out
 
     def config(self, **overrides: Any):
@@ -76,8 +76,8 @@ class ConfigForm(Container):
         """Show ``config``'s values in the form (a shown result's settings, say)."""
         for name, widget in self.inputs.items():
             value = getattr(config, name)
-            if hasattr(widget, "show"):
-                widget.show(value)
+            if isinstance(widget, _TypedLineEdit):
+                widget.show_value(value)
             else:
                 widget.value = value
 
@@ -110,9 +110,9 @@ class _TypedLineEdit(LineEdit):
     def __init__(self, base: type, optional: bool, is_tuple: bool, value: Any, **kwargs: Any) -> None:
         self._base, self._optional, self._is_tuple = base, optional, is_tuple
         super().__init__(value="", **kwargs)
-        self.show(value)
+        self.show_value(value)
 
-    def show(self, value: Any) -> None:
+    def show_value(self, value: Any) -> None:
         if value is None:
             self.value = ""
         elif self._is_tuple:
@@ -120,7 +120,7 @@ class _TypedLineEdit(LineEdit):
         else:
             self.value = f"{value:g}" if isinstance(value, float) else str(value)
 
-    def parse(self) -> Any:
+    def parse_value(self) -> Any:
         text = str(self.value).strip()
         if text == "" and (self._optional or self._is_tuple):
             return None if self._optional else ()

@@ -45,7 +45,7 @@ from napari_cryohet.stages.protocol import (
 )
 
 __all__ = ["Workspace", "StageSpec", "InputSpec", "STAGES", "stage_spec", "RunNotFoundError",
-           "check_output_location", "WORKSPACE_FILE"]
+           "check_output_location", "dataset_source", "WORKSPACE_FILE"]
 
 WORKSPACE_FILE = "workspace.json"
 FORMAT_VERSION = 1
@@ -378,6 +378,20 @@ class Workspace:
             write_json(run_dir / MANIFEST, manifest)
         except OSError:  # a full disk must not hide the run's own error
             pass
+
+
+def dataset_source(dataset: Any) -> str | dict[str, Any] | None:
+    """The workspace source a dataset was made from, or ``None`` when unknown.
+
+    A simulator recipe records itself in ``dataset.meta["recipe"]`` (``{"recipe": name,
+    "args": {...}}``), the particle loader the file it read in ``dataset.meta["source"]``.
+    """
+    meta = getattr(dataset, "meta", None) or {}
+    if isinstance(meta.get("recipe"), dict) and "recipe" in meta["recipe"]:
+        return {"recipe": meta["recipe"]["recipe"], "args": dict(meta["recipe"].get("args", {}))}
+    if meta.get("source"):
+        return str(meta["source"])
+    return None
 
 
 def _normalise_source(source: str | Path | dict[str, Any], root: Path) -> dict[str, Any]:
