@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "spectral": "spectral",
     "chainfit": "chainfit",
     "vae": "vae",
+    "ws": "ws",
 }
 
 

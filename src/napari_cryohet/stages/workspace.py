@@ -239,9 +239,9 @@ class Workspace:
                     out.append(read_json(run_dir / MANIFEST))
         return out
 
-    def manifest(self, run_id: str) -> dict[str, Any]:
+    def manifest(self, run_id: str, *, done: bool = False) -> dict[str, Any]:
         """The manifest of run ``run_id`` (``"spectral/0002"``, or ``"spectral"`` for the latest done)."""
-        run_id = self.resolve(run_id)
+        run_id = self.resolve(run_id, done=done)
         return read_json(self.root / run_id / MANIFEST)
 
     def resolve(self, ref: str, *, done: bool = True) -> str:
