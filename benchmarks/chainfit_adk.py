@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from napari_cryohet.stages.chainfit import ChainFitConfig, reference_from_dataset, run_chainfit
-    from napari_cryohet.stages.datasets import adk_chain
-    from napari_cryohet.stages.simulate import measured_snr
+    from napari_cryohet.stages.simulate import adk_chain, measured_snr
     from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
 
     n = args.n_particles or (600 if args.quick else 4000)

@@ -111,7 +111,7 @@ def _box_arms_best() -> dict:
 def box_arms_r2(n_particles: int, seeds: list[int]) -> dict:
     """R² of (arm1, arm2, box) from 20 eigenvectors: acceptance setting, other seeds, the
     paper's graph, and the anchor frame."""
-    from napari_cryohet.stages.datasets import box_arms_2d
+    from napari_cryohet.stages.simulate import box_arms_2d
     from napari_cryohet.stages.spectral import SpectralConfig, regression_r2, run_spectral
 
     def r2(ds, cfg):

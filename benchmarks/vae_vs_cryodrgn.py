@@ -1,6 +1,6 @@
 """Structural-basis VAE (ours, seed 004) vs cryoDRGN train_vae on the same simulated data.
 
-Dataset: ``stages.datasets.adk_volumes`` — 10 discrete AdK conformations, 64 px, SNR 0.1,
+Dataset: ``stages.simulate.adk_volumes`` — 10 discrete AdK conformations, 64 px, SNR 0.1,
 defocus 0.2–2 µm (seed 004 §5.1 style), ≥ 10 000 particles; written once as .mrcs + star +
 cryoDRGN pose/CTF pickles. Each tool trains for the same number of epochs (zdim 8) in a
 subprocess of its own, so its peak memory is its own:
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
 
     from napari_cryohet.io.write_particles import save_dataset
-    from napari_cryohet.stages.datasets import adk_volumes
+    from napari_cryohet.stages.simulate import adk_volumes
 
     t0 = time.perf_counter()
     ds = adk_volumes(n, n_conformations=10, box_size=box, apix=apix, snr=0.1, seed=0)

@@ -1,7 +1,7 @@
 """Build the bundled sample ``sample_data/adk_small/``: a small RELION 3.1 particle set.
 
 200 particles, 64 px boxes at 1.5 Å/px, float32 (≈ 3.3 MB), simulated by the simulator
-stage (:func:`napari_cryohet.stages.datasets.adk_chain`, which reads the adenylate kinase
+stage (:func:`napari_cryohet.stages.simulate.adk.adk_chain`, which reads the adenylate kinase
 Cα frames in ``sample_data/adk_dims_ca.npz``; provenance in ``sample_data/README.md``)
 with the forward model of seed 004 eq. 1 / seed 000 eq. 1.1-1.2::
 
@@ -40,7 +40,7 @@ _DROP = ("clean_images", "global/trajectory_coords_a")
 
 def build_sample(*, seed: int = 0) -> ParticleDataset:
     """The sample dataset, with ground truth (deterministic for a seed)."""
-    from napari_cryohet.stages.datasets import adk_chain
+    from napari_cryohet.stages.simulate import adk_chain
 
     dataset = adk_chain(N_PARTICLES, box_size=BOX, apix=APIX, sigma_a=SIGMA_A, snr=SNR, shift_std_a=SHIFT_STD_A,
                         seed=seed)

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QApplication
 
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
 from napari_cryohet.stages.chainfit import ChainFitConfig, reference_from_dataset, run_chainfit
-from napari_cryohet.stages.datasets import adk_chain
+from napari_cryohet.stages.simulate import adk_chain
 from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
 
 OUT = Path(__file__).resolve().parent / "chainfit.png"

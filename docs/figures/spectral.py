@@ -19,7 +19,7 @@ import napari
 import numpy as np
 
 from napari_cryohet.plugin.spectral_widget import SpectralWidget
-from napari_cryohet.stages.datasets import box_arms_2d
+from napari_cryohet.stages.simulate import box_arms_2d
 from napari_cryohet.stages.spectral import (
     BOX_ARMS_ACCEPTANCE,
     SpectralConfig,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from napari_cryohet.plugin.vae_widget import LATENT_LAYER, VOLUME_LAYER, VAEExplorerWidget
-from napari_cryohet.stages.datasets import adk_volumes
+from napari_cryohet.stages.simulate import adk_volumes
 from napari_cryohet.stages.vae import VAEConfig, isosurface, latent_path, train_vae
 
 HERE = Path(__file__).parent

@@ -9,7 +9,7 @@ import torch
 
 from napari_cryohet.plugin._reader import DATASET_KEY
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
-from napari_cryohet.stages.datasets import adk_chain
+from napari_cryohet.stages.simulate import adk_chain
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from napari_cryohet.plugin.vae_widget import (
     VOLUME_LAYER,
     VAEExplorerWidget,
 )
-from napari_cryohet.stages.datasets import adk_volumes
+from napari_cryohet.stages.simulate import adk_volumes
 
 
 @pytest.mark.gui

@@ -25,7 +25,7 @@ from napari_cryohet.stages.chainfit import (
     run_chainfit,
     run_chainfit_2d,
 )
-from napari_cryohet.stages.datasets import adk_chain, box_arms_2d
+from napari_cryohet.stages.simulate import adk_chain, box_arms_2d
 
 
 @pytest.fixture(autouse=True)

@@ -167,7 +167,7 @@ BOX_ARMS_BEST = dict(BOX_ARMS_ACCEPTANCE, seed=0)
 
 @pytest.fixture(scope="module")
 def box_arms_result():
-    from napari_cryohet.stages.datasets import box_arms_2d
+    from napari_cryohet.stages.simulate import box_arms_2d
 
     ds = box_arms_2d(4000, seed=0)  # seed 000 §3.1: 4000 particles, 64x64 densities, noise var 9
     baseline = run_spectral(ds, SpectralConfig(**BOX_ARMS_BASELINE))
@@ -212,7 +212,7 @@ def test_denoise_and_alpha_are_recorded_and_checked(tmp_path):
         SpectralConfig(alpha=2.0)
     with pytest.raises(ValueError, match="denoise_dim"):
         SpectralConfig(denoise_dim=0)
-    from napari_cryohet.stages.datasets import box_arms_2d
+    from napari_cryohet.stages.simulate import box_arms_2d
 
     with pytest.raises(ValueError, match="denoise_dim"):  # must be below the representation's dims
         run_spectral(box_arms_2d(100), SpectralConfig(n_components=5, denoise_dim=5, k=5))

@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     )
 
     if args.sample:
-        from napari_cryohet.stages.datasets import adk_chain
+        from napari_cryohet.stages.simulate import adk_chain
 
         dataset = adk_chain(args.n_particles, snr=args.snr, seed=args.seed)
     else:

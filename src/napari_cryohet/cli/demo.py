@@ -32,7 +32,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def sample_star_path() -> Path:
     """``sample_data/adk_small/particles.star`` (the bundled sample; checkout or wheel)."""
     from napari_cryohet.io.errors import MissingFileError
-    from napari_cryohet.stages.datasets import sample_data_dir
+    from napari_cryohet.stages.simulate import sample_data_dir
 
     path = sample_data_dir() / "adk_small" / "particles.star"
     if not path.is_file():

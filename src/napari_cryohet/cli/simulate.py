@@ -1,7 +1,7 @@
 """Simulate one of the seeds' datasets with ground truth: ``cryohet simulate <dataset>``.
 
 Datasets: box_arms_2d, adk_chain, adk_volumes, assembly_classes, cat, pretzel
-(``napari_cryohet.stages.datasets``). Particle datasets are written to ``--out`` as
+(recipes of ``napari_cryohet.stages.simulate``). Particle datasets are written to ``--out`` as
 ``<name>.mrcs`` + RELION ``<name>.star`` + cryoDRGN ``<name>_poses.pkl`` /
 ``<name>_ctf.pkl`` + ``<name>_truth.npz``; ``box_arms_2d`` (1D projections of a 2D
 chain) as ``<name>.npz`` (``Toy2DDataset``). Options left unset keep the dataset's
@@ -35,9 +35,9 @@ _OPTIONS = {
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    from napari_cryohet.stages.datasets import DATASETS
+    from napari_cryohet.stages.simulate import RECIPES
 
-    parser.add_argument("dataset", choices=sorted(DATASETS), help="which dataset to simulate")
+    parser.add_argument("dataset", choices=sorted(RECIPES), help="which dataset to simulate")
     parser.add_argument("--n", type=int, default=1000, help="number of particles (default 1000)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--name", default=None, help="file stem (default: the dataset name)")
@@ -58,10 +58,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from napari_cryohet.stages.datasets import DATASETS, Toy2DDataset
-    from napari_cryohet.stages.simulate import save_simulation
+    from napari_cryohet.stages.simulate import RECIPES, Toy2DDataset, save_simulation
 
-    func = DATASETS[args.dataset]
+    func = RECIPES[args.dataset]
     accepted = set(inspect.signature(func).parameters)
     kwargs = {"seed": args.seed}
     for option, keyword in _OPTIONS.items():

@@ -75,13 +75,13 @@ def main(args: argparse.Namespace) -> int:
     from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
 
     if args.sample:
-        from napari_cryohet.stages.datasets import DATASETS
+        from napari_cryohet.stages.simulate import RECIPES
 
-        if args.sample not in DATASETS:
-            print(f"cryohet spectral: unknown sample {args.sample!r}; one of {sorted(DATASETS)}", file=sys.stderr)
+        if args.sample not in RECIPES:
+            print(f"cryohet spectral: unknown sample {args.sample!r}; one of {sorted(RECIPES)}", file=sys.stderr)
             return 2
         kwargs = {} if args.n_particles is None else {"n_particles": args.n_particles}
-        dataset = DATASETS[args.sample](**kwargs)
+        dataset = RECIPES[args.sample](**kwargs)
     else:
         from napari_cryohet.io.load_particles import load_dataset
 

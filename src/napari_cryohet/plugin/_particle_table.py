@@ -16,7 +16,7 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
-from napari_cryohet.stages.datasets import truth_state_columns
+from napari_cryohet.stages.simulate import truth_state_columns
 
 __all__ = ["ParticleTableModel", "display_table"]
 
@@ -82,7 +82,7 @@ def display_table(dataset: ParticleDataset) -> pd.DataFrame:
     no table, so RELION-named columns are derived from its poses and CTF (so the same
     queries, e.g. ``rlnDefocusU > 15000``, work on both); a ground-truth state is shown as
     ``truth_state`` (``(N,)`` or ``(N, 1)``) or ``truth_state_0``, ``truth_state_1`` … (``(N, k)``),
-    see :func:`napari_cryohet.stages.datasets.truth_state_columns`, unless the table has them.
+    see :func:`napari_cryohet.stages.simulate.truth_state_columns`, unless the table has them.
     """
     table = dataset.table if dataset.table is not None else pd.DataFrame(index=pd.RangeIndex(len(dataset)))
     frame = table.reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""napari sample data: each synthetic dataset of ``stages.datasets``, generated at load time.
+"""napari sample data: each synthetic-data recipe of ``stages.simulate``, generated at load time.
 
 Every sample is simulated from small parameters (a few seconds on a laptop CPU; nothing
 is stored in the repository) and returns napari layer data tuples. World coordinates are
@@ -157,10 +157,10 @@ def _volume_layers(dataset: ParticleDataset, *, name: str) -> list[LayerData]:
 
 def _dataset_sample(name: str, *, chains: bool = False, points_size_a: float = 2.0, parts_key: str | None = None,
                     **overrides: Any) -> list[LayerData]:
-    from napari_cryohet.stages.datasets import DATASETS
+    from napari_cryohet.stages.simulate import RECIPES
 
     kwargs = {**SAMPLE_SIZES[name], **overrides}
-    dataset: ParticleDataset = DATASETS[name](**kwargs)
+    dataset: ParticleDataset = RECIPES[name](**kwargs)
     layers: list[LayerData] = [_stack_layer(dataset, name)]
     truth = dataset.ground_truth or {}
     mask = None
@@ -205,7 +205,7 @@ def pretzel_sample() -> list[LayerData]:
 
 def box_arms_2d_sample() -> list[LayerData]:
     """The 2D box with two arms (seed 000 §3.1): densities, chains, 1D projections."""
-    from napari_cryohet.stages.datasets import box_arms_2d
+    from napari_cryohet.stages.simulate import box_arms_2d
 
     ds = box_arms_2d(**SAMPLE_SIZES["box_arms_2d"])
     n, g = ds.low_dim.shape[:2]

@@ -36,7 +36,7 @@ Choices the seed leaves open, and what this module does
   mean-over-images max error (3.6) against ground-truth coordinates (model frame).
 
 The 2D variant of §3.1 (:func:`run_chainfit_2d`) fits turning angles of a planar chain
-(eq. 3.1) to 1D projections of a :class:`~napari_cryohet.stages.datasets.Toy2DDataset`.
+(eq. 3.1) to 1D projections of a :class:`~napari_cryohet.stages.simulate.box_arms.Toy2DDataset`.
 """
 
 from __future__ import annotations
@@ -869,7 +869,7 @@ def run_chainfit_2d(
     Parameters
     ----------
     toy
-        A :class:`~napari_cryohet.stages.datasets.Toy2DDataset` (``projections``,
+        A :class:`~napari_cryohet.stages.simulate.box_arms.Toy2DDataset` (``projections``,
         ``clean_projections``, ``rotation_angles_rad``, ``coords``, ``reference_coords``,
         ``grid_x_a``, ``sigma``, ``amplitude``, ``j0`` 1-based).
     config
@@ -885,7 +885,7 @@ def run_chainfit_2d(
     ChainFitResult
         With ``(m, 2)`` chains (``psi0`` and ``coeff_psi`` zero).
     """
-    from napari_cryohet.stages.datasets import project_points_1d
+    from napari_cryohet.stages.simulate import project_points_1d
 
     config = config or ChainFitConfig()
     if config.reference_atom is None:

@@ -16,7 +16,7 @@ Representations (registry :data:`REPRESENTATIONS`, name → builder)
     Synthetic data (seed 000 §3.1-3.2): the ground-truth density of every particle on a
     coarse grid plus Gaussian noise of variance ``noise_var``, in the *model frame*
     (independent of the pose, Assumption 3), reduced by PCA to ``n_components``.
-    For a :class:`~napari_cryohet.stages.datasets.Toy2DDataset` (box with two arms, §3.1)
+    For a :class:`~napari_cryohet.stages.simulate.box_arms.Toy2DDataset` (box with two arms, §3.1)
     these are its 64×64 noisy densities ``low_dim`` (noise variance 9, in the frame
     ``low_dim_frame`` names: by default superposed on the reference); for a
     :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` with ``ground_truth["coords_a"]``
@@ -557,7 +557,7 @@ def run_spectral(
     ----------
     dataset
         A :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` or a
-        :class:`~napari_cryohet.stages.datasets.Toy2DDataset`.
+        :class:`~napari_cryohet.stages.simulate.box_arms.Toy2DDataset`.
     config
         :class:`SpectralConfig`.
     features

@@ -9,7 +9,7 @@ from scipy import stats
 
 from napari_cryohet.core.atoms import gaussian_density_3d
 from napari_cryohet.stages._common import Cancelled, CancelToken
-from napari_cryohet.stages.simulate import (
+from napari_cryohet.stages.simulate.engine import (
     AtomicModel,
     SimulationConfig,
     VolumeModel,
@@ -173,7 +173,7 @@ def test_cli_simulate_writes_a_loadable_dataset(tmp_path):
     assert ds.ground_truth["state"].shape == (6, 1)
     assert float(ds.ground_truth["global/snr"]) == 0.5
     assert main(["simulate", "box_arms_2d", "--n", "5", "--out", str(tmp_path / "box")]) == 0
-    from napari_cryohet.stages.datasets import Toy2DDataset
+    from napari_cryohet.stages.simulate.box_arms import Toy2DDataset
 
     assert len(Toy2DDataset.load(tmp_path / "box" / "box_arms_2d.npz")) == 5
     assert main(["simulate", "box_arms_2d", "--n", "3", "--low-dim-frame", "anchor", "--out", str(tmp_path / "box"),
