@@ -11,12 +11,7 @@ from napari_cryohet.core.ctf import compute_ctf_2d
 from napari_cryohet.core.fft import fft3_centered, ifft2_centered, phase_shift_2d
 from napari_cryohet.core.rotation import random_rotations
 from napari_cryohet.core.slice import extract_central_slices
-from napari_cryohet.core.vae_model import (
-    ModelShape,
-    StructuralBasisVAE,
-    spectral_normalisation,
-    spectral_shell_sums,
-)
+from napari_cryohet.core.vae_model import ModelShape, StructuralBasisVAE
 
 
 def _blob_volume(d: int, seed: int = 0) -> torch.Tensor:
@@ -41,23 +36,6 @@ def _model_with_volume(vol: torch.Tensor, sigma: torch.Tensor | None = None, k: 
         model.basis.zero_()
         model.basis[:, :, 0] = torch.view_as_real(stored / scale)
     return model
-
-
-def test_spectral_normalisation_of_white_noise_is_flat():
-    """Eq. 5 on pure white noise (CTF ≡ 1): σ̄² = noise variance · D² in every shell."""
-    d, var = 16, 4.0
-    g = torch.Generator().manual_seed(0)
-    images = 2.0 * torch.randn(400, d, d, generator=g, dtype=torch.float64)
-    power, ctf2 = spectral_shell_sums(images, None)
-    sigma = spectral_normalisation(power, ctf2, eps=0.0)
-    expected = np.sqrt(var * d * d)
-    inner = sigma[1 : d // 2].numpy()  # shells with enough pixels
-    assert np.allclose(inner, expected, rtol=0.1)
-    # with a CTF the estimate is CTF-corrected: halving the CTF² doubles σ̄²
-    ctf = torch.full((400, d, d), np.sqrt(0.5), dtype=torch.float64)
-    _, ctf2_half = spectral_shell_sums(images, ctf)
-    sigma_half = spectral_normalisation(power, ctf2_half, eps=0.0)
-    assert np.allclose((sigma_half[1 : d // 2] / sigma[1 : d // 2]).numpy(), np.sqrt(2.0), rtol=1e-6)
 
 
 def test_forward_model_matches_ctf_shifted_projection():
@@ -156,7 +134,7 @@ def test_prior_term_is_the_basis_norm_and_spares_the_bias():
     scale = 0.7
     with_prior = model.loss(y, enc, rot, None, prior_scale=scale, generator=torch.Generator().manual_seed(0))["loss"]
     expected = scale * float(model.basis[..., 1:].detach().pow(2).sum()) / float(model.point_weight.sum())
-    assert abs(float(with_prior - plain) - expected) < 1e-5 * max(1.0, expected)
+    assert abs(float((with_prior - plain).detach()) - expected) < 1e-5 * max(1.0, expected)
     model.zero_grad()
     (with_prior - plain).backward()
     g = model.basis.grad

@@ -1,29 +1,25 @@
-"""Fused sparse slice extraction from a structural basis (§4.2-§4.3 of 004_0460feb3adf92bbd.txt).
+"""Fused sparse slice extraction from a structural basis (§4.2-§4.3 of Kimanius, Jamali, Scheres 2022).
 
-The decoder of seed 004 (eq. 3 of 004_0460feb3adf92bbd.txt) is a linear combination of
-``K + 1`` Fourier volumes, ``g(z) = Σ_k V^(k) s^(k)(z) + V^(0)``. Training only ever needs
-``H(φ_i) g(z_i)``: the central slice of ``g(z_i)`` in the pose of particle ``i``. This module
-evaluates that slice **without assembling any volume**: one fused
-:class:`torch.autograd.Function` rotates the slice coordinates, gathers the 8 trilinear
-neighbours of each coordinate in all ``K + 1`` basis volumes, weighs them with
-``s(z_i)`` and interpolates; its backward scatters gradients only into the voxels that were
-touched (``index_add_``) and into ``s(z_i)``.
+The VAE decoder (eq. 3) is a linear combination of ``K + 1`` Fourier volumes,
+``g(z) = Σ_k V^(k) s^(k)(z) + V^(0)``. Training only ever needs ``H(φ_i) g(z_i)``: the
+central slice of ``g(z_i)`` in the pose of particle ``i``. This module evaluates that slice
+**without assembling any volume**: one fused :class:`torch.autograd.Function` rotates the
+slice coordinates, gathers the 8 trilinear neighbours of each coordinate in all ``K + 1``
+basis volumes, weighs them with ``s(z_i)`` and interpolates; its backward scatters
+gradients only into the voxels that were touched (``index_add_``) and into ``s(z_i)``.
 
 Storage (the compact half-grid)
 -------------------------------
 Real volumes have Hermitian transforms, ``V(−k) = conj V(k)``, so only half of the Fourier
 grid is stored: the integer frequencies ``k = (kx, ky, kz)`` (voxels from the centre, order
 (x, y, z); centred-FFT convention of :mod:`napari_cryohet.core.fft`) with
-
-    kx > 0,  or  kx = 0 and ky > 0,  or  kx = ky = 0 and kz ≥ 0
-
-and ``|k| < radius + 1`` (the Nyquist sphere as chosen by the user, plus one voxel so that
-the trilinear neighbours of every slice sample with ``|p| < radius`` that matter are stored;
-voxels outside read as zero, as in the paper). They form ``P`` rows of a compact array
-``basis`` of shape ``(P, 2, K + 1)`` (real, imaginary parts of each basis volume). A lookup table over an extended
-integer grid maps a frequency to its compact row and a sign: ``+1`` when the frequency is
-stored, ``−1`` when its Friedel mate ``−k`` is stored (imaginary part negated), ``0`` when
-it lies outside the sphere. The extended grid spans ``[−R−2, R+2]`` on each axis, so every
+``kx > 0``, or ``kx = 0 and ky > 0``, or ``kx = ky = 0 and kz ≥ 0``, and ``|k| < radius + 1``
+(the chosen Nyquist sphere plus one voxel, so that the trilinear neighbours of every slice
+sample with ``|p| < radius`` are stored; voxels outside read as zero, as in the paper).
+They form the ``P`` rows of a compact array ``basis`` ``(P, 2, K + 1)`` (real, imaginary
+parts). A lookup table over an extended integer grid maps a frequency to its compact row
+and a sign: ``+1`` stored, ``−1`` Friedel mate ``−k`` stored (imaginary part negated), ``0``
+outside the sphere. The extended grid spans ``[−R−2, R+2]`` on each axis, so every
 neighbour of every in-sphere coordinate has an entry and no boundary test is needed.
 
 Slice samples
@@ -118,11 +114,6 @@ class SlicePoints:
     pixel_index: torch.Tensor
     weight: torch.Tensor
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SlicePoints:
-        return SlicePoints(self.freqs.to(device=device, dtype=dtype or self.freqs.dtype),
-                           self.pixel_index.to(device),
-                           self.weight.to(device=device, dtype=dtype or self.weight.dtype))
-
 
 def _in_half(kx: torch.Tensor, ky: torch.Tensor, kz: torch.Tensor) -> torch.Tensor:
     return (kx > 0) | ((kx == 0) & (ky > 0)) | ((kx == 0) & (ky == 0) & (kz >= 0))
@@ -143,7 +134,7 @@ def build_half_grid(d: int, *, radius: float | None = None, device=None) -> Half
     Returns
     -------
     :class:`HalfGridLookup` with ``P ≈ (2π/3)(radius + 1)³`` stored voxels — about half of
-    the sphere, a quarter of the cube (the memory saving of §4.3 of 004_0460feb3adf92bbd.txt).
+    the sphere, a quarter of the cube (the memory saving of §4.3 of Kimanius, Jamali, Scheres 2022).
     """
     d = int(d)
     if d <= 0 or d % 2:
@@ -310,7 +301,7 @@ def extract_basis_slices(
 ) -> torch.Tensor:
     """Central slices of ``Σ_k weights[:, k] · basis[:, k]`` at rotated coordinates (fused, sparse).
 
-    Implements ``H(φ_i) ∘ g(z_i)`` of eqs. 1 and 3 of 004_0460feb3adf92bbd.txt as one
+    Implements ``H(φ_i) ∘ g(z_i)`` of eqs. 1 and 3 of Kimanius, Jamali, Scheres 2022 as one
     autograd function (§4.3): only the 8 trilinear neighbours of each coordinate are read
     in the forward pass and only they receive gradient in the backward pass. No volume is
     assembled, so memory does not grow with ``K · D³ · B``.
@@ -331,7 +322,7 @@ def extract_basis_slices(
     Returns
     -------
     ``(B, Q)`` complex slice values. Differentiable in ``basis`` and ``weights`` (poses are
-    fixed in training, §4.3 of 004_0460feb3adf92bbd.txt; ``coords`` receive no gradient).
+    fixed in training, §4.3 of Kimanius, Jamali, Scheres 2022; ``coords`` receive no gradient).
     """
     if basis.dim() != 3 or basis.shape[1] != 2:
         raise ValueError(f"basis must have shape (P, 2, K+1), got {tuple(basis.shape)}")

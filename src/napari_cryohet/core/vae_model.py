@@ -1,7 +1,7 @@
-"""Structural-basis VAE of 004_0460feb3adf92bbd.txt: encoder, decoder, loss, volume decoding.
+"""Structural-basis VAE of Kimanius, Jamali, Scheres 2022: encoder, decoder, loss, volume decoding.
 
-Model (§2.2, §4.2, §4.3 of 004_0460feb3adf92bbd.txt)
--------------------------------------------------
+Model (§2.2, §4.2, §4.3)
+------------------------
 - **Encoder** ``f_θ``: the particle image, centred (its shift undone by a Fourier phase
   ramp), low-passed to the model's Fourier disc, *standardised* (divided by the data's root
   mean power, so pixels have unit variance, as §4.3 standardises the real-space images) and
@@ -17,6 +17,8 @@ Model (§2.2, §4.2, §4.3 of 004_0460feb3adf92bbd.txt)
   off by default: it raises the noise-only high shells to the power of the signal-bearing
   low ones, and on the benchmark (``adk_volumes``, SNR 0.1) it lowered the k-NN accuracy of
   the latents from 0.30 to 0.22.
+  The noise spectrum ``σ̄_y`` itself is estimated in
+  :mod:`napari_cryohet.core.vae_normalisation`.
 - **Decoder** ``g_ω(z) = Σ_k V^(k) s^(k)(z) + V^(0)`` (eq. 3): ``K`` structural basis volumes
   plus a bias volume, complex Fourier coefficients stored only inside the Nyquist sphere of
   the Hermitian half-grid (:mod:`napari_cryohet.core.basis_slice`), in units normalised by
@@ -51,58 +53,9 @@ from napari_cryohet.core.basis_slice import (
     rotate_slice_points,
 )
 from napari_cryohet.core.fft import fft2_centered, ifft2_centered, ifft3_centered, phase_shift_2d
+from napari_cryohet.core.vae_normalisation import shell_index_2d
 
-__all__ = [
-    "ModelShape",
-    "ResidualMLP",
-    "StructuralBasisVAE",
-    "shell_index_2d",
-    "spectral_shell_sums",
-    "spectral_normalisation",
-]
-
-
-def shell_index_2d(d: int, *, device=None) -> torch.Tensor:
-    """``(D, D)`` int64 Fourier shell ``round(|k|)`` (pixels of frequency) of each pixel."""
-    f = torch.arange(d, device=device, dtype=torch.float64) - d // 2
-    return torch.sqrt(f[None, :] ** 2 + f[:, None] ** 2).round().to(torch.int64)
-
-
-def spectral_shell_sums(images: torch.Tensor, ctf: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-shell sums ``Σ_i Σ_{ξ∈B} |y_i(ξ)|²`` and ``Σ_i Σ_{ξ∈B} C²(ξ, κ_i)`` of eq. 5.
-
-    Parameters
-    ----------
-    images
-        ``(B, D, D)`` real images.
-    ctf
-        ``(B, D, D)`` CTF values on the centred grid, or ``None`` (CTF ≡ 1).
-
-    Returns
-    -------
-    power, ctf2
-        ``(D//2 + 2,)`` float64 shell sums (shell ``round(|k|)``; the last collects the
-        corners).
-    """
-    d = images.shape[-1]
-    n_shells = d // 2 + 2
-    shells = shell_index_2d(d, device=images.device).clamp(max=n_shells - 1).reshape(-1)
-    power = fft2_centered(images.to(torch.float64)).abs().pow(2).sum(0).reshape(-1)
-    ctf2 = (ctf.to(torch.float64).pow(2).sum(0).reshape(-1) if ctf is not None
-            else torch.full_like(power, float(images.shape[0])))
-    zeros = torch.zeros(n_shells, dtype=torch.float64, device=images.device)
-    return zeros.index_add(0, shells, power), zeros.index_add(0, shells, ctf2)
-
-
-def spectral_normalisation(power: torch.Tensor, ctf2: torch.Tensor, *, eps: float = 1e-3) -> torch.Tensor:
-    """``σ̄_y(ξ)`` of eq. 5 of 004_0460feb3adf92bbd.txt from the shell sums.
-
-    ``σ̄_y² = Σ|y|² / (ΣC² + ε)`` with ``ε = eps · max(ΣC²)`` (relative, so it does not
-    depend on the number of images). Returns ``(S,)`` float32, strictly positive.
-    """
-    ratio = power / (ctf2 + eps * ctf2.max().clamp(min=1e-30))
-    floor = ratio[ratio > 0].min() if bool((ratio > 0).any()) else torch.tensor(1.0, dtype=ratio.dtype)
-    return torch.sqrt(torch.clamp(ratio, min=float(floor))).to(torch.float32)
+__all__ = ["ModelShape", "ResidualMLP", "StructuralBasisVAE"]
 
 
 class _ResidualBlock(nn.Module):

@@ -36,12 +36,8 @@ import torch
 from napari_cryohet.core.ctf import compute_ctf_2d
 from napari_cryohet.core.device import select_device
 from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.core.vae_model import (
-    ModelShape,
-    StructuralBasisVAE,
-    spectral_normalisation,
-    spectral_shell_sums,
-)
+from napari_cryohet.core.vae_model import ModelShape, StructuralBasisVAE
+from napari_cryohet.core.vae_normalisation import spectral_normalisation, spectral_shell_sums
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.io.errors import CryohetInputError, MissingColumnError
 from napari_cryohet.stages._common import (
