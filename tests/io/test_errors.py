@@ -26,7 +26,7 @@ from napari_cryohet.io.errors import (
     StackIndexError,
 )
 from napari_cryohet.io.load_particles import load_dataset
-from napari_cryohet.io.mrc import open_stack
+from napari_cryohet.io.mrc_stack import open_stack
 from napari_cryohet.io.star import read_star
 
 

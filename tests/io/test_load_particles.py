@@ -9,7 +9,7 @@ import pytest
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.image_names import resolve_stack_path
 from napari_cryohet.io.load_particles import load_dataset
-from napari_cryohet.io.mrc import MultiFileStack
+from napari_cryohet.io.mrc_stack import MultiFileStack
 from napari_cryohet.io.star import read_star
 
 

@@ -20,7 +20,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def summarize(path: str | Path) -> str:
     """The text ``cryohet info`` prints for ``path``."""
     from napari_cryohet.io.load_particles import load_dataset
-    from napari_cryohet.io.mrc import read_stack_header
+    from napari_cryohet.io.mrc_header import read_stack_header
 
     path = Path(path)
     if path.suffix.lower() in (".mrc", ".map"):

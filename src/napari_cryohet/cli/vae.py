@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from napari_cryohet.io.mrc import write_volume
+    from napari_cryohet.io.mrc_volume import write_volume
     from napari_cryohet.stages.vae import VAEResult
 
     folder = args.workspace / "vae" if (args.workspace / "vae" / "model.pt").exists() else args.workspace

@@ -5,7 +5,7 @@ MRC stack whose path is relative to the star file's folder (or, as RELION writes
 project-relative paths, to one of its parent folders). Reading:
 :func:`resolve_stack_path` finds a named stack, ``_split_image_names`` /
 ``_parse_image_indices`` cut and parse the names fast (10^6 rows), and ``_star_stack``
-builds the lazy :class:`~napari_cryohet.io.mrc.MultiFileStack` of a star file, checking
+builds the lazy :class:`~napari_cryohet.io.mrc_stack.MultiFileStack` of a star file, checking
 every stack's header. Writing: ``_positional_names`` (``000001@stack`` ... in row order),
 ``_relocate_names`` (stack paths re-expressed from a new folder) and ``_file_names``
 (names of images that already live in MRC files).
@@ -27,7 +27,8 @@ from napari_cryohet.io.errors import (
     MissingStackError,
     StackIndexError,
 )
-from napari_cryohet.io.mrc import MrcStack, MultiFileStack, read_stack_header
+from napari_cryohet.io.mrc_header import read_stack_header
+from napari_cryohet.io.mrc_stack import MrcStack, MultiFileStack
 
 __all__ = ["resolve_stack_path"]
 

@@ -11,7 +11,7 @@ the metadata each particle carries):
 
 Loading is lazy: the star table is parsed and the *header* of each distinct stack is read
 and checked (file exists, number of images covers every index, image size), but no image
-data is read until the images are indexed (:class:`~napari_cryohet.io.mrc.MultiFileStack`).
+data is read until the images are indexed (:class:`~napari_cryohet.io.mrc_stack.MultiFileStack`).
 ``validate=True`` additionally scans every image for NaN/inf.
 
 Column → field conversion (RELION → :class:`ParticleDataset`):
@@ -66,7 +66,7 @@ from napari_cryohet.io.errors import (
     PixelSizeError,
 )
 from napari_cryohet.io.image_names import _star_stack
-from napari_cryohet.io.mrc import open_stack
+from napari_cryohet.io.mrc_stack import open_stack
 from napari_cryohet.io.star import StarTables, read_star
 
 __all__ = [
@@ -256,8 +256,8 @@ def load_dataset(
     Returns
     -------
     ParticleDataset
-        ``images`` is a lazy :class:`~napari_cryohet.io.mrc.MultiFileStack` (star) or
-        :class:`~napari_cryohet.io.mrc.MrcStack`; ``meta`` has ``"source"`` and, for star
+        ``images`` is a lazy :class:`~napari_cryohet.io.mrc_stack.MultiFileStack` (star) or
+        :class:`~napari_cryohet.io.mrc_stack.MrcStack`; ``meta`` has ``"source"`` and, for star
         files, ``"star_path"``, ``"star_dir"``, ``"star_format"`` (``"relion3.1"`` or
         ``"relion3.0"``), ``"optics"``, ``"particles_block"``, ``"extra_blocks"``.
 

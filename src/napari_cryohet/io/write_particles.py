@@ -22,7 +22,7 @@ from napari_cryohet.core.rotation import matrix_to_euler
 from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.cryodrgn import write_ctf_pkl, write_poses_pkl
 from napari_cryohet.io.image_names import _file_names, _positional_names, _relocate_names
-from napari_cryohet.io.mrc import write_stack
+from napari_cryohet.io.mrc_stack import write_stack
 from napari_cryohet.io.star import StarTables, write_star
 
 __all__ = ["write_dataset_star", "save_dataset"]

@@ -73,7 +73,8 @@ def read_path(path: str | Path) -> list[LayerData]:
     """
     from napari_cryohet.io.errors import PixelSizeError
     from napari_cryohet.io.load_particles import load_dataset
-    from napari_cryohet.io.mrc import read_stack_header, read_volume
+    from napari_cryohet.io.mrc_header import read_stack_header
+    from napari_cryohet.io.mrc_volume import read_volume
 
     path = Path(path)
     suffix = path.suffix.lower()

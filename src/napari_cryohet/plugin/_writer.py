@@ -28,7 +28,8 @@ def write_mrc(path: str, data: Any, meta: dict) -> list[str]:
         The layer attributes napari passes (``scale``, ``metadata``, ...).
     """
     from napari_cryohet.io.errors import ImageShapeError
-    from napari_cryohet.io.mrc import write_stack, write_volume
+    from napari_cryohet.io.mrc_stack import write_stack
+    from napari_cryohet.io.mrc_volume import write_volume
 
     path = Path(path)
     array = np.asarray(data, dtype=np.float32)

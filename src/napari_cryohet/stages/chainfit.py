@@ -59,12 +59,10 @@ from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.frenet import (
     bond_lengths,
     build_chain,
-    build_chain_2d,
     chain_angles,
-    chain_angles_2d,
-    chain_frames_2d,
     frenet_frames,
 )
+from napari_cryohet.core.frenet_2d import build_chain_2d, chain_angles_2d, chain_frames_2d
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic

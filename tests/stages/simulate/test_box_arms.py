@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cryohet.core.frenet import chain_angles_2d
+from napari_cryohet.core.frenet_2d import chain_angles_2d
 from napari_cryohet.stages.simulate import box_arms as D
 
 

@@ -62,7 +62,7 @@ def box_arms_chain(theta: torch.Tensor, *, delta: float = 3.5, j0: int = 33) -> 
     The reference atom ``z_{j0}`` (1-based ``j0``, default 33 as in the paper) sits at the
     origin with frame ``F_{j0} = I`` (its bond points along +y).
     """
-    from napari_cryohet.core.frenet import build_chain_2d
+    from napari_cryohet.core.frenet_2d import build_chain_2d
 
     theta = torch.as_tensor(theta, dtype=torch.float64)
     zero = torch.zeros(2, dtype=theta.dtype)

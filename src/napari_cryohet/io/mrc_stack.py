@@ -1,7 +1,8 @@
-"""MRC particle stacks and volumes (``.mrcs`` / ``.mrc``), memory-mapped and lazy.
+"""Lazy MRC particle stacks (``.mrcs`` / ``.mrc``): memory-mapped reads and the chunked writer.
 
-Stacks are never loaded whole (DESIGN.md §3, §5): :func:`open_stack` reads the 1024-byte
-header (plus a file-size check that catches truncated files) and nothing else; the data
+Stacks are never loaded whole (docs/design.md §3, §5): :func:`open_stack` reads the 1024-byte
+header (plus a file-size check that catches truncated files, see
+:func:`~napari_cryohet.io.mrc_header.read_stack_header`) and nothing else; the data
 block is memory-mapped with ``mrcfile.mmap`` on the first ``__getitem__`` and only the
 images asked for are copied out. Every read is checked for NaN/inf
 (:class:`~napari_cryohet.io.errors.NonFiniteImageError` names the file and the 1-based
@@ -13,150 +14,35 @@ behave like read-only ``(N, D, D)`` float32 arrays for napari: ``shape``, ``dtyp
 ``ndim``, ``len``, ``__getitem__`` with an int, slice, integer or boolean array, or a tuple
 whose first entry is one of those, and ``__array__``.
 
-Images are ``(D, D)`` indexed ``(y, x)``, square with an even edge (CONTRACT conventions);
-other shapes raise :class:`~napari_cryohet.io.errors.ImageShapeError` at open time. The
-pixel size comes from the header voxel size (``None`` when the header holds 0).
+Images are ``(D, D)`` indexed ``(y, x)``, square with an even edge (docs/design.md
+conventions); other shapes raise :class:`~napari_cryohet.io.errors.ImageShapeError` at open
+time. The pixel size comes from the header voxel size (``None`` when the header holds 0).
+
+:func:`write_stack` writes ``(N, D, D)`` images, lazy ones included, as a float32 ``.mrcs``
+in chunks through a memory-mapped output (atomic).
 """
 
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mrcfile
-import mrcfile.utils
 import numpy as np
 
 from napari_cryohet.io.atomic import atomic_path
-from napari_cryohet.io.errors import (
-    CorruptFileError,
-    ImageShapeError,
-    MissingFileError,
-    NonFiniteImageError,
-)
+from napari_cryohet.io.errors import NonFiniteImageError
+from napari_cryohet.io.mrc_header import MrcHeader, _mmap, read_stack_header
 
 __all__ = [
-    "MrcHeader",
     "MrcStack",
     "MultiFileStack",
-    "read_stack_header",
     "open_stack",
-    "read_volume",
-    "write_volume",
     "write_stack",
 ]
-
-_HEADER_BYTES = 1024
-
-
-@dataclass(frozen=True)
-class MrcHeader:
-    """What the header of an MRC file says (read without touching the data block).
-
-    Attributes
-    ----------
-    path
-        The file.
-    n_images, ny, nx
-        ``nz`` (1 for a 2D file), rows and columns.
-    mode
-        MRC data mode (0 int8, 1 int16, 2 float32, 6 uint16, 12 float16).
-    apix
-        Voxel size along x in Å/px, ``None`` when the header holds 0 (unset).
-    """
-
-    path: Path
-    n_images: int
-    ny: int
-    nx: int
-    mode: int
-    apix: float | None
-
-
-def _open_header(path: Path):
-    """``mrcfile.open(header_only=True)``, permissive on a second try (odd map IDs...)."""
-    try:
-        return mrcfile.open(path, mode="r", header_only=True)
-    except ValueError:
-        pass
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mrcfile.open(path, mode="r", header_only=True, permissive=True)
-    except (ValueError, OSError, EOFError) as exc:
-        raise CorruptFileError(path, f"not a readable MRC file ({exc})", field="header") from None
-
-
-def read_stack_header(path: str | Path, *, require_even_square: bool = True) -> MrcHeader:
-    """Read and check an MRC header; the data block is not read.
-
-    Checks: the file exists; the header parses; dimensions and mode are valid; the file
-    is long enough for the data the header promises (catches truncated files); with
-    ``require_even_square``, images are square with an even edge.
-
-    Raises
-    ------
-    MissingFileError, CorruptFileError, ImageShapeError
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "MRC file does not exist")
-    with _open_header(path) as mrc:
-        h = mrc.header
-        nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
-        mode, nsymbt = int(h.mode), int(h.nsymbt)
-        voxel_x = float(mrc.voxel_size.x)
-    for name, value in (("nx", nx), ("ny", ny), ("nz", nz)):
-        if value <= 0:
-            raise CorruptFileError(path, f"header dimension {name}={value}; expected a positive size", field=name)
-    try:
-        dtype = np.dtype(mrcfile.utils.dtype_from_mode(mode))
-    except ValueError:
-        raise CorruptFileError(path, f"unknown MRC data mode {mode}", field="mode") from None
-    if dtype.kind == "c":
-        raise CorruptFileError(path, f"complex data (mode {mode}); real-space images are expected", field="mode")
-    if nsymbt < 0:
-        raise CorruptFileError(path, f"negative extended header size {nsymbt}", field="nsymbt")
-    expected = _HEADER_BYTES + nsymbt + nx * ny * nz * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise CorruptFileError(
-            path,
-            f"truncated file: the header promises {nz} image(s) of {ny}x{nx} px in mode {mode} "
-            f"({expected} bytes) but the file has only {actual} bytes",
-            field="nz",
-        )
-    if require_even_square:
-        if nx != ny:
-            raise ImageShapeError(path, f"images are {nx} x {ny} px (x by y); square images are required", field="nx/ny")
-        if nx % 2:
-            raise ImageShapeError(path, f"images are {nx} x {ny} px; an even box size is required", field="nx")
-    apix = voxel_x if np.isfinite(voxel_x) and voxel_x > 0 else None
-    return MrcHeader(path=path, n_images=nz, ny=ny, nx=nx, mode=mode, apix=apix)
-
-
-def _mmap(path: Path):
-    """``mrcfile.mmap(path)``; permissive on a second try; the data block must be there."""
-    try:
-        mrc = mrcfile.mmap(path, mode="r")
-    except ValueError:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mrc = mrcfile.mmap(path, mode="r", permissive=True)
-        except (ValueError, OSError) as exc:
-            raise CorruptFileError(path, f"cannot memory-map the data block ({exc})", field="data") from None
-    except OSError as exc:
-        raise CorruptFileError(path, f"cannot memory-map the data block ({exc})", field="data") from None
-    if mrc.data is None:
-        mrc.close()
-        raise CorruptFileError(path, "the data block is unreadable (truncated file?)", field="data")
-    return mrc
 
 
 def _normalize_first(key: Any, n: int, what: str) -> int | slice | np.ndarray:
@@ -400,42 +286,6 @@ def _to_numpy(array: Any) -> np.ndarray:
         array = array.detach().cpu().numpy()
     return np.asarray(array)
 
-
-def read_volume(path: str | Path) -> tuple[np.ndarray, float | None]:
-    """Read a volume ``(D, D, D)`` indexed ``(z, y, x)`` as float32, and its voxel size.
-
-    Returns
-    -------
-    volume, apix
-        ``apix`` is ``None`` when the header has no voxel size.
-    """
-    header = read_stack_header(path, require_even_square=False)
-    mrc = _mmap(header.path)
-    try:
-        data = np.array(mrc.data, dtype=np.float32)
-    finally:
-        mrc.close()
-    if data.ndim != 3:
-        raise ImageShapeError(header.path, f"data of shape {data.shape}; a 3D volume is expected", field="nz")
-    if not np.isfinite(data).all():
-        raise NonFiniteImageError(header.path, "the volume contains NaN or infinite values", field="data")
-    return data, header.apix
-
-
-def write_volume(path: str | Path, volume: Any, apix: float) -> Path:
-    """Write a ``(D, D, D)`` volume (``(z, y, x)``) as float32 MRC with voxel size ``apix`` (atomic)."""
-    vol = _to_numpy(volume).astype(np.float32, copy=False)
-    if vol.ndim != 3:
-        raise ValueError(f"write_volume: volume must be 3D, got shape {vol.shape}")
-    if not (apix > 0):
-        raise ValueError(f"write_volume: apix must be positive, got {apix}")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(vol)
-            mrc.set_volume()
-            mrc.voxel_size = float(apix)
-    return path
 
 
 def write_stack(path: str | Path, images: Any, apix: float, *, chunk: int = 512) -> Path:

@@ -1,4 +1,4 @@
-"""MRC stacks and volumes: lazy memory-mapped reads, numpy-like indexing, writers."""
+"""MRC stacks: lazy memory-mapped reads, numpy-like indexing, the stack writer."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import mrcfile
 import numpy as np
 import pytest
 
-from napari_cryohet.io import mrc as mrc_mod
-from napari_cryohet.io.mrc import (
+from napari_cryohet.io import mrc_stack as mrc_mod
+from napari_cryohet.io.mrc_stack import (
     MultiFileStack,
     open_stack,
-    read_volume,
     write_stack,
-    write_volume,
 )
 
 
@@ -102,17 +100,6 @@ def test_write_stack_round_trip_with_mrcfile(tmp_path, stack_file):
     assert not list(tmp_path.glob(".out.mrcs*"))  # no temporary left behind
 
 
-def test_write_and_read_volume(tmp_path, rng):
-    vol = rng.normal(size=(8, 8, 8)).astype(np.float32)
-    write_volume(tmp_path / "v.mrc", vol, 3.5)
-    with mrcfile.open(tmp_path / "v.mrc") as m:
-        assert m.is_volume() and m.voxel_size.x == pytest.approx(3.5)
-        np.testing.assert_array_equal(m.data, vol)
-    got, apix = read_volume(tmp_path / "v.mrc")
-    np.testing.assert_array_equal(got, vol)
-    assert apix == pytest.approx(3.5)
-
-
 def test_multifile_stack_is_lazy_and_bounds_open_files(tmp_path, rng, write_mrcs):
     files = [rng.normal(size=(3, 4, 4)).astype(np.float32) for _ in range(5)]
     stacks = [open_stack(write_mrcs(tmp_path / f"m{i}.mrcs", f)) for i, f in enumerate(files)]
@@ -130,4 +117,4 @@ def test_multifile_stack_is_lazy_and_bounds_open_files(tmp_path, rng, write_mrcs
 
 
 def test_module_names_every_public_function():
-    assert {"open_stack", "MrcStack", "read_volume", "write_volume", "write_stack"} <= set(mrc_mod.__all__)
+    assert {"open_stack", "MrcStack", "write_stack"} <= set(mrc_mod.__all__)
