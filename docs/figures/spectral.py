@@ -57,7 +57,8 @@ def main() -> None:
     widget.show_result(result)
     viewer.layers.remove(widget.layer)  # replaced by one layer per triple below
     layers = []
-    for (a, b, c), colour in (((1, 2, 3), "arm1_rad"), (triple, "box_rad"), (triple, "arm2_rad")):
+    for (a, b, c), colour in (((1, 2, 3), "truth_state_params_0"), (triple, "truth_state_params_2"),
+                                (triple, "truth_state_params_1")):
         widget.layer = None  # a new layer per triple
         widget.phi_a.value, widget.phi_b.value, widget.phi_c.value = a, b, c
         widget.update_triple()

@@ -46,7 +46,7 @@ def test_spectral_widget_triple_and_colours(make_napari_viewer, qtbot):
     np.testing.assert_allclose(layer.data, scale * result.eigenvectors[:, [0, 2, 4]])
     assert "φ0 φ2 φ4" in layer.name
     # colours follow the chosen column through the colormap
-    widget.color_by.value = "state"
+    widget.color_by.value = "truth_state"
     state = ds.ground_truth["state"]
     colors = np.asarray(layer.face_color)
     assert np.allclose(colors[state == 0], colors[np.flatnonzero(state == 0)[0]])

@@ -7,12 +7,12 @@ import pytest
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import Cancelled, CancelToken
+from napari_cryohet.stages.particle_columns import particle_columns
 from napari_cryohet.stages.spectral import (
     BOX_ARMS_ACCEPTANCE,
     SpectralConfig,
     SpectralResult,
     lowpass_densities,
-    particle_columns,
     regression_r2,
     run_spectral,
 )
@@ -102,7 +102,7 @@ def test_cancel_and_bad_input(rng):
     with pytest.raises(ValueError, match="coords_a"):
         run_spectral(no_truth, SpectralConfig())
     cols = particle_columns(ds)
-    assert set(cols) >= {"index", "state_params_0"} and len(cols["index"]) == 50
+    assert set(cols) >= {"index", "truth_state_params"} and len(cols["index"]) == 50
 
 
 def test_lowpass_lowers_white_noise_and_keeps_density_sums(rng):
@@ -192,7 +192,7 @@ def test_box_arms_parameters_from_20_eigenvectors(box_arms_result):
     assert np.all(np.diff(result.eigenvalues) >= -1e-12) and result.trivial[0]
     np.testing.assert_allclose(result.eigenvectors.T @ result.eigenvectors, np.eye(20), atol=1e-8)
     cols = particle_columns(ds)
-    np.testing.assert_array_equal(cols["arm2_rad"], ds.state_params[:, 1])
+    np.testing.assert_array_equal(cols["truth_state_params_1"], ds.state_params[:, 1])
 
 
 def test_denoise_and_alpha_are_recorded_and_checked(tmp_path):

@@ -114,12 +114,11 @@ def write_dataset_star(
 
     Any other dataset gets RELION 3.1 columns built from its poses (degrees, Å) and CTF
     (optics groups per distinct voltage / Cs / amplitude contrast), plus the ``rln*``
-    columns of ``dataset.table``; its other columns (e.g. the ``truth_state`` columns the
-    synthetic-dataset builders add) are skipped, since RELION only tolerates unknown
-    labels that are ``rln``-prefixed (the truth is saved in ``<name>_truth.npz`` by
-    :func:`save_dataset`). Images already in MRC files are referenced where they
-    are; in-memory images are written to ``<star stem>.mrcs`` beside the star file unless
-    ``stack_name`` names a stack the caller writes.
+    columns of ``dataset.table``; its other columns are skipped, since RELION only
+    tolerates unknown labels that are ``rln``-prefixed (ground truth is saved in
+    ``<name>_truth.npz`` by :func:`save_dataset`). Images already in MRC files are
+    referenced where they are; in-memory images are written to ``<star stem>.mrcs`` beside
+    the star file unless ``stack_name`` names a stack the caller writes.
     """
     path = Path(path)
     if image_paths not in ("auto", "keep", "relative"):

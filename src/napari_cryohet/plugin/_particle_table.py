@@ -16,7 +16,7 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.rotation import matrix_to_euler
-from napari_cryohet.stages.simulate import truth_state_columns
+from napari_cryohet.stages.particle_columns import particle_columns
 
 __all__ = ["ParticleTableModel", "display_table"]
 
@@ -80,9 +80,11 @@ def display_table(dataset: ParticleDataset) -> pd.DataFrame:
 
     A star-born dataset shows its table as read (every column). A synthetic dataset has
     no table, so RELION-named columns are derived from its poses and CTF (so the same
-    queries, e.g. ``rlnDefocusU > 15000``, work on both); a ground-truth state is shown as
-    ``truth_state`` (``(N,)`` or ``(N, 1)``) or ``truth_state_0``, ``truth_state_1`` … (``(N, k)``),
-    see :func:`napari_cryohet.stages.simulate.truth_state_columns`, unless the table has them.
+    queries, e.g. ``rlnDefocusU > 15000``, work on both). The per-particle columns of
+    :func:`napari_cryohet.stages.particle_columns.particle_columns` that the table lacks are
+    added (ground truth as ``truth_state`` or ``truth_state_0``, ``truth_state_1`` …,
+    ``truth_state_params…``, ``defocus_a``, cluster ``labels``), except ``index``, which
+    the row header shows.
     """
     table = dataset.table if dataset.table is not None else pd.DataFrame(index=pd.RangeIndex(len(dataset)))
     frame = table.reset_index(drop=True)
@@ -100,9 +102,8 @@ def display_table(dataset: ParticleDataset) -> pd.DataFrame:
             rlnDefocusV=np.asarray(ctf.defocus_v_a, float),
             rlnDefocusAngle=np.degrees(np.asarray(ctf.defocus_angle_rad, float)),
         )
-    truth = dataset.ground_truth or {}
-    for name, values in truth_state_columns(truth.get("state")).items():
-        if name not in frame:  # the dataset builders already put them in the table
+    for name, values in particle_columns(dataset).items():
+        if name != "index" and name not in frame and name not in derived:
             derived[name] = values
     if derived:
         frame = pd.concat([frame, pd.DataFrame(derived)], axis=1)

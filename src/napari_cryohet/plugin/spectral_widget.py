@@ -1,6 +1,6 @@
 """Spectral-embedding dock widget: eigenvector triples as a 3D points layer.
 
-Thin (STYLE.md): the form builds a :class:`~napari_cryohet.stages.spectral.SpectralConfig`,
+Thin (docs/design.md): the form builds a :class:`~napari_cryohet.stages.spectral.SpectralConfig`,
 :class:`~napari_cryohet.plugin._runner.StageRunner` runs
 :func:`~napari_cryohet.stages.spectral.run_spectral` off the GUI thread, and the result
 becomes
@@ -8,7 +8,7 @@ becomes
 * a points layer ``"spectral φa φb φc"`` whose data is ``sqrt(N) · Φ[:, (a, b, c)]``
   (the O(1) scale of seed 000 §2.2). Changing the triple only swaps the layer data
   (no recomputation); ``layer.features`` holds every per-particle column
-  (:func:`~napari_cryohet.stages.spectral.particle_columns`) and the face colour follows
+  (:func:`~napari_cryohet.stages.particle_columns.particle_columns`) and the face colour follows
   the chosen one through ``face_colormap``;
 * an eigenvalue plot (matplotlib, in the dock);
 * a link to the particle stack viewer: selecting points calls
@@ -25,12 +25,8 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
-from napari_cryohet.stages.spectral import (
-    SpectralConfig,
-    SpectralResult,
-    particle_columns,
-    run_spectral,
-)
+from napari_cryohet.stages.particle_columns import particle_columns
+from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult, run_spectral
 
 __all__ = ["SpectralWidget", "LAYER_NAME"]
 
@@ -109,10 +105,12 @@ class SpectralWidget(Container):
 
     # ------------------------------------------------------------------ dataset
     def _numeric_columns(self, _widget=None) -> list[str]:
+        """Columns of the dataset's table that hold numbers (those of ``particle_columns``)."""
         table = getattr(self.dataset, "table", None)
         if table is None:
             return []
-        return [str(c) for c in table.columns if np.issubdtype(table[c].dtype, np.number)]
+        names = {str(c) for c in table.columns}
+        return [name for name in self._columns if name in names]
 
     def _on_pick(self, picked: Any) -> None:
         if picked is not self.dataset:
@@ -123,7 +121,8 @@ class SpectralWidget(Container):
         self.dataset = dataset
         self._columns = particle_columns(dataset)
         self.color_by.reset_choices()
-        for name in ("state", "state_params_0", "arm1_rad", "labels", "defocus_a"):
+        for name in ("truth_state", "truth_state_0", "truth_state_params", "truth_state_params_0", "labels",
+                     "defocus_a"):
             if name in self._columns:
                 self.color_by.value = name
                 break

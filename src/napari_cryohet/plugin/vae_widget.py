@@ -26,6 +26,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
+from napari_cryohet.stages.particle_columns import particle_columns
 from napari_cryohet.stages.vae import (
     EMBEDDING_METHODS,
     VAEConfig,
@@ -54,21 +55,13 @@ SELECTION_SHAPES_LAYER = "latent selection"
 
 
 def latent_features(dataset: ParticleDataset | None, latents: np.ndarray) -> pd.DataFrame:
-    """Per-particle columns to colour by (float): ground-truth 1D arrays, numeric table
-    columns, latent coordinates."""
-    cols: dict[str, np.ndarray] = {}
+    """Per-particle columns to colour by (float): the dataset's
+    (:func:`~napari_cryohet.stages.particle_columns.particle_columns`: table columns,
+    defocus, ground truth, labels) and the latent coordinates ``z0``, ``z1`` …"""
     n = len(latents)
-    if dataset is not None and dataset.ground_truth is not None:
-        for key, value in dataset.ground_truth.items():
-            arr = np.asarray(value)
-            if key.startswith("global/") or len(arr) != n:
-                continue
-            if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
-                cols[f"truth_{key}"] = arr.reshape(n)
-    if dataset is not None and dataset.table is not None and len(dataset.table) == n:
-        for name in dataset.table.columns:
-            if pd.api.types.is_numeric_dtype(dataset.table[name]):
-                cols[str(name)] = dataset.table[name].to_numpy()
+    cols: dict[str, np.ndarray] = {}
+    if dataset is not None and len(dataset) == n:
+        cols.update(particle_columns(dataset))
     for j in range(latents.shape[1]):
         cols[f"z{j}"] = latents[:, j]
     # float columns: napari maps them through a continuous colormap (integers would be

@@ -71,7 +71,6 @@ __all__ = [
     "REPRESENTATIONS",
     "run_spectral",
     "build_representation",
-    "particle_columns",
     "regression_r2",
     "lowpass_densities",
     "RESULT_FILE",
@@ -659,46 +658,6 @@ def run_spectral(
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def particle_columns(dataset) -> dict[str, np.ndarray]:
-    """Per-particle scalar columns to colour an embedding by (name → ``(N,)`` array).
-
-    Numeric table columns, CTF defocus, and ground truth: ``"state"`` and
-    ``"state_params"`` (as ``state_param_0``…, or ``arm1_rad``/``arm2_rad``/``box_rad``
-    for the box-arms toy), plus ``dataset.meta`` cluster labels under ``"labels"``.
-    """
-    n = len(dataset)
-    cols: dict[str, np.ndarray] = {"index": np.arange(n, dtype=np.float64)}
-    table = getattr(dataset, "table", None)
-    if table is not None:
-        for name in table.columns:
-            values = table[name]
-            if np.issubdtype(values.dtype, np.number) and len(values) == n:
-                cols[str(name)] = values.to_numpy(dtype=np.float64)
-    ctf = getattr(dataset, "ctf", None)
-    if ctf is not None:
-        cols["defocus_a"] = 0.5 * (np.asarray(ctf.defocus_u_a) + np.asarray(ctf.defocus_v_a))
-    truth = dict(getattr(dataset, "ground_truth", None) or {})
-    params = getattr(dataset, "state_params", None)
-    if params is not None and "state_params" not in truth:  # Toy2DDataset
-        params = np.asarray(params)
-        for j, name in enumerate(("arm1_rad", "arm2_rad", "box_rad")[: params.shape[1]]):
-            cols[name] = params[:, j].astype(np.float64)
-    for key in ("state", "state_params"):
-        value = truth.get(key)
-        if value is None:
-            continue
-        value = np.asarray(value)
-        if value.ndim == 1:
-            cols[key] = value.astype(np.float64)
-        elif value.ndim == 2:
-            for j in range(value.shape[1]):
-                cols[f"{key}_{j}"] = value[:, j].astype(np.float64)
-    meta = getattr(dataset, "meta", None)
-    if isinstance(meta, dict) and meta.get("labels") is not None and len(meta["labels"]) == n:
-        cols["labels"] = np.asarray(meta["labels"], dtype=np.float64)
-    return cols
 
 
 def regression_r2(

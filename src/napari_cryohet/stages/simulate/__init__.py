@@ -40,10 +40,10 @@ made by :func:`simulate`, with ``ground_truth`` keys (docs/design.md, ground-tru
   ``reference_coords_a``, ``volumes (C, D, D, D)``, ``volume_states``, masks (see each
   function's docstring).
 
-Their ``table`` carries the ground-truth state as columns (:func:`truth_state_columns`):
-``truth_state`` for an ``(N,)`` or ``(N, 1)`` state, ``truth_state_0``, ``truth_state_1`` …
-for an ``(N, k)`` one, so widgets that colour points by a table column can colour by truth.
-They are not RELION labels and are left out of star files written from the dataset.
+Widgets colour points by the ground truth through
+:func:`napari_cryohet.stages.particle_columns.particle_columns` (``truth_state``,
+``truth_state_0`` …); the truth is saved beside a written star file as ``<name>_truth.npz``
+and read back with it, never as star-file columns.
 
 :func:`box_arms_2d` returns a :class:`Toy2DDataset` (1D projections are not square images).
 What the recipes share (the bundled reference data, ground-truth volumes) is in
@@ -85,12 +85,7 @@ from napari_cryohet.stages.simulate.engine import (
     simulate,
 )
 from napari_cryohet.stages.simulate.hypermolecule_toys import cat, cat_blobs, pretzel, pretzel_blobs
-from napari_cryohet.stages.simulate.recipe_support import (
-    TRUTH_STATE_COLUMN,
-    add_truth_state_columns,
-    sample_data_dir,
-    truth_state_columns,
-)
+from napari_cryohet.stages.simulate.recipe_support import sample_data_dir
 
 __all__ = [
     # the forward model
@@ -124,9 +119,6 @@ __all__ = [
     "pretzel",
     "pretzel_blobs",
     "sample_data_dir",
-    "TRUTH_STATE_COLUMN",
-    "truth_state_columns",
-    "add_truth_state_columns",
 ]
 
 #: name → recipe function (the CLI and the napari samples look recipes up here).

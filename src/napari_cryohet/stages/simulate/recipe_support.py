@@ -1,6 +1,6 @@
 """What the synthetic-data recipes share: the bundled reference data, ground-truth
 volumes, and simulating a recipe's model (:func:`_simulate_dataset`: defocus in µm, the
-dataset's name, its ground-truth state as table columns).
+dataset's name).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, report
 from napari_cryohet.stages.simulate.engine import AtomicModel, SimulationConfig, simulate
 
-__all__ = ["sample_data_dir", "TRUTH_STATE_COLUMN", "truth_state_columns", "add_truth_state_columns"]
+__all__ = ["sample_data_dir"]
 
 
 def sample_data_dir() -> Path:
@@ -59,53 +59,15 @@ def _volumes(coords_a: np.ndarray, *, d: int, apix: float, sigma_a: float, weigh
     return out
 
 
-#: Name of the ``dataset.table`` column holding a scalar ground-truth state; a
-#: ``(N, k)`` state with ``k > 1`` gets ``truth_state_0 … truth_state_{k-1}``.
-TRUTH_STATE_COLUMN = "truth_state"
-
-
-def truth_state_columns(state: Any) -> dict[str, np.ndarray]:
-    """Per-particle table columns of a ground-truth ``state`` (colour points by truth).
-
-    ``(N,)`` (int class / frame, or float) or ``(N, 1)`` → ``{"truth_state": (N,)}``;
-    ``(N, k)``, ``k > 1`` (continuous multi-parameter) → ``{"truth_state_0": (N,), …}``.
-    The dtype is kept (int stays int). ``None`` or any other shape → ``{}``.
-    """
-    if state is None:
-        return {}
-    arr = np.asarray(state)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim == 1:
-        return {TRUTH_STATE_COLUMN: arr}
-    if arr.ndim == 2:
-        return {f"{TRUTH_STATE_COLUMN}_{j}": arr[:, j] for j in range(arr.shape[1])}
-    return {}
-
-
-def add_truth_state_columns(dataset: ParticleDataset) -> ParticleDataset:
-    """Add :func:`truth_state_columns` of ``ground_truth["state"]`` to ``dataset.table``
-    (in place; existing columns of those names are left as they are). Returns ``dataset``.
-
-    These columns are not RELION labels: :func:`napari_cryohet.io.write_particles.write_dataset_star`
-    writes only the ``rln*`` columns of a synthetic dataset's table, so they never reach a
-    star file (the truth travels in ``<name>_truth.npz``).
-    """
-    for name, values in truth_state_columns((dataset.ground_truth or {}).get("state")).items():
-        if name not in dataset.table.columns:
-            dataset.table[name] = values
-    return dataset
-
-
 def _simulate_dataset(name: str, model: AtomicModel, *, defocus_range_um: tuple[float, float] | None = None,
                       defocus_values_um: tuple[float, ...] | None = None, progress: ProgressCallback | None,
                       cancel: CancelToken | None, **config: Any) -> ParticleDataset:
-    """Simulate ``model`` (``config``: :class:`SimulationConfig` fields, defocus given in µm),
-    name the dataset ``name`` and add its ground-truth state to its table."""
+    """Simulate ``model`` (``config``: :class:`SimulationConfig` fields, defocus given in µm)
+    and name the dataset ``name``."""
     if defocus_range_um is not None:
         config["defocus_range_a"] = (defocus_range_um[0] * 1e4, defocus_range_um[1] * 1e4)
     if defocus_values_um is not None:
         config["defocus_values_a"] = tuple(float(v) * 1e4 for v in defocus_values_um)
     ds = simulate(model, SimulationConfig(**config), progress=progress, cancel=cancel)
     ds.meta["name"] = name
-    return add_truth_state_columns(ds)
+    return ds
