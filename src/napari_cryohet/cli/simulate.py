@@ -4,10 +4,13 @@ Datasets: box_arms_2d, adk_chain, adk_volumes, assembly_classes, cat, pretzel
 (recipes of ``napari_cryohet.stages.simulate``). Particle datasets are written to ``--out`` as
 ``<name>.mrcs`` + RELION ``<name>.star`` + cryoDRGN ``<name>_poses.pkl`` /
 ``<name>_ctf.pkl`` + ``<name>_truth.npz``; ``box_arms_2d`` (1D projections of a 2D
-chain) as ``<name>.npz`` (``Toy2DDataset``). Options left unset keep the dataset's
-defaults (the seed's imaging conditions). Example::
+chain) as ``<name>.npz`` (``Toy2DDataset``). With ``--workspace DIR`` the dataset becomes
+the source of a new workspace instead: it is simulated once into ``DIR/simulate/0001`` and
+every stage run with ``--workspace DIR`` uses it. Options left unset keep the dataset's
+defaults (the seed's imaging conditions). Examples::
 
     cryohet simulate adk_chain --n 4000 --snr 0.0136 --out adk4000 --device cuda
+    cryohet simulate adk_chain --n 200 --workspace ws     # then: cryohet spectral --workspace ws
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("dataset", choices=sorted(RECIPES), help="which dataset to simulate")
     parser.add_argument("--n", type=int, default=1000, help="number of particles (default 1000)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="output folder")
+    where.add_argument("--workspace", type=Path, help="make this dataset the source of a new workspace folder")
     parser.add_argument("--name", default=None, help="file stem (default: the dataset name)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--snr", type=float, default=None,
@@ -76,6 +81,16 @@ def main(args: argparse.Namespace) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"\r[{fraction:6.1%}] {message:<60}", end="", file=sys.stderr, flush=True)
 
+    if args.workspace is not None:
+        from napari_cryohet.stages.workspace import Workspace
+
+        kwargs.pop("device", None)  # runtime only: not part of the recipe's identity
+        ws = Workspace.create(args.workspace, {"recipe": args.dataset, "args": {"n_particles": args.n, **kwargs}})
+        dataset = ws.dataset
+        run_id = ws.resolve("simulate")
+        print(file=sys.stderr)
+        print(f"{run_id}: {len(dataset)} particles of {args.dataset} in {ws.root / run_id}")
+        return 0
     if "progress" in accepted:
         kwargs["progress"] = progress
     result = func(args.n, **kwargs)

@@ -157,10 +157,11 @@ def _volume_layers(dataset: ParticleDataset, *, name: str) -> list[LayerData]:
 
 def _dataset_sample(name: str, *, chains: bool = False, points_size_a: float = 2.0, parts_key: str | None = None,
                     **overrides: Any) -> list[LayerData]:
-    from napari_cryohet.stages.simulate import RECIPES
+    from napari_cryohet.stages.simulate.stage import SimulateConfig, make_dataset
 
+    # through the simulate stage, so the dataset records its recipe and a workspace can remake it
     kwargs = {**SAMPLE_SIZES[name], **overrides}
-    dataset: ParticleDataset = RECIPES[name](**kwargs)
+    dataset: ParticleDataset = make_dataset(SimulateConfig.from_recipe(name, kwargs))
     layers: list[LayerData] = [_stack_layer(dataset, name)]
     truth = dataset.ground_truth or {}
     mask = None

@@ -210,8 +210,9 @@ class Workspace:
             if "recipe" in src:
                 from napari_cryohet.stages.simulate.stage import SimulateConfig
 
-                result = self.run("simulate", SimulateConfig(recipe=src["recipe"], args=src.get("args", {})))
-                self._dataset = result.dataset
+                made = self.run("simulate", SimulateConfig.from_recipe(src["recipe"], src.get("args", {})))
+                # read back from the run's files, so every session sees the very same dataset
+                self._dataset = self.result(made.run_id).dataset
             else:
                 from napari_cryohet.io.load_particles import load_dataset
 
