@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
-from napari_cryohet.stages.protocol import StageConfig, StageResult, dataset_indices, param, read_json
+from napari_cryohet.stages.protocol import (
+    StageConfig,
+    StageResult,
+    dataset_indices,
+    param,
+    read_json,
+)
 from napari_cryohet.stages.simulate import RECIPES, Toy2DDataset, save_simulation
 from napari_cryohet.stages.workspace import StageSpec
 
