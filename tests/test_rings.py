@@ -1,4 +1,4 @@
-"""The rings of DESIGN.md §2 hold: core/, io/, stages/ never import napari, Qt or magicgui.
+"""The rings of docs/design.md ("Architecture and rings") hold: core/, io/, stages/ never import napari, Qt or magicgui.
 
 Two independent checks: import-linter's ``lint-imports`` against the contracts in
 ``pyproject.toml`` ([tool.importlinter]), and an AST scan of every module of the inner

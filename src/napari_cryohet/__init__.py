@@ -1,6 +1,6 @@
 """napari-cryohet: stepwise, visual analysis of heterogeneous cryo-EM data.
 
-Rings (see DESIGN.md §2): ``core`` (pure computation) ← ``io`` (file formats) ←
+Rings (docs/design.md, "Architecture and rings"): ``core`` (pure computation) ← ``io`` (file formats) ←
 ``stages`` (one module per stage) ← ``plugin`` (napari) and ``cli`` (shell).
 """
 

@@ -52,7 +52,7 @@ def test_forward_model_matches_ctf_shifted_projection():
                          defocus_v_a=torch.full((b,), 11000.0, dtype=torch.float64), defocus_angle_rad=0.4,
                          voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1)
     slices = extract_central_slices(fft3_centered(vol), rot)  # (B, D, D)
-    # the observed image: centred projection translated by −shift, then CTF (CONTRACT)
+    # the observed image: centred projection translated by −shift, then CTF (docs/design.md, "Poses")
     images = ifft2_centered(ctf * phase_shift_2d(slices, -shifts_a / apix)).real
     y_points, enc = model.preprocess(images, shifts_a / apix)
     with torch.no_grad():  # s(z) = 0: only the bias volume V^(0) contributes

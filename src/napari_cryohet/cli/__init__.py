@@ -1,4 +1,4 @@
-"""``cryohet``: every stage from the shell (DESIGN.md §2, thin ring).
+"""``cryohet``: every stage from the shell (docs/design.md, "Architecture and rings": a thin ring).
 
 One module per subcommand in this package, each with a module docstring (its help),
 ``add_args(parser)`` and ``main(args)``; ``main`` only parses and delegates to a stage.

@@ -13,7 +13,7 @@ so ``V.sum() ≈ Σ_j w_j`` (exact up to ``exp(−2π²σ²/apix²)``), and the 
 same density with ``w_j = ν (2πσ²)^{3/2} / apix³`` in voxel units — a constant factor.
 
 Coordinates are ``(x, y, z)`` in Å with the origin at voxel ``D//2`` on every axis; the
-volume is indexed ``[z, y, x]`` (CONTRACT conventions).
+volume is indexed ``[z, y, x]`` (docs/design.md, "Arrays and coordinates").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Choosing the torch device once (DESIGN.md §5: ``cuda`` → ``mps`` → ``cpu``)."""
+"""Choosing the torch device once (docs/design.md, "Performance": ``cuda`` → ``mps`` → ``cpu``)."""
 
 from __future__ import annotations
 

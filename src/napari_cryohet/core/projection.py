@@ -1,6 +1,6 @@
 """Projections (the ray transform T of eq. 1.1 of 000_8d73a95ce4c6e7ab.txt) and the CTF/shift step.
 
-Convention (CONTRACT, :mod:`napari_cryohet.core.rotation`): the image of volume ``V`` in
+Convention (docs/design.md, "Projection and the forward model"; :mod:`napari_cryohet.core.rotation`): the image of volume ``V`` in
 pose ``R`` is ``image(x, y) = Σ_z V(Rᵀ (x, y, z))`` — an atom at ``r`` lands at
 ``(R r)[:2]``. Images are ``(B, D, D)`` indexed ``(y, x)``, centre pixel ``D//2``.
 Projections are discrete sums along the beam (mass per pixel, no ``apix`` factor), so the
@@ -235,7 +235,7 @@ def apply_ctf_and_shift(
 
     ``y = IFFT(CTF · exp(2πi k·s/apix) · FFT(x))`` — eq. 1.1 of 000_8d73a95ce4c6e7ab.txt
     without noise; the shift follows RELION's origin convention (the particle centre ends up
-    at image centre ``− shifts_a``; CONTRACT).
+    at image centre ``− shifts_a``; docs/design.md, "Poses").
 
     Parameters
     ----------

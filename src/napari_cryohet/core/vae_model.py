@@ -217,7 +217,7 @@ class StructuralBasisVAE(nn.Module):
             ``(B, D, D)`` real images.
         shifts_px
             ``(B, 2)`` RELION origin shifts in pixels (``shifts_a / apix``) or ``None``: the
-            particle is re-centred by translating the image by ``+shift`` (CONTRACT).
+            particle is re-centred by translating the image by ``+shift`` (docs/design.md, "Poses").
 
         Returns
         -------

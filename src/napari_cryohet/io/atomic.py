@@ -1,4 +1,4 @@
-"""Atomic writes: write to a temporary file beside the target, then rename (DESIGN.md §3).
+"""Atomic writes: write to a temporary file beside the target, then rename (docs/design.md, "Reliability").
 
 A crash or a cancel mid-write leaves the previous file intact; readers never see half a
 file. A process killed mid-write leaves its hidden ``.<name>.partial-*`` temporary file

@@ -1,4 +1,4 @@
-"""Named exceptions for bad input (DESIGN.md §6).
+"""Named exceptions for bad input (docs/design.md, "Reliability").
 
 Every error names the file, the field (column, header entry, key) and what was expected,
 so a widget can show the message as is and a user can fix the input without reading a

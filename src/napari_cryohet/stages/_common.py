@@ -1,6 +1,6 @@
 """What every stage shares: progress reporting, cancellation, the workspace layout.
 
-Stage run functions are synchronous and GUI-free (STYLE.md "Widgets are thin"):
+Stage run functions are synchronous and GUI-free (docs/design.md, "The stage protocol"):
 
     def run_x(dataset, config, *, progress=None, cancel=None) -> XResult
 
