@@ -8,6 +8,7 @@ import pytest
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.particle_columns import particle_columns
+from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError
 from napari_cryohet.stages.spectral import (
     BOX_ARMS_ACCEPTANCE,
     SpectralConfig,
@@ -40,11 +41,15 @@ def test_lowres_volumes_recover_a_1d_path(rng, tmp_path):
     ds, t = _dumbbell_dataset(300, rng)
     config = SpectralConfig(representation="lowres_volumes", grid_size=16, noise_var=0.05,
                             n_components=10, k=10, n_eigenvectors=4)
-    result = run_spectral(ds, config, workspace=tmp_path)
+    result = run_spectral(ds, config)
     assert abs(_spearman(result.eigenvectors[:, 1], t)) > 0.97  # phi_1 orders the path
     assert result.trivial[0] and result.eigenvalues[0] < 1e-8
-    assert ds.meta["spectral"] is result  # stored for the chain-fit stage
+    assert "spectral" not in ds.meta  # handed over by return value or workspace, not on the dataset
     np.testing.assert_array_equal(result.indices, np.arange(300))
+    np.testing.assert_array_equal(result.particle_indices, result.indices)
+    emb = result.embedding()
+    assert emb.name == "eigenvectors" and emb.values is result.eigenvectors
+    result.save(tmp_path / "spectral")  # the run function writes nothing; the workspace saves
     back = SpectralResult.load(tmp_path / "spectral")
     np.testing.assert_array_equal(back.eigenvectors, result.eigenvectors)
     np.testing.assert_array_equal(back.eigenvalues, result.eigenvalues)
@@ -66,12 +71,40 @@ def test_table_features_on_a_circle_and_subset_indices(rng):
     th = theta[::2]
     r2 = regression_r2(res.eigenvectors[:, 1:3], np.c_[np.cos(th), np.sin(th)], train_fraction=0.5)
     assert np.all(r2 > 0.9)  # standardising makes both columns count
-    # the same from a features array (e.g. VAE latents), with a dense Gaussian graph
+    # the same from per-particle vectors (e.g. VAE latents), with a dense Gaussian graph
     feats = np.c_[np.cos(th), np.sin(th)]
     res2 = run_spectral(sub, SpectralConfig(representation="table", graph="gaussian", n_components=None,
-                                            k=25, n_eigenvectors=3), features=feats)
+                                            k=25, n_eigenvectors=3), features=Embedding.for_dataset(feats, sub))
     assert res2.provenance["sigma_used"] > 0
     assert np.all(regression_r2(res2.eigenvectors[:, 1:3], feats, train_fraction=0.5) > 0.9)
+
+
+def test_features_are_matched_by_particle_index_not_row_position(rng):
+    """An embedding of a shuffled, larger particle set gives the same eigenpairs as the
+    positional features of the dataset's own particles."""
+    n = 240
+    theta = rng.uniform(0, 2 * np.pi, n)
+    values = np.c_[np.cos(theta), np.sin(theta), 0.1 * rng.standard_normal(n)]
+    ds = ParticleDataset(images=np.zeros((n, 8, 8), np.float32), apix=1.0)
+    sub = ds.subset(rng.permutation(n)[:150])  # shuffled subset: root indices out of order
+    cfg = SpectralConfig(representation="table", n_components=None, k=10, n_eigenvectors=4)
+    positional = run_spectral(sub, cfg, features=Embedding.for_dataset(values[sub.indices], sub))
+    shuffle = rng.permutation(n)  # every particle of the root dataset, rows in another order
+    by_index = run_spectral(sub, cfg, features=Embedding(values[shuffle], shuffle, run_id="vae/0001",
+                                                         name="latents"))
+    np.testing.assert_array_equal(by_index.eigenvalues, positional.eigenvalues)
+    np.testing.assert_allclose(np.abs(by_index.eigenvectors), np.abs(positional.eigenvectors), atol=1e-8)
+    np.testing.assert_array_equal(by_index.indices, sub.indices)
+    assert by_index.provenance["representation"]["input_run"] == "vae/0001"
+    # an embedding missing particles of the dataset is refused, naming them
+    with pytest.raises(ParticleMismatchError, match="vae/0001 has no values for"):
+        run_spectral(ds, cfg, features=Embedding(values[shuffle[:200]], shuffle[:200], run_id="vae/0001"))
+    # a bare positional array is refused; an embedding needs the table representation
+    with pytest.raises(TypeError, match="features: expected an Embedding"):
+        run_spectral(sub, cfg, features=values[sub.indices])
+    with pytest.raises(ValueError, match="representation: an input run's vectors"):
+        run_spectral(sub, SpectralConfig(representation="pca_images"), features=Embedding.for_dataset(
+            values[sub.indices], sub))
 
 
 def test_pca_images_orders_a_moving_blob(rng):
@@ -133,7 +166,8 @@ def test_parsimonious_order_result_round_trip_and_old_files(rng, tmp_path):
     ds, t = _dumbbell_dataset(300, rng)
     config = SpectralConfig(representation="lowres_volumes", grid_size=16, noise_var=0.05, lowpass_a=4.0,
                             n_components=10, k=10, n_eigenvectors=4, order="parsimonious", n_candidates=8)
-    result = run_spectral(ds, config, workspace=tmp_path)
+    result = run_spectral(ds, config)
+    result.save(tmp_path / "spectral")
     assert result.eigenvectors.shape == (300, 4) and result.trivial[0] and not result.trivial[1:].any()
     assert result.eigenvalue_rank[0] == 0 and result.eigenvalue_rank[1] == 1  # the path is unique
     assert np.isnan(result.harmonic_residual[0]) and result.harmonic_residual[1] == 1.0
@@ -148,12 +182,16 @@ def test_parsimonious_order_result_round_trip_and_old_files(rng, tmp_path):
     np.testing.assert_array_equal(back.eigenvalue_rank, result.eigenvalue_rank)
     np.testing.assert_array_equal(back.harmonic_residual, result.harmonic_residual)
     assert back.config == config
-    # a file written before these fields existed still loads
-    path = tmp_path / "spectral" / "spectral.npz"
-    with np.load(path) as data:
+    # a file written before these fields (and result.json, and the config's declared
+    # fields) existed still loads, from its folder or the .npz itself
+    legacy_dir = tmp_path / "old" / "spectral"
+    legacy_dir.mkdir(parents=True)
+    path = legacy_dir / "spectral.npz"
+    with np.load(tmp_path / "spectral" / "spectral.npz") as data:
         old = {k: data[k] for k in data.files if k not in ("eigenvalue_rank", "harmonic_residual")}
     np.savez(path, **old)
     legacy = SpectralResult.load(path)
+    assert SpectralResult.load(legacy_dir).config == config
     np.testing.assert_array_equal(legacy.eigenvalue_rank, np.arange(4))
     assert np.all(np.isnan(legacy.harmonic_residual))
 
@@ -195,19 +233,7 @@ def test_box_arms_parameters_from_20_eigenvectors(box_arms_result):
     np.testing.assert_array_equal(cols["truth_state_params_1"], ds.state_params[:, 1])
 
 
-def test_denoise_and_alpha_are_recorded_and_checked(tmp_path):
-    from napari_cryohet.cli import main
-
-    status = main(["spectral", "--sample", "box_arms_2d", "--n-particles", "300", "--workspace", str(tmp_path),
-                   "-k", "8", "--n-eigenvectors", "5", "--n-components", "12", "--lowpass-a", "5",
-                   "--denoise-dim", "4", "--denoise-k", "40", "--denoise-iter", "2", "--alpha", "1"])
-    assert status == 0
-    res = SpectralResult.load(tmp_path / "spectral")
-    assert (res.config.denoise_dim, res.config.denoise_k, res.config.denoise_iter, res.config.alpha) == (4, 40, 2, 1.0)
-    assert res.provenance["representation"]["denoise"] == {"dim": 4, "k": 40, "n_iter": 2}
-    # the Laplacian of D^-1 W D^-1 still has orthonormal eigenvectors and a zero eigenvalue
-    np.testing.assert_allclose(res.eigenvectors.T @ res.eigenvectors, np.eye(5), atol=1e-8)
-    assert abs(res.eigenvalues[0]) < 1e-8
+def test_denoise_and_alpha_are_checked():
     with pytest.raises(ValueError, match="alpha"):
         SpectralConfig(alpha=2.0)
     with pytest.raises(ValueError, match="denoise_dim"):
@@ -216,15 +242,3 @@ def test_denoise_and_alpha_are_recorded_and_checked(tmp_path):
 
     with pytest.raises(ValueError, match="denoise_dim"):  # must be below the representation's dims
         run_spectral(box_arms_2d(100), SpectralConfig(n_components=5, denoise_dim=5, k=5))
-
-
-def test_cli_writes_eigenvectors_to_workspace(tmp_path, capsys):
-    from napari_cryohet.cli import main
-
-    status = main(["spectral", "--sample", "box_arms_2d", "--n-particles", "200", "--workspace",
-                   str(tmp_path), "-k", "10", "--n-eigenvectors", "5", "--n-components", "10"])
-    assert status == 0
-    res = SpectralResult.load(tmp_path / "spectral")
-    assert res.eigenvectors.shape == (200, 5) and res.config.representation == "lowres_volumes"
-    np.testing.assert_allclose(res.eigenvectors.T @ res.eigenvectors, np.eye(5), atol=1e-8)
-    assert "wrote" in capsys.readouterr().out

@@ -1,110 +1,76 @@
 """Laplacian eigenvectors of the conformational manifold: ``cryohet spectral``.
 
-Builds a per-particle representation (seed 000 Appendix B), a similarity graph and the
-eigenvectors of its normalised Laplacian, and writes ``<workspace>/spectral/spectral.npz``
-(eigenvalues, eigenvectors (N, K), particle indices, config). Examples:
+Spectral embedding of Esteve-Yagüe et al. 2022 (§2.2, Appendix B): a per-particle
+representation, a similarity graph and the eigenvectors of its normalised Laplacian,
+kept as a run of the workspace (``<workspace>/spectral/NNNN/``: spectral.npz with the
+eigenvalues, eigenvectors (N, K) and particle indices, manifest.json with the settings).
+Prints the run id, which the next step takes (``cryohet chainfit --eigenvectors
+spectral/0001``). The same settings on the same particles return the finished run; other
+settings make a new run. Examples:
 
-  cryohet spectral --sample box_arms_2d --n-particles 4000 --workspace ws
-  cryohet spectral --sample box_arms_2d --n-particles 4000 --lowpass-a 5 --denoise-dim 6 -k 8 \
-      --alpha 1 --workspace ws          # the box-arms acceptance setting (docs/spectral.md)
-  cryohet spectral --sample box_arms_2d --lowpass-a 10 --order parsimonious --workspace ws
-  cryohet spectral --star particles.star --representation pca_images --workspace ws
-  cryohet spectral --star particles.star --features latents.npz:mu --workspace ws
+  cryohet spectral --workspace ws --sample box_arms_2d --n-particles 4000
+  cryohet spectral --workspace ws --lowpass-a 5 --denoise-dim 6 --k 8 --alpha 1
+      # the box-arms acceptance setting (docs/spectral.md)
+  cryohet spectral --workspace ws --lowpass-a 10 --order parsimonious
+  cryohet spectral --workspace ws2 --star particles.star --representation pca_images
+  cryohet spectral --workspace ws2 --features vae/0001    # embed a VAE run's latents
+
+Without --representation: 'table' with --features or --columns, 'lowres_volumes' for
+simulated data (ground-truth densities), 'pca_images' otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 __all__ = ["add_args", "main"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--star", type=Path, help="a RELION .star file (or .mrcs stack) of particles")
-    src.add_argument("--sample", help="a synthetic dataset: box_arms_2d, adk_chain, ...")
-    parser.add_argument("--n-particles", type=int, default=None, help="particles of --sample")
-    parser.add_argument("--workspace", type=Path, required=True, help="output directory")
-    parser.add_argument("--representation", default=None,
-                        help="table | lowres_volumes | pca_images (default: lowres_volumes for "
-                             "--sample, pca_images for --star, table with --features)")
-    parser.add_argument("--features", default=None,
-                        help="per-particle array as FILE.npz:KEY or FILE.npy (e.g. VAE latents)")
-    parser.add_argument("--columns", default=None, help="comma-separated table columns (table)")
-    parser.add_argument("--standardize", action="store_true", help="z-score the features")
-    parser.add_argument("--n-components", type=int, default=30, help="PCA dimensions (0: none)")
-    parser.add_argument("--grid-size", type=int, default=16, help="volume/image grid size")
-    parser.add_argument("--noise-var", type=float, default=0.5, help="noise of synthetic volumes")
-    parser.add_argument("--graph", choices=("knn", "gaussian"), default="knn")
-    parser.add_argument("--weights", choices=("self_tuning", "binary", "gaussian"), default="self_tuning")
-    parser.add_argument("-k", "--k", type=int, default=30, help="kNN neighbours")
-    parser.add_argument("--sigma", type=float, default=None, help="Gaussian kernel width")
-    parser.add_argument("--n-eigenvectors", type=int, default=20, help="K, trivial one included")
-    parser.add_argument("--lowpass-a", type=float, default=None,
-                        help="Gaussian low-pass sigma (A) of the densities before PCA (lowres_volumes)")
-    parser.add_argument("--order", choices=("eigenvalue", "parsimonious"), default="eigenvalue",
-                        help="column order: eigenvalue, or unique directions first (Dsilva et al. 2018)")
-    parser.add_argument("--n-candidates", type=int, default=None,
-                        help="eigenvectors computed before the parsimonious selection (default 3K)")
-    parser.add_argument("--denoise-dim", type=int, default=None,
-                        help="tangent-space denoising of the representation: manifold dimension kept")
-    parser.add_argument("--denoise-k", type=int, default=80, help="neighbours per local PCA of the denoising")
-    parser.add_argument("--denoise-iter", type=int, default=3, help="passes of the denoising")
-    parser.add_argument("--alpha", type=float, default=0.0,
-                        help="graph density normalisation D^-a W D^-a (0 = paper, 1 = Laplace-Beltrami)")
-    parser.add_argument("--solver", default="auto", choices=("auto", "dense", "sparse", "multilevel"))
-    parser.add_argument("--device", default="auto",
-                        help="torch device of the neighbour search: auto (CUDA if present), cpu, cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    from napari_cryohet.cli._config_args import add_config_args, add_workspace_args
+    from napari_cryohet.stages.spectral import SpectralConfig
+
+    add_workspace_args(parser, inputs={"features": "run id whose per-particle vectors to embed, e.g. vae/0001 "
+                                                   "(VAE latents; uses the 'table' representation)"})
+    add_config_args(parser, SpectralConfig, title="spectral embedding settings (Esteve-Yagüe et al. 2022)")
+    for action in parser._actions:  # the default depends on the data here (module docstring)
+        if action.dest == "cfg_representation":
+            action.help = action.help.replace("(default: lowres_volumes)", "(default: table with --features or "
+                                              "--columns, lowres_volumes for simulated data, else pca_images)")
 
 
-def _load_features(spec: str):
-    import numpy as np
-
-    path, _, key = spec.partition(":")
-    data = np.load(path, allow_pickle=False)
-    if hasattr(data, "files"):
-        with data:
-            return data[key or data.files[0]]
-    return data
+def _default_representation(args: argparse.Namespace, inputs: dict[str, str], dataset) -> str:
+    if inputs.get("features") or getattr(args, "cfg_columns", None):
+        return "table"
+    truth = getattr(dataset, "ground_truth", None) or {}
+    if getattr(dataset, "low_dim", None) is not None or "coords_a" in truth:
+        return "lowres_volumes"
+    return "pca_images"
 
 
 def main(args: argparse.Namespace) -> int:
-    from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
-
-    if args.sample:
-        from napari_cryohet.stages.simulate import RECIPES
-
-        if args.sample not in RECIPES:
-            print(f"cryohet spectral: unknown sample {args.sample!r}; one of {sorted(RECIPES)}", file=sys.stderr)
-            return 2
-        kwargs = {} if args.n_particles is None else {"n_particles": args.n_particles}
-        dataset = RECIPES[args.sample](**kwargs)
-    else:
-        from napari_cryohet.io.load_particles import load_dataset
-
-        dataset = load_dataset(args.star)
-    features = _load_features(args.features) if args.features else None
-    representation = args.representation or (
-        "table" if features is not None or args.columns else "lowres_volumes" if args.sample else "pca_images")
-    config = SpectralConfig(
-        representation=representation,
-        columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else None,
-        standardize=args.standardize, n_components=args.n_components or None, grid_size=args.grid_size,
-        noise_var=args.noise_var, graph=args.graph, weights=args.weights, k=args.k, sigma=args.sigma,
-        n_eigenvectors=args.n_eigenvectors, solver=args.solver, seed=args.seed, device=args.device,
-        lowpass_a=args.lowpass_a, order=args.order, n_candidates=args.n_candidates,
-        denoise_dim=args.denoise_dim, denoise_k=args.denoise_k, denoise_iter=args.denoise_iter, alpha=args.alpha,
+    from napari_cryohet.cli._config_args import (
+        config_from_args,
+        input_ids,
+        open_workspace,
+        print_progress,
     )
+    from napari_cryohet.stages.spectral import SpectralConfig
 
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr)
-
-    result = run_spectral(dataset, config, features=features, progress=progress, workspace=args.workspace)
-    out = Path(args.workspace) / "spectral" / "spectral.npz"
+    ws = open_workspace(args)
+    inputs = input_ids(args)
+    overrides = {}
+    if not hasattr(args, "cfg_representation"):
+        overrides["representation"] = _default_representation(args, inputs, ws.dataset)
+    try:
+        config = config_from_args(SpectralConfig, args, **overrides)
+        result = ws.run("spectral", config, inputs=inputs, progress=print_progress())
+    except ValueError as err:
+        print(f"cryohet spectral: error: {err}", file=sys.stderr)
+        return 2
     lam = ", ".join(f"{v:.4g}" for v in result.eigenvalues[:6])
-    print(f"wrote {out}: {result.eigenvectors.shape[0]} particles x {result.eigenvectors.shape[1]} "
-          f"eigenvectors; eigenvalues {lam} ...")
+    n, k = result.eigenvectors.shape
+    print(f"{result.run_id}: {n} particles x {k} eigenvectors ({config.representation}); "
+          f"eigenvalues {lam} ...; in {ws.root / result.run_id}")
     return 0

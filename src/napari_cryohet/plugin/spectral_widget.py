@@ -1,15 +1,20 @@
 """Spectral-embedding dock widget: eigenvector triples as a 3D points layer.
 
-Thin (docs/design.md): the form builds a :class:`~napari_cryohet.stages.spectral.SpectralConfig`,
-:class:`~napari_cryohet.plugin._runner.StageRunner` runs
-:func:`~napari_cryohet.stages.spectral.run_spectral` off the GUI thread, and the result
-becomes
+Thin (docs/design.md): the settings form is generated from
+:class:`~napari_cryohet.stages.spectral.SpectralConfig` (``ConfigForm``: every field with
+its unit and help), the :class:`~napari_cryohet.plugin._workspace_picker.WorkspacePicker`
+chooses the workspace folder and an optional input run (``features``: a finished VAE,
+spectral or chain-fit run whose per-particle vectors — VAE latents, say — are embedded
+with the ``"table"`` representation), and
+:class:`~napari_cryohet.plugin._runner.StageRunner` runs the stage off the GUI thread:
+through ``Workspace.run`` when a folder is chosen (a run ``spectral/NNNN`` that the chain
+fit can take as input), in memory otherwise. The result becomes
 
-* a points layer ``"spectral φa φb φc"`` whose data is ``sqrt(N) · Φ[:, (a, b, c)]``
-  (the O(1) scale of seed 000 §2.2). Changing the triple only swaps the layer data
-  (no recomputation); ``layer.features`` holds every per-particle column
-  (:func:`~napari_cryohet.stages.particle_columns.particle_columns`) and the face colour follows
-  the chosen one through ``face_colormap``;
+* a points layer ``"spectral embedding φa φb φc"`` whose data is ``sqrt(N) · Φ[:, (a, b, c)]``
+  (the O(1) scale of Esteve-Yagüe et al. 2022 §2.2). Changing the triple only swaps the
+  layer data (no recomputation); ``layer.features`` holds every per-particle column
+  (:func:`~napari_cryohet.stages.particle_columns.particle_columns`) and the face colour
+  follows the chosen one through ``face_colormap``;
 * an eigenvalue plot (matplotlib, in the dock);
 * a link to the particle stack viewer: selecting points calls
   ``StackViewerWidget.show_particles`` on a stack viewer docked in the same viewer.
@@ -21,11 +26,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
+from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.particle_columns import particle_columns
+from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError, dataset_indices
 from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult, run_spectral
 
 __all__ = ["SpectralWidget", "LAYER_NAME"]
@@ -38,8 +46,11 @@ class SpectralWidget(Container):
 
     Attributes
     ----------
-    representation, graph, weights, k, sigma, n_components, noise_var, n_eigenvectors
-        The form (magicgui widgets); ``sigma = 0`` means automatic.
+    form
+        The settings (:class:`ConfigForm` of :class:`SpectralConfig`; ``form.<field>`` is a
+        field's widget).
+    workspace_picker
+        Workspace folder and the ``features`` input run picker.
     phi_a, phi_b, phi_c
         Eigenvector indices shown on the three axes.
     color_by
@@ -60,22 +71,8 @@ class SpectralWidget(Container):
         self.dataset: Any = None
         self._columns: dict[str, np.ndarray] = {}
         self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
-        self.representation = ComboBox(label="representation", value="lowres_volumes",
-                                       choices=["lowres_volumes", "pca_images", "table"])
-        self.columns = ComboBox(label="table columns", choices=self._numeric_columns, nullable=True)
-        self.n_components = SpinBox(label="PCA dims (0 = none)", value=30, min=0, max=1000)
-        self.noise_var = FloatSpinBox(label="volume noise var", value=0.5, min=0.0, max=1e6, step=0.1)
-        self.graph = ComboBox(label="graph", value="knn", choices=["knn", "gaussian"])
-        self.weights = ComboBox(label="kNN weights", value="self_tuning",
-                                choices=["self_tuning", "binary", "gaussian"])
-        self.k = SpinBox(label="k (neighbours)", value=30, min=1, max=1000)
-        self.sigma = FloatSpinBox(label="σ (0 = auto)", value=0.0, min=0.0, max=1e9, step=1.0)
-        self.n_eigenvectors = SpinBox(label="K eigenvectors", value=20, min=2, max=200)
-        self.lowpass_a = FloatSpinBox(label="density low-pass σ Å (0 = none)", value=0.0, min=0.0, max=1e3,
-                                      step=1.0)
-        self.order = ComboBox(label="eigenvector order", value="eigenvalue", choices=["eigenvalue", "parsimonious"])
-        self.denoise_dim = SpinBox(label="tangent denoise dim (0 = none)", value=0, min=0, max=1000)
-        self.alpha = FloatSpinBox(label="density normalisation α", value=0.0, min=0.0, max=1.0, step=0.5)
+        self.workspace_picker = WorkspacePicker("spectral")
+        self.form = ConfigForm(SpectralConfig, label="settings")
         self.run_button = PushButton(text="Compute embedding")
         self.runner = StageRunner()
         self.phi_a = SpinBox(label="φ a", value=1, min=0, max=199)
@@ -84,10 +81,8 @@ class SpectralWidget(Container):
         self.color_by = ComboBox(label="colour by", choices=lambda _w: list(self._columns))
         self.info = Label(value="")
         super().__init__(widgets=[
-            self.dataset_picker, self.representation, self.columns, self.n_components, self.noise_var,
-            self.graph, self.weights, self.k, self.sigma, self.n_eigenvectors, self.lowpass_a, self.order,
-            self.denoise_dim, self.alpha, self.run_button,
-            self.runner, self.phi_a, self.phi_b, self.phi_c, self.color_by, self.info,
+            self.dataset_picker, self.workspace_picker, self.form, self.run_button, self.runner,
+            self.phi_a, self.phi_b, self.phi_c, self.color_by, self.info,
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
         self.native.layout().addWidget(self.eigen_canvas)
@@ -95,6 +90,7 @@ class SpectralWidget(Container):
         self.layer = None
         self.stack_viewer = None
         self.run_button.changed.connect(self.run)
+        self.workspace_picker.inputs["features"].changed.connect(self._on_features_picked)
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.changed.connect(self.update_triple)
         self.color_by.changed.connect(self.update_colors)
@@ -104,14 +100,6 @@ class SpectralWidget(Container):
             self.dataset_picker.deliver()
 
     # ------------------------------------------------------------------ dataset
-    def _numeric_columns(self, _widget=None) -> list[str]:
-        """Columns of the dataset's table that hold numbers (those of ``particle_columns``)."""
-        table = getattr(self.dataset, "table", None)
-        if table is None:
-            return []
-        names = {str(c) for c in table.columns}
-        return [name for name in self._columns if name in names]
-
     def _on_pick(self, picked: Any) -> None:
         if picked is not self.dataset:
             self.set_dataset(picked)
@@ -126,57 +114,67 @@ class SpectralWidget(Container):
             if name in self._columns:
                 self.color_by.value = name
                 break
-        self.columns.reset_choices()
+        table = getattr(dataset, "table", None)
+        numeric = [] if table is None else [str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+        help_text = self.form.columns.tooltip.split(" Numeric columns:")[0]
+        self.form.columns.tooltip = f"{help_text} Numeric columns: {', '.join(numeric) or 'none'}."
         self.info.value = f"{len(dataset)} particles"
+
+    def _on_features_picked(self, value: Any) -> None:
+        if value not in (None, NO_RUN):  # another run's vectors are embedded with the table representation
+            self.form.representation.value = "table"
 
     # ------------------------------------------------------------------ run
     def config(self) -> SpectralConfig:
-        """The stage config the form describes."""
-        return SpectralConfig(
-            representation=self.representation.value,
-            columns=(self.columns.value,) if self.columns.value else None,
-            n_components=int(self.n_components.value) or None,
-            noise_var=float(self.noise_var.value),
-            graph=self.graph.value, weights=self.weights.value, k=int(self.k.value),
-            sigma=float(self.sigma.value) or None,
-            n_eigenvectors=int(self.n_eigenvectors.value),
-            lowpass_a=float(self.lowpass_a.value) or None, order=self.order.value,
-            denoise_dim=int(self.denoise_dim.value) or None, alpha=float(self.alpha.value),
-        )
+        """The stage config the form describes (``ValueError`` naming a bad entry)."""
+        return self.form.config()
 
-    def run(self, *_: Any, features: np.ndarray | None = None) -> None:
-        """Compute the embedding in a worker thread (``features`` for the table representation)."""
+    def run(self, *_: Any, features: Embedding | None = None) -> None:
+        """Compute the embedding in a worker thread.
+
+        With a workspace folder chosen the run goes through ``Workspace.run`` (inputs from
+        the run pickers); otherwise in memory, with ``features`` (an
+        :class:`~napari_cryohet.stages.protocol.Embedding`) for the table representation.
+        """
         if self.dataset is None:
             self.runner.status.value = "no dataset: open a particle stack or call set_dataset"
             return
-        config, dataset = self.config(), self.dataset
+        dataset = self.dataset
+        try:
+            config = self.config()
+            ws = self.workspace_picker.workspace_for(dataset)
+        except ValueError as err:
+            self.runner.status.value = f"error: {err}"
+            return
+        if ws is not None:
+            if features is not None:
+                self.runner.status.value = "error: with a workspace folder, pick the input run in 'features from run'"
+                return
+            inputs = self.workspace_picker.input_ids()
 
-        def job(progress, cancel):
-            return run_spectral(dataset, config, features=features, progress=progress, cancel=cancel)
+            def job(progress, cancel):
+                return ws.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
+        else:
+            def job(progress, cancel):
+                return run_spectral(dataset, config, features=features, progress=progress, cancel=cancel)
 
-        self.runner.start(job, self.show_result)
+        self.runner.start(job, self._on_result)
 
-    def set_form(self, config: SpectralConfig) -> None:
-        """Fill the form with ``config`` (a shown result's settings, e.g. one loaded from disk)."""
-        self.representation.value = config.representation
-        if config.columns and config.columns[0] in self.columns.choices:
-            self.columns.value = config.columns[0]
-        self.n_components.value = int(config.n_components or 0)
-        self.noise_var.value = float(config.noise_var)
-        self.graph.value, self.weights.value = config.graph, config.weights
-        self.k.value, self.sigma.value = int(config.k), float(config.sigma or 0.0)
-        self.n_eigenvectors.value = int(config.n_eigenvectors)
-        self.lowpass_a.value, self.order.value = float(config.lowpass_a or 0.0), config.order
-        self.denoise_dim.value, self.alpha.value = int(config.denoise_dim or 0), float(config.alpha)
+    def _on_result(self, result: SpectralResult) -> None:
+        self.show_result(result)
+        if result.run_id is not None:
+            self.workspace_picker.refresh()  # the new run can feed another stage
 
     def show_result(self, result: SpectralResult) -> None:
         """Draw ``result``: points layer for the current triple, eigenvalue plot; the form
         shows the settings that produced it."""
         self.result = result
-        self.set_form(result.config)
+        self.form.set_config(result.config)
         k = result.eigenvectors.shape[1]
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.max = k - 1
+        where = f" (run {result.run_id})" if result.run_id else ""
+        self.info.value = f"{len(result.indices)} particles x {k} eigenvectors{where}"
         self._plot_eigenvalues()
         self.update_triple()
 
@@ -188,6 +186,19 @@ class SpectralWidget(Container):
         phi = self.result.eigenvectors
         return np.sqrt(len(phi)) * phi[:, list(self.triple())]
 
+    def _result_columns(self) -> dict[str, np.ndarray]:
+        """The dataset's per-particle columns in the result's row order (empty if they do not match)."""
+        if not self._columns or self.dataset is None:
+            return {}
+        indices = dataset_indices(self.dataset)
+        if np.array_equal(indices, self.result.indices):
+            return self._columns
+        try:
+            rows = Embedding(np.arange(len(indices)), indices).aligned_to(self.result.indices)[:, 0]
+        except ParticleMismatchError:
+            return {}
+        return {name: values[rows] for name, values in self._columns.items()}
+
     def update_triple(self, *_: Any) -> None:
         """Swap the points layer data to the chosen triple (no recomputation)."""
         if self.result is None:
@@ -195,10 +206,12 @@ class SpectralWidget(Container):
         data = self.points_data()
         a, b, c = self.triple()
         name = f"{LAYER_NAME} φ{a} φ{b} φ{c}"
+        if self.layer is not None and self.layer in self.viewer.layers and len(self.layer.data) != len(data):
+            self.viewer.layers.remove(self.layer)  # another particle set: new features too
         if self.layer is None or self.layer not in self.viewer.layers:
-            features = pd.DataFrame(self._columns) if self._columns else None
+            columns = self._result_columns()
             self.layer = self.viewer.add_points(
-                data, name=name, size=0.05, features=features, border_width=0,
+                data, name=name, size=0.05, features=pd.DataFrame(columns) if columns else None, border_width=0,
                 face_colormap="viridis", out_of_slice_display=True,
             )
             self.layer.selected_data.events.items_changed.connect(self._on_selection)
@@ -211,9 +224,9 @@ class SpectralWidget(Container):
 
     def update_colors(self, *_: Any) -> None:
         """Colour the points by the chosen per-particle column."""
-        if self.layer is None or not self.color_by.value:
+        if self.layer is None or not self.color_by.value or self.color_by.value not in self.layer.features:
             return
-        values = np.asarray(self._columns[self.color_by.value], dtype=np.float64)
+        values = np.asarray(self.layer.features[self.color_by.value], dtype=np.float64)
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
         self.layer.face_colormap = "viridis"
         self.layer.face_color = self.color_by.value
