@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or (4 if args.quick else 30)
     rows = []
     t_start = time.perf_counter()
-    eigenvectors: dict[float, np.ndarray] = {}
+    eigenvectors = {}  # noise variance → Embedding of the particles
     setup = {}
     for s_index, snr in enumerate((0.056, 0.014)):
         if not wanted & {2 * s_index, 2 * s_index + 1}:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     representation="lowres_volumes", grid_size=16, sigma_a=3.0, noise_var=noise_var,
                     n_components=None, graph="gaussian", sigma=80.0 * np.sqrt(noise_var), n_eigenvectors=10,
                     seed=args.seed))
-                eigenvectors[noise_var] = spectral.eigenvectors
+                eigenvectors[noise_var] = spectral.embedding()
                 setup[f"spectral_var_{noise_var}"] = time.perf_counter() - tic
             config = ChainFitConfig(n_eigenvectors=10, epochs=epochs, batch_size=100,
                                     learning_rate=args.learning_rate, test_fraction=0.1, anchor=args.anchor,

@@ -26,9 +26,9 @@ def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):
     viewer.add_image(np.asarray(ds.images), name="adk", metadata={DATASET_KEY: ds})
     widget = ChainFitWidget(viewer)
     assert widget.dataset is ds  # picked from the layer
-    widget.epochs.value = 2
-    widget.batch_size.value = 20
-    widget.n_eigenvectors.value = 3
+    widget.form.epochs.value = 2
+    widget.form.batch_size.value = 20
+    widget.form.n_eigenvectors.value = 3
     widget.rigid_ranges.value = "10-20"
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
@@ -61,7 +61,7 @@ def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):
     # the reference stays put
     np.testing.assert_allclose(viewer.layers["chainfit reference"].data[:, ::-1],
                                ds.ground_truth["global/reference_coords_a"], atol=1e-4)
-    assert widget._plotted == 3 and len(widget.loss_axes.lines) == 2
+    assert widget.view.plotted == 3 and len(widget.loss_axes.lines) == 2
 
     widget.export_path.value = str(tmp_path / "fits.pdb")
     path = widget.export()

@@ -15,7 +15,6 @@ from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
     ChainFitResult,
-    _FourierTargets,
     angles_for_residues,
     chain_errors,
     default_reference_atom,
@@ -25,6 +24,8 @@ from napari_cryohet.stages.chainfit import (
     run_chainfit,
     run_chainfit_2d,
 )
+from napari_cryohet.stages.chainfit.targets import FourierTargets
+from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError
 from napari_cryohet.stages.simulate import adk_chain, box_arms_2d
 
 
@@ -50,7 +51,7 @@ def adk_small():
     vols *= (2 * np.pi * 9.0) ** 1.5 / 6.0**3  # eq. 3.8 scale: peak 1 per atom
     noisy = vols + np.random.default_rng(0).normal(0.0, np.sqrt(0.5), vols.shape)
     phi = laplacian_eigenmaps(build_gaussian_graph(noisy, sigma=80 * np.sqrt(0.5)), 10).eigenvectors
-    return ds, phi
+    return ds, Embedding.for_dataset(phi, ds, name="eigenvectors")
 
 
 def test_fourier_misfit_equals_image_space_misfit(adk_small, rng):
@@ -65,7 +66,7 @@ def test_fourier_misfit_equals_image_space_misfit(adk_small, rng):
     image = apply_ctf_and_shift(proj, apix=4.0, ctf=ds.ctf.to_torch(indices=idx),
                                 shifts_a=torch.as_tensor(ds.shifts_a[idx]))
     for max_bytes in (1 << 30, 0):  # cached stack and per-batch paths
-        targets = _FourierTargets(ds, torch.device("cpu"), torch.float32, max_bytes=max_bytes)
+        targets = FourierTargets(ds, torch.device("cpu"), torch.float32, max_bytes=max_bytes)
         noisy = float(((image - torch.as_tensor(ds.get_images(idx))) ** 2).mean())
         clean = float(((image - torch.as_tensor(ds.ground_truth["clean_images"][idx])) ** 2).mean())
         assert float(targets.misfit(proj, idx, False)) == pytest.approx(noisy, rel=1e-3)
@@ -80,10 +81,10 @@ def test_fourier_cropped_misfit_keeps_the_low_frequencies():
     coords = torch.as_tensor(ds.ground_truth["coords_a"])
     rot = torch.as_tensor(ds.rotations)
     moved = coords + torch.as_tensor(np.random.default_rng(0).normal(0, 1.0, coords.shape), dtype=coords.dtype)
-    targets = _FourierTargets(ds, torch.device("cpu"), torch.float32, fit_box_size=32)
+    targets = FourierTargets(ds, torch.device("cpu"), torch.float32, fit_box_size=32)
     true = float(targets.misfit(project_gaussian_atoms(coords, rot, d=32, apix=4.0, sigma_a=3.0), idx, True))
     off = float(targets.misfit(project_gaussian_atoms(moved, rot, d=32, apix=4.0, sigma_a=3.0), idx, True))
-    full = _FourierTargets(ds, torch.device("cpu"), torch.float32)
+    full = FourierTargets(ds, torch.device("cpu"), torch.float32)
     off_full = float(full.misfit(project_gaussian_atoms(moved, rot, d=64, apix=2.0, sigma_a=3.0), idx, True))
     assert true < 0.02 * off
     assert off == pytest.approx(off_full, rel=0.15)  # the perturbation's signal sits at low frequency
@@ -107,7 +108,7 @@ def test_adk_fit_reduces_error(adk_small, tmp_path):
     # K = 2: the trivial eigenvector and the path-like first one (135 training images are
     # too few for K = 10 coefficients on every angle)
     cfg = ChainFitConfig(n_eigenvectors=2, epochs=6, batch_size=45, learning_rate=0.003, seed=0)
-    result = run_chainfit(ds, cfg, eigenvectors=phi, reference=reference_from_dataset(ds), workspace=tmp_path)
+    result = run_chainfit(ds, cfg, eigenvectors=phi, reference=reference_from_dataset(ds), run_dir=tmp_path)
     start, end = result.history[0], result.history[-1]
     assert start["avg_error_a"] > 3.0  # frame 0 vs the trajectory
     assert end["avg_error_a"] < 0.8 * start["avg_error_a"]
@@ -117,7 +118,10 @@ def test_adk_fit_reduces_error(adk_small, tmp_path):
     # metrics agree with a direct evaluation of eq. 3.6 / 3.7 on the test particles
     avg, mx = chain_errors(result.chains(result.test_indices), ds.ground_truth["coords_a"][result.test_indices])
     assert avg == pytest.approx(end["avg_error_a"], rel=1e-3) and mx == pytest.approx(end["max_error_a"], rel=1e-3)
-    loaded = ChainFitResult.load(tmp_path / "chainfit")
+    assert not (tmp_path / "chainfit_result.npz").exists()  # the run function does not save (the workspace does)
+    result.save(tmp_path)
+    loaded = ChainFitResult.load(tmp_path)
+    np.testing.assert_array_equal(loaded.particle_indices, ds.indices)
     np.testing.assert_allclose(loaded.chains([0, 7]), result.chains([0, 7]), atol=1e-4)
     assert loaded.history == result.history
 
@@ -135,9 +139,12 @@ def test_resume_continues_where_it_stopped(adk_small, tmp_path):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        run_chainfit(ds, cfg, eigenvectors=phi, reference=ref, workspace=tmp_path, progress=progress, cancel=token)
-    assert (tmp_path / "chainfit" / "checkpoint.pt").is_file()
-    resumed = run_chainfit(ds, cfg, eigenvectors=phi, reference=ref, workspace=tmp_path)
+        run_chainfit(ds, cfg, eigenvectors=phi, reference=ref, run_dir=tmp_path, progress=progress, cancel=token)
+    assert (tmp_path / "checkpoint.pt").is_file()
+    messages = []
+    resumed = run_chainfit(ds, cfg, eigenvectors=phi, reference=ref, run_dir=tmp_path,
+                           progress=lambda f, m: messages.append(m))
+    assert any(m.startswith("resumed from epoch 1 of run") for m in messages)
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
     np.testing.assert_allclose(resumed.coeff_theta, full.coeff_theta, atol=1e-6)
     assert resumed.history[-1]["avg_error_a"] == pytest.approx(full.history[-1]["avg_error_a"], rel=1e-5)
@@ -155,9 +162,9 @@ def test_cancel_stops_within_a_batch(adk_small, tmp_path):
 
     with pytest.raises(Cancelled):
         run_chainfit(ds, ChainFitConfig(epochs=3, batch_size=45), eigenvectors=phi,
-                     reference=reference_from_dataset(ds), workspace=tmp_path, progress=progress, cancel=token)
+                     reference=reference_from_dataset(ds), run_dir=tmp_path, progress=progress, cancel=token)
     assert sum("batch" in c for c in calls) == 1
-    assert not (tmp_path / "chainfit" / "chainfit_result.npz").exists()
+    assert not (tmp_path / "chainfit_result.npz").exists()
 
 
 def test_masks_fix_and_rigidify_angles(adk_small):
@@ -185,7 +192,7 @@ def test_box_arms_varying_angles_below_one_angstrom():
     basis = np.column_stack([np.ones(len(toy)), toy.state_params])
     cfg = ChainFitConfig(n_eigenvectors=4, epochs=15, batch_size=50, learning_rate=0.05,
                          varying_angles=BOX_ARMS_VARYING)
-    result = run_chainfit_2d(toy, cfg, eigenvectors=basis)
+    result = run_chainfit_2d(toy, cfg, eigenvectors=Embedding.for_dataset(basis, toy))
     assert result.history[0]["avg_error_a"] > 20.0
     assert result.history[-1]["avg_error_a"] < 1.0
     assert result.chains([0]).shape == (1, 149, 2)
@@ -228,8 +235,11 @@ def test_bad_config(kwargs, match):
 def test_bad_inputs(adk_small):
     ds, phi = adk_small
     ref = reference_from_dataset(ds)
-    with pytest.raises(ValueError, match="eigenvectors"):
-        run_chainfit(ds, ChainFitConfig(epochs=0), eigenvectors=phi[:10], reference=ref)
+    with pytest.raises(ParticleMismatchError, match="eigenvectors has no values for 140 of the 150"):
+        run_chainfit(ds, ChainFitConfig(epochs=0), eigenvectors=Embedding(phi.values[:10], ds.indices[:10],
+                                                                          name="eigenvectors"), reference=ref)
+    with pytest.raises(TypeError, match="Embedding"):
+        run_chainfit(ds, ChainFitConfig(epochs=0), eigenvectors=phi.values, reference=ref)
     with pytest.raises(ValueError, match="columns"):
         run_chainfit(ds, ChainFitConfig(epochs=0, n_eigenvectors=12), eigenvectors=phi, reference=ref)
     with pytest.raises(ValueError, match="reference_atom"):

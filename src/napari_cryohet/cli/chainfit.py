@@ -1,132 +1,116 @@
 """Fit per-particle Cα chains to a particle stack: ``cryohet chainfit``.
 
-Seed 000_8d73a95ce4c6e7ab.txt: torsion and bond angles of a known conformation expanded
-on Laplacian eigenvectors (eq. 2.6), fitted to the images by minibatch gradient descent.
-Needs poses and CTF (a .star file or a synthetic sample), eigenvectors (``cryohet
-spectral`` output, or computed here from the sample's low-resolution densities) and a
-reference chain (PDB/mmCIF or the sample's known conformation). Writes
-``<workspace>/chainfit/`` (coefficients, metrics, checkpoint) and optionally a
-multi-model PDB of the fitted chains. Examples:
+Esteve-Yagüe et al. 2022: the torsion and bond angles of a known conformation are expanded
+on Laplacian eigenvectors (eq. 2.6) and fitted to the particle images by minibatch gradient
+descent. Needs poses and CTF (a .star file or a simulated sample), the eigenvectors of a
+spectral run of the same workspace (``--eigenvectors spectral/0002``; default: the latest
+finished one, or a spectral run with default settings made first) and a reference chain
+(``--reference`` PDB/mmCIF, or a simulated sample's known conformation). Every run is kept
+in ``<workspace>/chainfit/NNNN`` (settings, coefficients, metrics, checkpoint); the same
+settings resume an unfinished run. Examples:
 
-  cryohet chainfit --sample adk_chain --n-particles 1000 --workspace ws --epochs 10
-  cryohet chainfit --star particles.star --eigenvectors ws/spectral --reference model.pdb \\
-      --chain A --workspace ws --rigid 10-20,40-52 --export-pdb fits.pdb
+  cryohet chainfit --workspace ws --sample adk_chain --n-particles 1000 --epochs 10
+  cryohet chainfit --workspace ws --star particles.star --eigenvectors spectral/0002 \\
+      --reference model.pdb --reference-chain A --rigid 10-20,40-52 --export-pdb fits.pdb
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+
+from napari_cryohet.cli._config_args import (
+    add_config_args,
+    add_workspace_args,
+    config_from_args,
+    input_ids,
+    open_workspace,
+    print_progress,
+)
 
 __all__ = ["add_args", "main"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--star", type=Path, help="a RELION .star file (poses and CTF) of the particles")
-    src.add_argument("--sample", choices=("adk_chain",), help="a synthetic dataset with ground truth")
-    parser.add_argument("--n-particles", type=int, default=1000, help="particles of --sample")
-    parser.add_argument("--snr", type=float, default=0.056, help="SNR of --sample")
-    parser.add_argument("--workspace", type=Path, required=True, help="output directory")
-    parser.add_argument("--eigenvectors", type=Path, default=None,
-                        help="a spectral result (directory or spectral.npz) or an .npy (N, K) array; "
-                             "default for --sample: computed from its 16³ densities")
-    parser.add_argument("--reference", default=None,
-                        help="PDB/mmCIF file of the known conformation (default for --sample: its frame 0)")
-    parser.add_argument("--chain", default=None, help="chain of --reference (default: the first)")
-    parser.add_argument("-K", "--n-eigenvectors", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lr", type=float, default=0.002, help="learning rate")
-    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--sigma-a", type=float, default=None, help="Gaussian atom width (Å)")
-    parser.add_argument("--reference-atom", type=int, default=None, help="j0, 0-based (default: nearest centroid)")
-    parser.add_argument("--anchor", choices=("reference", "truth"), default="reference")
-    parser.add_argument("--rigid", default=None, help="residue ranges keeping only the constant term")
-    parser.add_argument("--fixed", default=None, help="residue ranges whose angles stay at the reference")
-    parser.add_argument("--varying", default=None, help="fit only the angles in these residue ranges")
-    parser.add_argument("--torsions-only", action="store_true", help="keep bond angles at the reference")
-    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--export-pdb", type=Path, default=None, help="write the fitted chains (multi-model PDB)")
-    parser.add_argument("--seed", type=int, default=0)
+    from napari_cryohet.stages.chainfit import ChainFitConfig
+
+    add_workspace_args(parser, inputs={
+        "eigenvectors": "spectral run id, e.g. spectral/0002 (default: the latest finished spectral run of "
+                        "the workspace; none: one with default settings is run first)"})
+    add_config_args(parser, ChainFitConfig, title="chain-fit settings (Esteve-Yagüe et al. 2022)")
+    short = parser.add_argument_group("short forms and residue ranges")
+    short.add_argument("-K", dest="cfg_n_eigenvectors", type=int, default=argparse.SUPPRESS,
+                       help="same as --n-eigenvectors")
+    short.add_argument("--lr", dest="cfg_learning_rate", type=float, default=argparse.SUPPRESS,
+                       help="same as --learning-rate")
+    short.add_argument("--chain", dest="cfg_reference_chain", default=argparse.SUPPRESS,
+                       help="same as --reference-chain")
+    short.add_argument("--rigid", default=None, metavar="RANGES",
+                       help="residue ranges (e.g. 10-20,40-52) whose angles only get the constant term")
+    short.add_argument("--fixed", default=None, metavar="RANGES",
+                       help="residue ranges whose angles stay at the reference")
+    short.add_argument("--varying", default=None, metavar="RANGES",
+                       help="fit only the angles of these residue ranges (every other angle stays fixed)")
+    parser.add_argument("--export-pdb", type=Path, default=None,
+                        help="also write the fitted chains as a multi-model PDB file")
 
 
-def _eigenvectors(path: Path):
-    import numpy as np
+def _eigenvectors_run(ws, n_eigenvectors: int, progress) -> str:
+    """The spectral run to use when none is named: the latest finished, else a new default one."""
+    from napari_cryohet.stages.workspace import stage_spec
 
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    from napari_cryohet.stages.spectral import SpectralResult
-
-    return SpectralResult.load(path).eigenvectors
+    done = [m for m in ws.runs("spectral") if m.get("status") == "done"]
+    if done:
+        run_id = done[-1]["run_id"]
+        print(f"using the eigenvectors of {run_id}, the latest finished spectral run of this workspace "
+              "(pick another with --eigenvectors)", flush=True)
+        return run_id
+    config_cls = stage_spec("spectral").config
+    config = config_cls()
+    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
+        config = config_cls(n_eigenvectors=n_eigenvectors)
+    print("no spectral run in this workspace yet: running the spectral embedding with default settings "
+          "first", flush=True)
+    result = ws.run("spectral", config, progress=progress)
+    print(f"spectral run {result.run_id} done", flush=True)
+    return result.run_id
 
 
 def main(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from napari_cryohet.io.pdb import write_chains_pdb
-    from napari_cryohet.stages.chainfit import (
-        ChainFitConfig,
-        angles_for_residues,
-        parse_residue_ranges,
-        reference_from_dataset,
-        reference_from_pdb,
-        run_chainfit,
-    )
+    from napari_cryohet.stages.chainfit import ChainFitConfig, resolve_reference
 
-    if args.sample:
-        from napari_cryohet.stages.simulate import adk_chain
-
-        dataset = adk_chain(args.n_particles, snr=args.snr, seed=args.seed)
-    else:
-        from napari_cryohet.io.load_particles import load_dataset
-
-        dataset = load_dataset(args.star)
-    if args.reference:
-        reference = reference_from_pdb(args.reference, chain=args.chain)
-    elif args.sample:
-        reference = reference_from_dataset(dataset)
-    else:
-        raise SystemExit("cryohet chainfit: --reference is required with --star")
-    if args.eigenvectors is not None:
-        phi = _eigenvectors(args.eigenvectors)
-    elif args.sample:
-        from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
-
-        phi = run_spectral(dataset, SpectralConfig(n_eigenvectors=max(args.n_eigenvectors, 2)),
-                           workspace=args.workspace).eigenvectors
-    else:
-        raise SystemExit("cryohet chainfit: --eigenvectors is required with --star (run cryohet spectral)")
-    resids = reference.resids
-
-    def angles(text):
-        return tuple(int(j) for j in angles_for_residues(resids, parse_residue_ranges(text)))
-
-    config = ChainFitConfig(
-        n_eigenvectors=args.n_eigenvectors, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, learning_rate=args.lr, lr_schedule=args.lr_schedule,
-        test_fraction=args.test_fraction, sigma_a=args.sigma_a, reference_atom=args.reference_atom,
-        anchor=args.anchor, fit_bond_angles=not args.torsions_only, fixed_angles=angles(args.fixed),
-        rigid_angles=angles(args.rigid), varying_angles=angles(args.varying) if args.varying else None,
-        seed=args.seed, device=args.device, resume=not args.no_resume,
-    )
-
-    def progress(fraction: float, message: str) -> None:
-        if message.startswith("epoch") and "batch" not in message:
-            print(f"[{100 * fraction:5.1f}%] {message}", flush=True)
-
-    result = run_chainfit(dataset, config, eigenvectors=np.asarray(phi), reference=reference,
-                          workspace=args.workspace, progress=progress)
+    try:
+        config = config_from_args(ChainFitConfig, args)
+        if config.reference:  # the same file from any working folder is the same setting
+            config = dataclasses.replace(config, reference=str(Path(config.reference).expanduser().resolve()))
+    except ValueError as err:
+        raise SystemExit(f"cryohet chainfit: error: {err}") from None
+    ws = open_workspace(args)
+    progress = print_progress()
+    ranges = {"rigid_angles": args.rigid, "fixed_angles": args.fixed, "varying_angles": args.varying}
+    if any(ranges.values()):  # residue ranges → angle indices of the reference chain
+        try:
+            reference = resolve_reference(config, ws.dataset)
+            extra = {name: tuple(sorted(set(getattr(config, name) or ()) | set(reference.angles(text))))
+                     for name, text in ranges.items() if text}
+            config = dataclasses.replace(config, **extra)
+        except ValueError as err:
+            raise SystemExit(f"cryohet chainfit: error: {err}") from None
+    inputs = input_ids(args)
+    if "eigenvectors" not in inputs:
+        inputs["eigenvectors"] = _eigenvectors_run(ws, config.n_eigenvectors, progress)
+    result = ws.run("chainfit", config, inputs=inputs, progress=progress)
     last = result.history[-1]
     summary = f"chainfit: {len(result.history) - 1} epochs, test loss {last.get('test_loss', float('nan')):.4g}"
     if "avg_error_a" in last:
         summary += f", avg error {last['avg_error_a']:.2f} Å, max error {last['max_error_a']:.2f} Å"
     print(summary)
-    print(f"results in {args.workspace / 'chainfit'}")
+    print(f"run {result.run_id} (eigenvectors from {inputs['eigenvectors']})")
+    print(f"results in {ws.root / result.run_id}")
     if args.export_pdb is not None:
-        write_chains_pdb(args.export_pdb, result.chains(), resnames=reference.resnames, resids=reference.resids)
+        ref = result.reference
+        write_chains_pdb(args.export_pdb, result.chains(), resnames=ref.resnames, resids=ref.resids)
         print(f"fitted chains: {args.export_pdb} ({len(result.phi)} models)")
     return 0

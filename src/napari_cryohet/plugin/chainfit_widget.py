@@ -1,9 +1,11 @@
 """Chain-fit dock widget: train, watch the curves, browse fitted chains particle by particle.
 
-Thin (STYLE.md): the form builds a :class:`~napari_cryohet.stages.chainfit.ChainFitConfig`,
-:class:`~napari_cryohet.plugin._runner.StageRunner` runs
-:func:`~napari_cryohet.stages.chainfit.run_chainfit` off the GUI thread, and the result
-becomes layers:
+Thin (docs/design.md): the settings form is generated from
+:class:`~napari_cryohet.stages.chainfit.ChainFitConfig` (:class:`ConfigForm`); with a
+workspace folder chosen the fit runs as a workspace run (``ws.run("chainfit", ...)``, kept
+in ``<workspace>/chainfit/NNNN`` and resumed with the same settings), else in memory; either
+way :class:`~napari_cryohet.plugin._runner.StageRunner` runs it off the GUI thread, and the
+result becomes layers (:mod:`napari_cryohet.plugin._chainfit_view`):
 
 * ``"chainfit fit"`` (points) + ``"chainfit fit path"`` (a shapes path) — the fitted Cα
   chain of the current particle, model frame, (z, y, x) in Å;
@@ -13,7 +15,7 @@ becomes layers:
   CTF-filtered projection of the fit (eq. 2.10), side by side next to the chains.
 
 A particle slider swaps the layer data; loss and error curves (eq. 3.6 / 3.7) update live
-during training; "Export PDB" writes every fitted chain as one model of a PDB file.
+during training; "Export fitted chains" writes every fitted chain as one model of a PDB file.
 """
 
 from __future__ import annotations
@@ -23,60 +25,65 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    PushButton,
-    Slider,
-    SpinBox,
-)
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Slider
 
+from napari_cryohet.plugin._chainfit_view import ChainView
+from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
     ChainFitResult,
     ChainReference,
-    angles_for_residues,
-    parse_residue_ranges,
-    predict_images,
     reference_from_dataset,
     reference_from_pdb,
     run_chainfit,
 )
 
-__all__ = ["ChainFitWidget", "LAYER_PREFIX"]
+__all__ = ["ChainFitWidget", "LAYER_PREFIX", "EXPORT_NAME"]
 
 LAYER_PREFIX = "chainfit"
-_COLOURS = {"fit": "orange", "truth": "cyan", "reference": "magenta"}
+#: File name of an export when no path is given (in the workspace folder, else the working folder).
+EXPORT_NAME = "chainfit_fits.pdb"
+#: Config fields the widget sets itself (reference picker, residue ranges).
+FORM_EXCLUDE = ("reference", "reference_chain", "fixed_angles", "rigid_angles", "varying_angles")
+
+
+class _EpochProgress:
+    """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``)."""
+
+    def __init__(self, progress, on_epoch) -> None:
+        self._progress, self.on_epoch = progress, on_epoch
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self._progress(fraction, message)
 
 
 class ChainFitWidget(Container):
-    """Dock widget of the chain-fit stage (seed 000_8d73a95ce4c6e7ab.txt).
+    """Dock widget of the chain-fit stage (Esteve-Yagüe et al. 2022).
 
     Attributes
     ----------
     dataset_picker
         Image layers carrying a dataset (``layer.metadata["cryohet_dataset"]``).
+    workspace
+        :class:`WorkspacePicker`: workspace folder (empty: in memory) and the spectral run
+        whose eigenvectors are used (none: the latest, or one with default settings).
     reference_source, reference_file, reference_chain
         ``"dataset"`` (the dataset's known conformation) or ``"file"`` (PDB/mmCIF).
-    eigen_source, eigen_file
-        ``"spectral result"`` (``dataset.meta["spectral"]``; computed with default
-        settings when absent) or ``"file"`` (``spectral.npz`` / ``.npy``).
-    n_eigenvectors, rigid_ranges, fixed_ranges, varying_ranges, fit_bond_angles
-        Model: ``K`` and residue-range masks (``"10-20,40-52"``).
-    optimizer, learning_rate, epochs, batch_size, anchor
-        Optimiser settings.
+    rigid_ranges, fixed_ranges, varying_ranges
+        Residue-range masks (``"10-20,40-52"``), turned into angle indices.
+    form
+        :class:`ConfigForm` of every other setting (``form.epochs``, ``form.learning_rate``,
+        ``form.lr_schedule``, ``form.device``, ``form.test_fraction`` …).
     run_button, runner
         Start button and the :class:`StageRunner`.
     particle
-        Slider over particles; moves every chain and image layer.
+        Slider over the fitted particles; moves every chain and image layer.
     export_path, export_button
-        Multi-model PDB export of the fitted chains.
+        Multi-model PDB export of the fitted chains (empty path: ``chainfit_fits.pdb`` in
+        the workspace folder, else the working folder).
     dataset, reference, result, history, chains
         State: the dataset, the reference, the latest result, live metrics, fitted chains.
     """
@@ -84,23 +91,20 @@ class ChainFitWidget(Container):
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
         self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
-        self.reference_source = ComboBox(label="reference", value="dataset", choices=["dataset", "file"])
+        self.workspace = WorkspacePicker("chainfit")
+        self.reference_source = ComboBox(label="reference", value="dataset", choices=["dataset", "file"],
+                                         tooltip="the known conformation the fit deforms: the dataset's own "
+                                                 "(simulated data) or a PDB/mmCIF model in the frame of the poses")
         self.reference_file = FileEdit(label="reference file", filter="*.pdb *.cif *.ent *.mmcif *.gz")
         self.reference_chain = LineEdit(label="chain (empty = first)", value="")
-        self.eigen_source = ComboBox(label="eigenvectors", value="spectral result",
-                                     choices=["spectral result", "file"])
-        self.eigen_file = FileEdit(label="eigenvector file", filter="*.npz *.npy")
-        self.n_eigenvectors = SpinBox(label="K eigenvectors", value=10, min=1, max=200)
-        self.rigid_ranges = LineEdit(label="rigid residues", value="")
-        self.fixed_ranges = LineEdit(label="fixed residues", value="")
-        self.varying_ranges = LineEdit(label="only these vary", value="")
-        self.fit_bond_angles = ComboBox(label="angles fitted", value="torsion + bond",
-                                        choices=["torsion + bond", "torsion only"])
-        self.optimizer = ComboBox(label="optimiser", value="adam", choices=["adam", "sgd"])
-        self.learning_rate = FloatSpinBox(label="learning rate", value=0.002, min=1e-6, max=100.0, step=0.001)
-        self.epochs = SpinBox(label="epochs", value=30, min=1, max=100000)
-        self.batch_size = SpinBox(label="batch size", value=100, min=1, max=100000)
-        self.anchor = ComboBox(label="anchor", value="reference", choices=["reference", "truth"])
+        self.rigid_ranges = LineEdit(label="rigid residues", value="",
+                                     tooltip="residue ranges, e.g. 10-20,40-52, whose angles only get the constant "
+                                             "term (helices, strands)")
+        self.fixed_ranges = LineEdit(label="fixed residues", value="",
+                                     tooltip="residue ranges whose angles stay at the reference")
+        self.varying_ranges = LineEdit(label="only these vary", value="",
+                                       tooltip="if given, only the angles of these residue ranges are fitted")
+        self.form = ConfigForm(ChainFitConfig, exclude=FORM_EXCLUDE)
         self.run_button = PushButton(text="Fit chains")
         self.runner = StageRunner()
         self.particle = Slider(label="particle", value=0, min=0, max=0)
@@ -108,21 +112,19 @@ class ChainFitWidget(Container):
         self.export_button = PushButton(text="Export fitted chains")
         self.info = Label(value="")
         super().__init__(widgets=[
-            self.dataset_picker, self.reference_source, self.reference_file, self.reference_chain,
-            self.eigen_source, self.eigen_file, self.n_eigenvectors, self.rigid_ranges, self.fixed_ranges,
-            self.varying_ranges, self.fit_bond_angles, self.optimizer, self.learning_rate, self.epochs,
-            self.batch_size, self.anchor, self.run_button, self.runner, self.particle, self.export_path,
-            self.export_button, self.info,
+            self.dataset_picker, self.workspace, self.reference_source, self.reference_file, self.reference_chain,
+            self.rigid_ranges, self.fixed_ranges, self.varying_ranges, self.form, self.run_button, self.runner,
+            self.particle, self.export_path, self.export_button, self.info,
         ])
-        self.canvas, self.loss_axes, self.error_axes = _make_canvas()
-        self.native.layout().addWidget(self.canvas)
+        self.view = ChainView(napari_viewer, LAYER_PREFIX)
+        self.native.layout().addWidget(self.view.canvas)
         self.dataset: Any = None
         self.reference: ChainReference | None = None
         self.result: ChainFitResult | None = None
         self.chains: np.ndarray | None = None
         self.history: list[dict[str, float]] = []
         self._history_lock = threading.Lock()
-        self._plotted = 0
+        self._rows_in_dataset: np.ndarray | None = None
         self.run_button.changed.connect(self.run)
         self.particle.changed.connect(self.show_particle)
         self.export_button.changed.connect(self.export)
@@ -141,7 +143,7 @@ class ChainFitWidget(Container):
         """Fit ``dataset`` (a :class:`~napari_cryohet.core.particle_dataset.ParticleDataset`)."""
         self.dataset = dataset
         truth = getattr(dataset, "ground_truth", None) or {}
-        self.anchor.choices = ["reference", "truth"] if "coords_a" in truth else ["reference"]
+        self.form.anchor.choices = ["reference", "truth"] if "coords_a" in truth else ["reference"]
         self.info.value = f"{len(dataset)} particles, {dataset.box_size} px"
 
     # ------------------------------------------------------------------ config
@@ -154,43 +156,14 @@ class ChainFitWidget(Container):
 
     def config(self, reference: ChainReference) -> ChainFitConfig:
         """A :class:`ChainFitConfig` from the form; residue ranges become angle indices."""
-        def angles(text: str) -> tuple[int, ...]:
-            return tuple(int(j) for j in angles_for_residues(reference.resids, parse_residue_ranges(text)))
-
+        from_file = self.reference_source.value == "file"
         varying = self.varying_ranges.value.strip()
-        return ChainFitConfig(
-            n_eigenvectors=int(self.n_eigenvectors.value), epochs=int(self.epochs.value),
-            batch_size=int(self.batch_size.value), optimizer=self.optimizer.value,
-            learning_rate=float(self.learning_rate.value), anchor=self.anchor.value,
-            fit_bond_angles=self.fit_bond_angles.value == "torsion + bond",
-            rigid_angles=angles(self.rigid_ranges.value), fixed_angles=angles(self.fixed_ranges.value),
-            varying_angles=angles(varying) if varying else None,
+        return self.form.config(
+            reference=str(Path(self.reference_file.value).resolve()) if from_file else None,
+            reference_chain=(self.reference_chain.value.strip() or None) if from_file else None,
+            rigid_angles=reference.angles(self.rigid_ranges.value), fixed_angles=reference.angles(self.fixed_ranges.value),
+            varying_angles=reference.angles(varying) if varying else None,
         )
-
-    def _eigenvectors_job(self, dataset, k: int):
-        """A callable returning the eigenvectors (run in the worker thread)."""
-        if self.eigen_source.value == "file":
-            path = Path(self.eigen_file.value)
-
-            def from_file(progress, cancel):
-                if path.suffix == ".npy":
-                    return np.load(path, allow_pickle=False)
-                from napari_cryohet.stages.spectral import SpectralResult
-
-                return SpectralResult.load(path).eigenvectors
-
-            return from_file
-
-        def from_spectral(progress, cancel):
-            spectral = (getattr(dataset, "meta", None) or {}).get("spectral")
-            if spectral is not None and spectral.eigenvectors.shape[1] >= k:
-                return spectral.eigenvectors
-            from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
-
-            progress(0.0, "no spectral result: computing the embedding first")
-            return run_spectral(dataset, SpectralConfig(n_eigenvectors=max(k, 2)), cancel=cancel).eigenvectors
-
-        return from_spectral
 
     # ------------------------------------------------------------------ run
     def run(self, *_: Any) -> None:
@@ -201,22 +174,29 @@ class ChainFitWidget(Container):
         try:
             reference = self.load_reference()
             config = self.config(reference)
+            ws = self.workspace.workspace_for(self.dataset)
         except (ValueError, OSError) as err:
             self.info.value = f"error: {err}"
             return
         dataset = self.dataset
-        eigen = self._eigenvectors_job(dataset, config.n_eigenvectors)
+        inputs = self.workspace.input_ids()
         with self._history_lock:
             self.history = []
-        self._plotted = -1
+        self.view.plotted = -1
 
         def on_epoch(record: dict[str, float]) -> None:
             with self._history_lock:
                 self.history.append(record)
 
         def job(progress, cancel):
-            phi = eigen(progress, cancel)
-            return run_chainfit(dataset, config, eigenvectors=phi, reference=reference, progress=progress,
+            if ws is not None:
+                if "eigenvectors" not in inputs:
+                    inputs["eigenvectors"] = _default_spectral_run(ws, dataset, config.n_eigenvectors, progress,
+                                                                   cancel)
+                return ws.run("chainfit", config, inputs=inputs, progress=_EpochProgress(progress, on_epoch),
+                              cancel=cancel, dataset=dataset)
+            eigenvectors = _spectral_in_memory(dataset, config.n_eigenvectors, progress, cancel)
+            return run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference, progress=progress,
                                 cancel=cancel, on_epoch=on_epoch)
 
         self.reference = reference
@@ -228,9 +208,10 @@ class ChainFitWidget(Container):
         self.result = result
         self.reference = result.reference
         self.chains = result.chains()  # (N, m, 3)
+        self._rows_in_dataset = self.view.dataset_rows(result, self.dataset)
         with self._history_lock:
             self.history = list(result.history)
-        self._plotted = -1
+        self.view.plotted = -1
         self._refresh_plots()
         self.particle.max = len(self.chains) - 1
         self.show_particle()
@@ -238,76 +219,41 @@ class ChainFitWidget(Container):
         text = f"test loss {last.get('test_loss', float('nan')):.3g}"
         if "avg_error_a" in last:
             text += f", avg error {last['avg_error_a']:.2f} Å, max {last['max_error_a']:.2f} Å"
+        if result.run_id:
+            text = f"{result.run_id}: {text}"
+            self.workspace.refresh()
         self.info.value = text
-
-    def _set_chain(self, kind: str, coords_xyz: np.ndarray) -> None:
-        """Points + path layers ``chainfit <kind>`` for one chain ``(m, 3)`` (x, y, z) Å."""
-        zyx = np.ascontiguousarray(coords_xyz[:, ::-1], dtype=np.float64)
-        name = f"{LAYER_PREFIX} {kind}"
-        colour = _COLOURS[kind]
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = zyx
-            self.viewer.layers[f"{name} path"].data = [zyx]
-            return
-        self.viewer.add_points(zyx, name=name, size=2.0, face_color=colour, border_width=0)
-        self.viewer.add_shapes([zyx], shape_type="path", name=f"{name} path", edge_color=colour, edge_width=0.6)
-
-    def _set_image(self, kind: str, image: np.ndarray, offset_a: float) -> None:
-        name = f"{LAYER_PREFIX} {kind}"
-        apix = float(self.dataset.apix)
-        d = image.shape[-1]
-        translate = (-(d // 2) * apix, offset_a - (d // 2) * apix)
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = image
-            return
-        self.viewer.add_image(image, name=name, scale=(apix, apix), translate=translate, colormap="gray")
 
     def show_particle(self, *_: Any) -> None:
         """Show particle ``self.particle.value``: fitted / true / reference chains, images."""
         if self.result is None or self.chains is None:
             return
         i = int(self.particle.value)
-        self._set_chain("fit", self.chains[i])
+        self.view.show_chain("fit", self.chains[i])
+        self.view.show_chain("reference", self.result.reference.coords_a)
+        rows = self._rows_in_dataset
+        if rows is None:
+            return
         truth = getattr(self.dataset, "ground_truth", None) or {}
         if "coords_a" in truth and truth["coords_a"].shape[1:] == self.chains.shape[1:]:
-            self._set_chain("truth", np.asarray(truth["coords_a"][i]))
-        self._set_chain("reference", self.result.reference.coords_a)
-        if self.dataset is not None and len(self.dataset) == len(self.chains):
-            field = self.dataset.box_size * float(self.dataset.apix)
-            self._set_image("particle", self.dataset.get_images(i), offset_a=field)
-            self._set_image("projection", predict_images(self.result, self.dataset, [i])[0], offset_a=2 * field)
+            self.view.show_chain("truth", np.asarray(truth["coords_a"][rows[i]]))
+        self.view.show_images(self.result, self.dataset, int(rows[i]))
 
-    # ------------------------------------------------------------------ plots
     def _refresh_plots(self, *_: Any) -> None:
         with self._history_lock:
             history = list(self.history)
-        if len(history) == self._plotted:
-            return
-        self._plotted = len(history)
-        self.loss_axes.clear()
-        self.error_axes.clear()
-        epochs = [h["epoch"] for h in history]
-        train = [(h["epoch"], h["train_loss"]) for h in history if "train_loss" in h]
-        if train:
-            self.loss_axes.plot(*zip(*train, strict=True), "o-", ms=2, label="train")
-        if any("test_loss" in h for h in history):
-            self.loss_axes.plot(epochs, [h.get("test_loss", np.nan) for h in history], "o-", ms=2, label="test")
-        self.loss_axes.set_yscale("log")
-        self.loss_axes.set_xlabel("epoch")
-        self.loss_axes.set_title("loss (eq. 2.11 / pixel)", fontsize=8)
-        self.loss_axes.legend(fontsize=7)
-        if any("avg_error_a" in h for h in history):
-            self.error_axes.plot(epochs, [h.get("avg_error_a", np.nan) for h in history], "o-", ms=2,
-                                 label="avg (3.7)")
-            self.error_axes.plot(epochs, [h.get("max_error_a", np.nan) for h in history], "o-", ms=2,
-                                 label="max (3.6)")
-            self.error_axes.legend(fontsize=7)
-        self.error_axes.set_xlabel("epoch")
-        self.error_axes.set_title("error vs truth (Å)", fontsize=8)
-        self.canvas.figure.tight_layout()
-        self.canvas.draw_idle()
+        self.view.plot_history(history)
 
     # ------------------------------------------------------------------ export
+    def export_target(self) -> Path:
+        """Where :meth:`export` writes: the form's path, or ``chainfit_fits.pdb`` in the workspace / working folder."""
+        text = str(self.export_path.value or "").strip()
+        path = Path(text) if text not in ("", ".") else None
+        if path is None or path.is_dir():
+            base = path if path is not None else (self.workspace.path or Path.cwd())
+            return base / EXPORT_NAME
+        return path if path.suffix.lower() == ".pdb" else path.with_suffix(".pdb")
+
     def export(self, *_: Any) -> Path | None:
         """Write every fitted chain as one model of a PDB file (path from the form)."""
         from napari_cryohet.io.pdb import write_chains_pdb
@@ -315,21 +261,56 @@ class ChainFitWidget(Container):
         if self.result is None or self.chains is None:
             self.info.value = "nothing to export: fit first"
             return None
-        path = Path(self.export_path.value)
-        if path.suffix.lower() != ".pdb":
-            path = path.with_suffix(".pdb")
+        path = self.export_target()
         ref = self.result.reference
-        write_chains_pdb(path, self.chains, resnames=ref.resnames, resids=ref.resids)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_chains_pdb(path, self.chains, resnames=ref.resnames, resids=ref.resids)
+        except (OSError, ValueError) as err:
+            self.info.value = f"export failed: {err}"
+            return None
         self.info.value = f"wrote {len(self.chains)} models to {path}"
         return path
 
+    # ------------------------------------------------------------------ compatibility for scripts
+    @property
+    def loss_axes(self):
+        return self.view.loss_axes
 
-def _make_canvas():
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
+    @property
+    def error_axes(self):
+        return self.view.error_axes
 
-    fig = Figure(figsize=(3.4, 2.2), dpi=90)
-    canvas = FigureCanvasQTAgg(fig)
-    canvas.setMinimumHeight(160)
-    loss, error = fig.subplots(1, 2)
-    return canvas, loss, error
+    @property
+    def canvas(self):
+        return self.view.canvas
+
+
+def _spectral_config(n_eigenvectors: int):
+    from napari_cryohet.stages.workspace import stage_spec
+
+    config_cls = stage_spec("spectral").config
+    config = config_cls()
+    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
+        config = config_cls(n_eigenvectors=n_eigenvectors)
+    return config
+
+
+def _default_spectral_run(ws, dataset, n_eigenvectors: int, progress, cancel) -> str:
+    """The latest finished spectral run of ``ws``, else a new one with default settings (worker thread)."""
+    done = [m for m in ws.runs("spectral") if m.get("status") == "done"]
+    if done:
+        return done[-1]["run_id"]
+    progress(0.0, "no spectral run in this workspace: computing the embedding with default settings first")
+    return ws.run("spectral", _spectral_config(n_eigenvectors), progress=progress, cancel=cancel,
+                  dataset=dataset).run_id
+
+
+def _spectral_in_memory(dataset, n_eigenvectors: int, progress, cancel):
+    """Eigenvectors of ``dataset`` from a spectral embedding with default settings (worker thread)."""
+    from napari_cryohet.stages.workspace import stage_spec
+
+    progress(0.0, "computing the spectral embedding with default settings first")
+    result = stage_spec("spectral").run(dataset, _spectral_config(n_eigenvectors), inputs={}, progress=progress,
+                                        cancel=cancel, run_dir=None)
+    return result.embedding()

@@ -1,0 +1,106 @@
+"""The chain model of Esteve-Yagüe et al. 2022: angles expanded on eigenvectors (eq. 2.6).
+
+Every particle ``i`` gets ``Θ_i = Θ₀ + A Φ_i`` and ``Ψ_i = Ψ₀ + B Φ_i`` (:class:`SpectralAngles`),
+with ``Φ_i`` its row of the ``K`` Laplacian eigenvectors scaled to unit root-mean-square per
+column (``√N φ``, :func:`scaled_eigenvectors`, so that ``A`` and ``B`` are in radians), and
+its chain ``Z(Θ_i, Ψ_i, ẑ_i, F̂_i)`` is rebuilt from discrete Frenet frames (eq. 2.1 / 2.8,
+:func:`build_chains`). Masks (Remark 2.3, §3.1.1) keep *fixed* angles at the reference,
+give *rigid* angles only the constant term ``k = 0``, or fit only the *varying* ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_cryohet.core.frenet import bond_lengths, build_chain
+from napari_cryohet.core.frenet_2d import build_chain_2d
+from napari_cryohet.stages.chainfit.config import ChainFitConfig
+from napari_cryohet.stages.chainfit.reference import default_reference_atom
+
+__all__ = ["SpectralAngles", "build_chains", "coefficient_mask", "scaled_eigenvectors", "chain_errors",
+           "reference_bond_lengths", "reference_index"]
+
+
+def build_chains(theta: torch.Tensor, psi: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor, j0: int,
+                 delta: torch.Tensor, planar: bool) -> torch.Tensor:
+    """Chains ``(B, m, d)`` from angles, the anchor position/frame at atom ``j0`` and bond lengths."""
+    if planar:
+        return build_chain_2d(theta, ref_index=j0, ref_position=positions, ref_frame=frames, bond_lengths_a=delta)
+    return build_chain(theta, psi, ref_index=j0, ref_position=positions, ref_frame=frames, bond_lengths_a=delta)
+
+
+class SpectralAngles(torch.nn.Module):
+    """``Θ = Θ₀ + (A ⊙ mask) Φ``, ``Ψ = Ψ₀ + (B ⊙ mask) Φ`` (eq. 2.6), A = B = 0 at start (Remark 2.5)."""
+
+    def __init__(self, theta0: torch.Tensor, psi0: torch.Tensor, mask: torch.Tensor, fit_psi: bool):
+        super().__init__()
+        self.register_buffer("theta0", theta0)
+        self.register_buffer("psi0", psi0)
+        self.register_buffer("mask", mask)
+        self.coeff_theta = torch.nn.Parameter(torch.zeros_like(mask))
+        self.coeff_psi = torch.nn.Parameter(torch.zeros_like(mask), requires_grad=fit_psi)
+
+    def forward(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        theta = self.theta0 + phi @ (self.coeff_theta * self.mask).T  # (B, m-2)
+        psi = self.psi0 + phi @ (self.coeff_psi * self.mask).T
+        return theta, psi
+
+
+def coefficient_mask(n_angles: int, k: int, config: ChainFitConfig) -> np.ndarray:
+    """``(m-2, K)`` float32: 1 where a coefficient is fitted (fixed / rigid / varying angles)."""
+    mask = np.ones((n_angles, k), dtype=np.float32)
+    for name, indices in (("fixed_angles", config.fixed_angles), ("rigid_angles", config.rigid_angles),
+                          ("varying_angles", config.varying_angles or ())):
+        bad = [j for j in indices if not 0 <= j < n_angles]
+        if bad:
+            raise ValueError(f"{name}: angle indices {bad[:5]} outside [0, {n_angles - 1}]")
+    if config.varying_angles is not None:
+        keep = np.zeros(n_angles, dtype=bool)
+        keep[list(config.varying_angles)] = True
+        mask[~keep] = 0.0
+    mask[list(config.rigid_angles), 1:] = 0.0
+    mask[list(config.fixed_angles)] = 0.0
+    return mask
+
+
+def scaled_eigenvectors(eigenvectors: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The first ``k`` columns of ``(n, K')`` eigenvectors, scaled to unit RMS: float32 ``(n, k)``."""
+    phi = np.asarray(eigenvectors, dtype=np.float64)
+    if phi.ndim != 2 or phi.shape[0] != n:
+        raise ValueError(f"eigenvectors: expected ({n}, K) for {n} particles, got {phi.shape}")
+    if phi.shape[1] < k:
+        raise ValueError(f"eigenvectors: {phi.shape[1]} columns, n_eigenvectors asks for {k}")
+    if not np.isfinite(phi).all():
+        raise ValueError("eigenvectors: contain NaN or infinite values")
+    phi = phi[:, :k]
+    rms = np.sqrt(np.mean(phi**2, axis=0))
+    rms[rms == 0] = 1.0
+    return (phi / rms).astype(np.float32)
+
+
+def chain_errors(predicted: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """Average error (eq. 3.7) and mean-over-images max error (eq. 3.6), Å.
+
+    ``predicted``, ``truth``: ``(n, m, d)`` chains in the same frame.
+    """
+    p = torch.as_tensor(predicted, dtype=torch.float64)
+    t = torch.as_tensor(truth, dtype=torch.float64)
+    dist = torch.linalg.vector_norm(p - t, dim=-1)  # (n, m)
+    return float(dist.mean()), float(dist.max(dim=-1).values.mean())
+
+
+def reference_bond_lengths(reference: torch.Tensor, config: ChainFitConfig) -> torch.Tensor:
+    """δ: the given ``bond_length_a``, the mean reference bond, or every reference bond."""
+    if config.bond_length_a is not None:
+        return torch.tensor(float(config.bond_length_a), dtype=torch.float64)
+    lengths = bond_lengths(reference)
+    return lengths.mean() if config.bond_length_mode == "mean" else lengths
+
+
+def reference_index(config: ChainFitConfig, coords: np.ndarray) -> int:
+    """``j0``: the configured reference atom, or the atom nearest the centroid; checked."""
+    j0 = default_reference_atom(coords) if config.reference_atom is None else int(config.reference_atom)
+    if not 0 <= j0 <= len(coords) - 2:
+        raise ValueError(f"reference_atom must lie in [0, {len(coords) - 2}], got {j0}")
+    return j0

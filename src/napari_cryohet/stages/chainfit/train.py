@@ -1,0 +1,194 @@
+"""The training loop shared by the 3D and the planar chain fit (Esteve-Yagüe et al. 2022, §2.3).
+
+Minibatch Adam or SGD on the misfit of eq. 2.11 (per pixel), from ``A = B = 0``, with a
+held-out test set scored every epoch (test loss; average and maximum error, eq. 3.7 / 3.6,
+when the true chains are known). Runs with a run directory save a checkpoint through the
+shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer` and resume from it; a
+checkpoint of other settings, other particles, other eigenvectors or another reference is
+refused (:class:`~napari_cryohet.stages.checkpoint.CheckpointMismatchError`), never reused
+or overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_cryohet.stages._common import (
+    CancelToken,
+    ProgressCallback,
+    check_cancel,
+    report,
+    set_scheduled_lr,
+)
+from napari_cryohet.stages.chainfit.config import ChainFitConfig
+from napari_cryohet.stages.chainfit.model import SpectralAngles, build_chains, chain_errors
+from napari_cryohet.stages.chainfit.reference import ChainReference
+from napari_cryohet.stages.chainfit.result import ChainFitResult
+from napari_cryohet.stages.checkpoint import Checkpointer, CheckpointMismatchError
+
+__all__ = ["Problem", "EpochCallback", "train", "make_result", "split", "data_hash"]
+
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class Problem:
+    """What the loop needs: data access and a forward model of a batch."""
+
+    n: int
+    planar: bool
+    phi: torch.Tensor  # (N, K)
+    anchor_positions: torch.Tensor  # (N, d)
+    anchor_frames: torch.Tensor  # (N, d, d)
+    ref_index: int
+    delta: torch.Tensor  # (m-1,) or ()
+    misfit: Callable[[torch.Tensor, np.ndarray, bool], torch.Tensor]  # (coords, idx, clean) → mean sq.
+    truth_coords: np.ndarray | None  # (N, m, d) model frame
+    particle_indices: np.ndarray  # (N,) root particle indices
+    data_hash: str = ""  # eigenvectors, reference and anchors: what a checkpoint must match
+
+
+def data_hash(*arrays: Any) -> str:
+    """16-hex-digit hash of arrays (the eigenvectors and the reference a checkpoint belongs to)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) row positions: ``round(test_fraction · n)`` test rows, at least one of each."""
+    order = np.random.default_rng([int(seed), 500]).permutation(n)
+    n_test = int(round(test_fraction * n))
+    if test_fraction > 0 and n > 1:
+        n_test = min(max(n_test, 1), n - 1)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, run_dir: str | Path | None,
+          progress: ProgressCallback | None, cancel: CancelToken | None, on_epoch: EpochCallback | None,
+          eval_batch: int = 500) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
+    """Fit ``model`` to ``problem``; returns ``(history, train rows, test rows)``.
+
+    With ``run_dir``, a checkpoint there is resumed (strictly: see the module docstring) and
+    a new one written every ``config.checkpoint_every`` epochs and after the last.
+    """
+    train_idx, test_idx = split(problem.n, config.test_fraction, config.seed)
+    if len(train_idx) == 0:
+        raise ValueError("no training particles (dataset too small for test_fraction)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    else:
+        opt = torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum)
+
+    def chains(idx: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(idx)
+        theta, psi = model(problem.phi[t])
+        return build_chains(theta, psi, problem.anchor_positions[t], problem.anchor_frames[t], problem.ref_index,
+                            problem.delta, problem.planar)
+
+    def evaluate() -> dict[str, float]:
+        record: dict[str, float] = {}
+        if len(test_idx) == 0:
+            return record
+        total, preds = 0.0, []
+        with torch.no_grad():
+            for s in range(0, len(test_idx), eval_batch):
+                idx = test_idx[s:s + eval_batch]
+                coords = chains(idx)
+                total += float(problem.misfit(coords, idx, True)) * len(idx)
+                preds.append(coords.double())
+        record["test_loss"] = total / len(test_idx)
+        if problem.truth_coords is not None:
+            avg, mx = chain_errors(torch.cat(preds), problem.truth_coords[test_idx])
+            record["avg_error_a"], record["max_error_a"] = avg, mx
+        return record
+
+    checkpointer = None
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    if run_dir is not None:
+        checkpointer = Checkpointer(run_dir, config=config, n_particles=problem.n,
+                                    particle_indices=problem.particle_indices)
+        state = checkpointer.load(progress=progress)
+        if state is not None:
+            if state.get("data_hash") != problem.data_hash:
+                raise CheckpointMismatchError(
+                    checkpointer.path, f"checkpoint of run {checkpointer.run_id} was written for other "
+                    "eigenvectors or another reference chain. Start a new run or delete the checkpoint to "
+                    "start over", field="checkpoint")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            history = [dict(h) for h in state["history"]]
+            start_epoch = int(state["epoch"]) + 1
+    if not history:
+        record = {"epoch": 0, **evaluate(), "seconds": 0.0}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+    n_batches = math.ceil(len(train_idx) / config.batch_size)
+    total_steps = max(config.epochs * n_batches, 1)
+    for epoch in range(start_epoch, config.epochs + 1):
+        tic = time.perf_counter()
+        order = train_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(train_idx))]
+        total, seen = 0.0, 0
+        for b in range(n_batches):
+            check_cancel(cancel)
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            set_scheduled_lr(opt, [config.learning_rate] * len(opt.param_groups), config.lr_schedule,
+                             (epoch - 1) * n_batches + b, total_steps)
+            loss = problem.misfit(chains(idx), idx, False)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            report(progress, ((epoch - 1) + (b + 1) / n_batches) / max(config.epochs, 1),
+                   f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}")
+        seconds = time.perf_counter() - tic
+        record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(dict(record))
+        msg = f"epoch {epoch}/{config.epochs}  train {record['train_loss']:.4g}"
+        if "avg_error_a" in record:
+            msg += f"  avg err {record['avg_error_a']:.2f} Å  max err {record['max_error_a']:.2f} Å"
+        report(progress, epoch / max(config.epochs, 1), msg)
+        if checkpointer is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
+            checkpointer.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "history": history, "data_hash": problem.data_hash})
+    return history, train_idx, test_idx
+
+
+def make_result(problem: Problem, model: SpectralAngles, reference: ChainReference, config: ChainFitConfig,
+                history: list[dict[str, float]], train_idx: np.ndarray, test_idx: np.ndarray) -> ChainFitResult:
+    """The :class:`ChainFitResult` of a trained model (arrays on the CPU)."""
+    def np32(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np.float32)
+
+    def np64(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np.float64)
+
+    delta = np64(problem.delta)
+    m = reference.n_atoms
+    return ChainFitResult(
+        coeff_theta=np32(model.coeff_theta * model.mask), coeff_psi=np32(model.coeff_psi * model.mask),
+        theta0=np64(model.theta0), psi0=np64(model.psi0), phi=np32(problem.phi),
+        anchor_positions=np64(problem.anchor_positions), anchor_frames=np64(problem.anchor_frames),
+        reference=reference, ref_index=problem.ref_index,
+        bond_lengths_a=np.broadcast_to(delta, (m - 1,)).copy(), coeff_mask=np32(model.mask),
+        history=history, train_indices=train_idx, test_indices=test_idx, config=config.to_dict(),
+        particle_indices=problem.particle_indices,
+    )

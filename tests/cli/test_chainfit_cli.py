@@ -1,0 +1,60 @@
+"""``cryohet chainfit``: workspace runs, eigenvectors by run id, residue ranges, PDB export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gemmi
+import pytest
+import torch
+
+from napari_cryohet.cli import main
+from napari_cryohet.stages.chainfit import angles_for_residues, reference_from_dataset
+from napari_cryohet.stages.workspace import Workspace
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
+QUICK = ["-K", "3", "--epochs", "1", "--fit-box-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_chainfit_runs_spectral_first_then_reuses_it(tmp_path, capsys):
+    ws_dir = tmp_path / "ws"
+    pdb = tmp_path / "fits.pdb"
+    assert main(["chainfit", "--workspace", str(ws_dir), "--star", str(SAMPLE), *QUICK, "--rigid", "10-20",
+                 "--export-pdb", str(pdb)]) == 0
+    out = capsys.readouterr().out
+    assert "no spectral run in this workspace yet: running the spectral embedding with default settings" in out
+    assert "run chainfit/0001 (eigenvectors from spectral/0001)" in out
+    assert f"results in {ws_dir / 'chainfit' / '0001'}" in out
+    ws = Workspace.open(ws_dir)
+    manifest = ws.manifest("chainfit/0001")
+    assert manifest["status"] == "done" and manifest["inputs"] == {"eigenvectors": "spectral/0001"}
+    ref = reference_from_dataset(ws.dataset)
+    assert tuple(manifest["config"]["rigid_angles"]) == tuple(angles_for_residues(ref.resids, [(10, 20)]))
+    assert manifest["config"]["n_eigenvectors"] == 3
+    assert len(gemmi.read_structure(str(pdb))) == 200
+
+    # named eigenvectors and other settings: a new run; no name: the latest spectral run, said so
+    assert main(["chainfit", "--workspace", str(ws_dir), "--eigenvectors", "spectral/0001", *QUICK,
+                 "--lr", "0.5", "--anchor", "truth"]) == 0
+    out = capsys.readouterr().out
+    assert "run chainfit/0002" in out and "no spectral run" not in out
+    assert ws.manifest("chainfit/0002")["config"]["learning_rate"] == 0.5
+    assert main(["chainfit", "--workspace", str(ws_dir), *QUICK, "--rigid", "10-20"]) == 0
+    out = capsys.readouterr().out
+    assert "using the eigenvectors of spectral/0001, the latest finished spectral run" in out
+    assert "already done with these settings" in out and "run chainfit/0001" in out
+
+
+def test_chainfit_bad_settings_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="ChainFitConfig.learning_rate: expected a positive number"):
+        main(["chainfit", "--workspace", str(tmp_path / "ws"), "--star", str(SAMPLE), "--learning-rate", "0"])
+    with pytest.raises(SystemExit, match="residue range"):
+        main(["chainfit", "--workspace", str(tmp_path / "ws"), "--star", str(SAMPLE), "--rigid", "20-10"])
