@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gemmi
 import numpy as np
 import pytest
 import torch
 
+from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.plugin._reader import DATASET_KEY
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
 from napari_cryohet.stages.simulate import adk_chain
+from napari_cryohet.stages.workspace import Workspace
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +73,50 @@ def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):
     assert len(st) == 60
     ca = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in st[7]["A"] for a in r])
     np.testing.assert_allclose(ca, widget.chains[7], atol=1e-3)
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
+
+
+def test_widget_runs_in_a_workspace_on_the_bundled_sample(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The form comes from ChainFitConfig; with a workspace folder the fit is a workspace run
+    (a default spectral run made first), and exporting with the default path works."""
+    viewer = make_napari_viewer()
+    ds = load_dataset(SAMPLE)
+    viewer.add_image(ds.get_images(np.arange(len(ds))), name="adk sample", metadata={DATASET_KEY: ds})
+    widget = ChainFitWidget(viewer)
+    assert widget.dataset is ds
+    for name in ("lr_schedule", "device", "test_fraction", "fit_box_size", "checkpoint_every"):
+        assert name in widget.form.inputs  # settings the old hand-made form lacked
+    assert "rigid_angles" not in widget.form.inputs  # set from the residue ranges
+    assert widget.form.learning_rate.tooltip and "rad per step" in widget.form.learning_rate.label
+    ws_dir = tmp_path / "ws"
+    widget.workspace.folder.value = str(ws_dir)
+    widget.form.epochs.value = 1
+    widget.form.n_eigenvectors.value = 3
+    widget.form.fit_box_size.value = "16"
+    widget.rigid_ranges.value = "10-20"
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    result = widget.result
+    assert result.run_id == "chainfit/0001"
+    ws = Workspace.open(ws_dir)
+    assert ws.manifest("chainfit/0001")["inputs"] == {"eigenvectors": "spectral/0001"}
+    assert ws.manifest("chainfit/0001")["config"]["rigid_angles"][0] == 8
+    assert widget.workspace.inputs["eigenvectors"].value == "spectral/0001"  # refreshed after the run
+    assert "chainfit/0001" in widget.info.value
+    assert [h["epoch"] for h in widget.history] == [0, 1]
+    assert viewer.layers["chainfit particle"].data.shape == (64, 64)
+    np.testing.assert_allclose(viewer.layers["chainfit truth"].data[:, ::-1], ds.ground_truth["coords_a"][0],
+                               atol=1e-4)
+
+    # export with the default (empty) path: <workspace>/chainfit_fits.pdb, then <cwd>/chainfit_fits.pdb
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = widget.export()
+    assert path == ws_dir / "chainfit_fits.pdb" and len(gemmi.read_structure(str(path))) == 200
+    widget.workspace.folder.value = ""
+    assert widget.export() == Path.cwd() / "chainfit_fits.pdb"
+    assert (elsewhere / "chainfit_fits.pdb").is_file()
