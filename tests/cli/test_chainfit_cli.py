@@ -10,6 +10,7 @@ import torch
 
 from napari_cryohet.cli import main
 from napari_cryohet.stages.chainfit import angles_for_residues, reference_from_dataset
+from napari_cryohet.stages.protocol import write_json
 from napari_cryohet.stages.workspace import Workspace
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
@@ -51,6 +52,11 @@ def test_chainfit_runs_spectral_first_then_reuses_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "using the eigenvectors of spectral/0001, the latest finished spectral run" in out
     assert "already done with these settings" in out and "run chainfit/0001" in out
+    # an interrupted run (here: marked so) is resumed from its checkpoint, and the CLI says so
+    write_json(ws_dir / "chainfit" / "0002" / "manifest.json", {**ws.manifest("chainfit/0002"), "status": "failed"})
+    assert main(["chainfit", "--workspace", str(ws_dir), "--eigenvectors", "spectral/0001", *QUICK,
+                 "--lr", "0.5", "--anchor", "truth"]) == 0
+    assert "resumed from epoch 1 of run chainfit/0002" in capsys.readouterr().out
 
 
 def test_chainfit_bad_settings_are_named(tmp_path, capsys):

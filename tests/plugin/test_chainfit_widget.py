@@ -12,6 +12,7 @@ import torch
 from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.plugin._reader import DATASET_KEY
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
+from napari_cryohet.stages.protocol import write_json
 from napari_cryohet.stages.simulate import adk_chain
 from napari_cryohet.stages.workspace import Workspace
 
@@ -110,6 +111,17 @@ def test_widget_runs_in_a_workspace_on_the_bundled_sample(make_napari_viewer, qt
     assert viewer.layers["chainfit particle"].data.shape == (64, 64)
     np.testing.assert_allclose(viewer.layers["chainfit truth"].data[:, ::-1], ds.ground_truth["coords_a"][0],
                                atol=1e-4)
+
+    # an interrupted run of the same settings is resumed, and the widget says so
+    manifest = ws.manifest("chainfit/0001")
+    write_json(ws_dir / "chainfit" / "0001" / "manifest.json", {**manifest, "status": "cancelled"})
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert "resumed from epoch 1 of run chainfit/0001" in widget.info.value
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert "already done with these settings" in widget.info.value
 
     # export with the default (empty) path: <workspace>/chainfit_fits.pdb, then <cwd>/chainfit_fits.pdb
     elsewhere = tmp_path / "elsewhere"

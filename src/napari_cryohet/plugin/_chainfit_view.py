@@ -94,7 +94,8 @@ class ChainView:
         self.loss_axes.set_yscale("log")
         self.loss_axes.set_xlabel("epoch")
         self.loss_axes.set_title("loss (eq. 2.11 / pixel)", fontsize=8)
-        self.loss_axes.legend(fontsize=7)
+        if self.loss_axes.lines:  # none yet at the start of a run
+            self.loss_axes.legend(fontsize=7)
         if any("avg_error_a" in h for h in history):
             self.error_axes.plot(epochs, [h.get("avg_error_a", np.nan) for h in history], "o-", ms=2,
                                  label="avg (3.7)")

@@ -51,12 +51,16 @@ FORM_EXCLUDE = ("reference", "reference_chain", "fixed_angles", "rigid_angles", 
 
 
 class _EpochProgress:
-    """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``)."""
+    """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``)
+    and keeps what the workspace said about the run (resumed, or already done)."""
 
     def __init__(self, progress, on_epoch) -> None:
         self._progress, self.on_epoch = progress, on_epoch
+        self.note = ""
 
     def __call__(self, fraction: float, message: str = "") -> None:
+        if message.startswith("resumed from epoch") or "already done" in message:
+            self.note = message
         self._progress(fraction, message)
 
 
@@ -125,6 +129,7 @@ class ChainFitWidget(Container):
         self.history: list[dict[str, float]] = []
         self._history_lock = threading.Lock()
         self._rows_in_dataset: np.ndarray | None = None
+        self._run_note = ""
         self.run_button.changed.connect(self.run)
         self.particle.changed.connect(self.show_particle)
         self.export_button.changed.connect(self.export)
@@ -193,13 +198,16 @@ class ChainFitWidget(Container):
                 if "eigenvectors" not in inputs:
                     inputs["eigenvectors"] = _default_spectral_run(ws, dataset, config.n_eigenvectors, progress,
                                                                    cancel)
-                return ws.run("chainfit", config, inputs=inputs, progress=_EpochProgress(progress, on_epoch),
-                              cancel=cancel, dataset=dataset)
+                tracked = _EpochProgress(progress, on_epoch)
+                result = ws.run("chainfit", config, inputs=inputs, progress=tracked, cancel=cancel, dataset=dataset)
+                self._run_note = tracked.note
+                return result
             eigenvectors = _spectral_in_memory(dataset, config.n_eigenvectors, progress, cancel)
             return run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference, progress=progress,
                                 cancel=cancel, on_epoch=on_epoch)
 
         self.reference = reference
+        self._run_note = ""
         self.runner.start(job, self.show_result)
 
     # ------------------------------------------------------------------ result
@@ -221,6 +229,8 @@ class ChainFitWidget(Container):
             text += f", avg error {last['avg_error_a']:.2f} Å, max {last['max_error_a']:.2f} Å"
         if result.run_id:
             text = f"{result.run_id}: {text}"
+            if self._run_note:  # "resumed from epoch N of run chainfit/0003", or already done
+                text += f" ({self._run_note.removeprefix(f'{result.run_id}: ')})"
             self.workspace.refresh()
         self.info.value = text
 
