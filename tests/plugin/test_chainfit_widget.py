@@ -66,7 +66,7 @@ def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):
     # the reference stays put
     np.testing.assert_allclose(viewer.layers["chainfit reference"].data[:, ::-1],
                                ds.ground_truth["global/reference_coords_a"], atol=1e-4)
-    assert widget.view.plotted == 3 and len(widget.loss_axes.lines) == 2
+    assert widget.view.plotted == 3 and len(widget.view.loss_axes.lines) == 2
 
     widget.export_path.value = str(tmp_path / "fits.pdb")
     path = widget.export()

@@ -58,23 +58,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def _eigenvectors_run(ws, n_eigenvectors: int, progress) -> str:
     """The spectral run to use when none is named: the latest finished, else a new default one."""
-    from napari_cryohet.stages.workspace import stage_spec
+    from napari_cryohet.stages.chainfit.stage import default_spectral_config
+    from napari_cryohet.stages.workspace import RunNotFoundError
 
-    done = [m for m in ws.runs("spectral") if m.get("status") == "done"]
-    if done:
-        run_id = done[-1]["run_id"]
-        print(f"using the eigenvectors of {run_id}, the latest finished spectral run of this workspace "
-              "(pick another with --eigenvectors)", flush=True)
+    try:
+        run_id = ws.resolve("spectral")
+    except RunNotFoundError:
+        print("no spectral run in this workspace yet: running the spectral embedding with default settings "
+              "first", flush=True)
+        run_id = ws.run("spectral", default_spectral_config(n_eigenvectors), progress=progress).run_id
+        print(f"spectral run {run_id} done", flush=True)
         return run_id
-    config_cls = stage_spec("spectral").config
-    config = config_cls()
-    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
-        config = config_cls(n_eigenvectors=n_eigenvectors)
-    print("no spectral run in this workspace yet: running the spectral embedding with default settings "
-          "first", flush=True)
-    result = ws.run("spectral", config, progress=progress)
-    print(f"spectral run {result.run_id} done", flush=True)
-    return result.run_id
+    print(f"using the eigenvectors of {run_id}, the latest finished spectral run of this workspace "
+          "(pick another with --eigenvectors)", flush=True)
+    return run_id
 
 
 def main(args: argparse.Namespace) -> int:

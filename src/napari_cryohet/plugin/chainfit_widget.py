@@ -40,6 +40,8 @@ from napari_cryohet.stages.chainfit import (
     reference_from_pdb,
     run_chainfit,
 )
+from napari_cryohet.stages.chainfit.stage import default_spectral_config
+from napari_cryohet.stages.workspace import RunNotFoundError
 
 __all__ = ["ChainFitWidget", "LAYER_PREFIX", "EXPORT_NAME"]
 
@@ -282,37 +284,15 @@ class ChainFitWidget(Container):
         self.info.value = f"wrote {len(self.chains)} models to {path}"
         return path
 
-    # ------------------------------------------------------------------ compatibility for scripts
-    @property
-    def loss_axes(self):
-        return self.view.loss_axes
-
-    @property
-    def error_axes(self):
-        return self.view.error_axes
-
-    @property
-    def canvas(self):
-        return self.view.canvas
-
-
-def _spectral_config(n_eigenvectors: int):
-    from napari_cryohet.stages.workspace import stage_spec
-
-    config_cls = stage_spec("spectral").config
-    config = config_cls()
-    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
-        config = config_cls(n_eigenvectors=n_eigenvectors)
-    return config
-
 
 def _default_spectral_run(ws, dataset, n_eigenvectors: int, progress, cancel) -> str:
     """The latest finished spectral run of ``ws``, else a new one with default settings (worker thread)."""
-    done = [m for m in ws.runs("spectral") if m.get("status") == "done"]
-    if done:
-        return done[-1]["run_id"]
+    try:
+        return ws.resolve("spectral")
+    except RunNotFoundError:
+        pass
     progress(0.0, "no spectral run in this workspace: computing the embedding with default settings first")
-    return ws.run("spectral", _spectral_config(n_eigenvectors), progress=progress, cancel=cancel,
+    return ws.run("spectral", default_spectral_config(n_eigenvectors), progress=progress, cancel=cancel,
                   dataset=dataset).run_id
 
 
@@ -321,6 +301,6 @@ def _spectral_in_memory(dataset, n_eigenvectors: int, progress, cancel):
     from napari_cryohet.stages.workspace import stage_spec
 
     progress(0.0, "computing the spectral embedding with default settings first")
-    result = stage_spec("spectral").run(dataset, _spectral_config(n_eigenvectors), inputs={}, progress=progress,
-                                        cancel=cancel, run_dir=None)
+    result = stage_spec("spectral").run(dataset, default_spectral_config(n_eigenvectors), inputs={},
+                                        progress=progress, cancel=cancel, run_dir=None)
     return result.embedding()

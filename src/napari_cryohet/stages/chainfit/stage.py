@@ -17,7 +17,7 @@ from napari_cryohet.stages.chainfit.fit import run_chainfit
 from napari_cryohet.stages.chainfit.result import ChainFitResult
 from napari_cryohet.stages.workspace import InputSpec, StageSpec
 
-__all__ = ["run", "STAGE"]
+__all__ = ["run", "STAGE", "default_spectral_config"]
 
 
 def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None = None,
@@ -31,10 +31,26 @@ def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None =
                         progress=progress, cancel=cancel)
 
 
+def default_spectral_config(n_eigenvectors: int) -> Any:
+    """Spectral settings for a chain fit that names no spectral run: the defaults, with at
+    least ``n_eigenvectors`` eigenvectors (what the CLI and the widget run first)."""
+    from napari_cryohet.stages.workspace import stage_spec
+
+    config_cls = stage_spec("spectral").config
+    config = config_cls()
+    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
+        config = config_cls(n_eigenvectors=n_eigenvectors)
+    return config
+
+
 def _estimate_bytes(dataset: Any, config: ChainFitConfig) -> int:
-    """Result + checkpoint: per-particle eigenvector rows and anchors, coefficients (generous)."""
-    n = len(dataset)
-    return int(n * (4 * config.n_eigenvectors + 8 * 12) + 4 * 2000 * config.n_eigenvectors * 8 + (1 << 20))
+    """Result + checkpoint, generously: per particle its eigenvector row (float32) and anchor
+    position and frame (float64); A, B and the optimiser's two moments for up to 2000 angles,
+    in the result and the checkpoint; 1 MB of metadata."""
+    k = int(config.n_eigenvectors)
+    per_particle = 4 * k + 8 * 12
+    coefficients = 2 * 4 * (2 * 2000 * k) * 2
+    return int(len(dataset) * per_particle + coefficients + 2**20)
 
 
 STAGE = StageSpec(
