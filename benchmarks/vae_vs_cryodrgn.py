@@ -5,7 +5,8 @@ defocus 0.2–2 µm (seed 004 §5.1 style), ≥ 10 000 particles; written once a
 cryoDRGN pose/CTF pickles. Each tool trains for the same number of epochs (zdim 8) in a
 subprocess of its own, so its peak memory is its own:
 
-- ``ours``: :func:`napari_cryohet.stages.vae.train_vae` (K = 16);
+- ``ours``: :func:`napari_cryohet.stages.vae.train_vae` (K = 16; checkpoint, per-epoch latents and
+  the result written to a run directory, as in a workspace run);
 - ``cryodrgn_small``: ``cryodrgn train_vae --enc-dim 256 --enc-layers 3 --dec-dim 256
   --dec-layers 3`` (the paper's "small"), from ``.venv-cryodrgn`` (``make cryodrgn-venv``);
 - ``cryodrgn_default``: ``cryodrgn train_vae`` with its default architecture.
@@ -93,9 +94,12 @@ def _ours_child(spec: dict) -> dict:
     ds = load_dataset(spec["star"])
     truth = np.load(spec["truth"])
     states, volumes_true = truth["state"], truth["global/volumes"]
-    cfg = VAEConfig(epochs=spec["epochs"], seed=0, workspace=spec["workspace"], resume=False)  # shipped defaults
+    cfg = VAEConfig(epochs=spec["epochs"], seed=0)  # shipped defaults
+    run_dir = Path(spec["workspace"])
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run (a reused --workdir holds the last one's checkpoint)
     t0 = time.perf_counter()
-    res = train_vae(ds, cfg)
+    res = train_vae(ds, cfg, run_dir=run_dir)  # checkpoint and per-epoch latents written as in a workspace run
+    res.save(run_dir)
     train_s = time.perf_counter() - t0
     picks = _picks(states, spec.get("per_class", 3))
     res.decode(res.latents[picks[:2]])  # warm-up

@@ -1,10 +1,14 @@
-"""Headless test of the VAE trainer / latent explorer widget."""
+"""Headless tests of the VAE trainer / latent explorer widget."""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.io.star import read_star
 from napari_cryohet.plugin.vae_widget import (
     LATENT_LAYER,
@@ -14,6 +18,9 @@ from napari_cryohet.plugin.vae_widget import (
     VAEExplorerWidget,
 )
 from napari_cryohet.stages.simulate import adk_volumes
+from napari_cryohet.stages.vae import VAEConfig
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
 
 
 @pytest.mark.gui
@@ -22,13 +29,13 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
     ds = adk_volumes(96, n_conformations=2, box_size=16, apix=5.0, seed=2)
     widget = VAEExplorerWidget(viewer)
     widget.set_dataset(ds)
-    widget.epochs.value, widget.zdim.value, widget.n_basis.value, widget.batch_size.value = 1, 2, 4, 32
-    widget.workspace.value = str(tmp_path / "ws")
-    widget.run()
+    form = widget.form
+    form.epochs.value, form.zdim.value, form.n_basis.value, form.batch_size.value = 1, 2, 4, 32
+    widget.run()  # no workspace folder: in memory
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
     assert widget.runner.last_error is None, widget.runner.last_error
     qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
-    assert (tmp_path / "ws" / "vae" / "latents_epoch_001.npz").exists()
+    assert widget.result.run_id is None and widget.result.config == widget.config()
 
     # latents as points, one per particle, coloured by the ground-truth conformation
     points = viewer.layers[LATENT_LAYER]
@@ -73,3 +80,43 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
     np.testing.assert_array_equal(widget.selection_indices(), expected)
     out = widget.export_selection(tmp_path / "subset.star")
     assert out is not None and len(read_star(out).particles) == len(expected)
+
+
+@pytest.mark.gui
+def test_sample_star_in_a_workspace(make_napari_viewer, qtbot, tmp_path):
+    """On the bundled sample with a workspace folder: a kept run, its settings back in the form."""
+    viewer = make_napari_viewer()
+    ds = load_dataset(SAMPLE)
+    widget = VAEExplorerWidget(viewer)
+    widget.set_dataset(ds)
+    settings = {"epochs": 1, "zdim": 2, "n_basis": 2, "enc_dim": 16, "dec_dim": 8, "batch_size": 50, "seed": 1}
+    for name, value in settings.items():
+        widget.form.inputs[name].value = value
+    widget.form.radius.value = "6"
+    # every setting of the config is in the form, labelled for people
+    assert set(widget.form.inputs) == {f.name for f in dataclasses.fields(VAEConfig)}
+    assert widget.form.zdim.label == "latent dimensions"
+    widget.workspace.folder.value = str(tmp_path / "ws")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    assert widget.result.run_id == "vae/0001" and "run vae/0001" in widget.info.value
+    assert (tmp_path / "ws" / "vae" / "0001" / "model.pt").is_file()
+    assert (tmp_path / "ws" / "vae" / "0001" / "latents_epoch_001.npz").is_file()
+    assert viewer.layers[LATENT_LAYER].data.shape == (200, 2)
+    assert "defocus_a" in widget.color_by.choices  # the dataset's columns, aligned by particle
+
+    # another β in the same workspace: a new run; reloading the workspace shows the newest
+    widget.form.beta.value = "5"
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    assert widget.result.run_id == "vae/0002"
+    widget.form.beta.value = "0.3"
+    widget.load_result(str(tmp_path / "ws"))
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    assert widget.result.run_id == "vae/0002" and widget.form.values()["beta"] == 5.0
+    widget.load_result(str(tmp_path / "ws" / "vae" / "0001"))
+    qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
+    assert widget.form.values()["beta"] == pytest.approx(0.1)

@@ -1,18 +1,20 @@
-"""Structural-basis VAE (sparse Fourier backpropagation, seed 004): train, decode.
+"""Structural-basis VAE (Kimanius, Jamali, Scheres 2022): train it, decode volumes from it.
 
-  cryohet vae train particles.star -o WORKSPACE [--epochs 20 --zdim 8 --n-basis 16 ...]
-      trains on a .star file (or a .mrcs stack with cryoDRGN --poses/--ctf pickles);
-      writes WORKSPACE/vae/: checkpoint.pt after every epoch (a second call resumes it),
-      latents_epoch_NNN.npz, and finally model.pt, latents.npz, history.json, config.json.
-  cryohet vae decode WORKSPACE -o volumes.mrc [--particles 0,10,20 | --z-file z.npy | --z 0,0,...]
-      decodes volumes at latent points (one MRC per point: volumes_000.mrc, ...).
+  cryohet vae train --workspace WS [--star particles.star | --sample adk_volumes] [--epochs 20 ...]
+      trains on the workspace's particles (a new workspace takes --star or --sample; a
+      .mrcs stack also takes cryoDRGN --poses/--ctf pickles and --apix). Every run gets its
+      own folder WS/vae/NNNN: checkpoint.pt after every epoch, latents_epoch_NNN.npz, and
+      finally model.pt, latents.npz, history.json, config.json. The same command again
+      returns the finished run or resumes an interrupted one; other settings start a new run.
+  cryohet vae decode --workspace WS [--run vae/0001] -o volume.mrc
+                     [--particles 0,10,20 | --z-file z.npy | --z 0,0,...]
+      decodes volumes at latent points (one MRC per point: volume_000.mrc, ...); --run
+      defaults to the newest finished VAE run; --result-dir reads a result folder instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,73 +23,90 @@ __all__ = ["add_args", "main"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    from napari_cryohet.stages._common import LR_SCHEDULES
+    from napari_cryohet.cli._config_args import add_config_args, add_workspace_args
     from napari_cryohet.stages.vae import VAEConfig
 
-    defaults = VAEConfig()
     sub = parser.add_subparsers(dest="vae_command", required=True, metavar="{train,decode}")
-    t = sub.add_parser("train", help="train the VAE on a particle dataset")
-    t.add_argument("particles", type=Path, help=".star file or .mrcs/.mrc stack")
-    t.add_argument("-o", "--workspace", type=Path, required=True, help="workspace directory (results in <dir>/vae)")
-    t.add_argument("--poses", type=Path, help="cryoDRGN poses .pkl (overrides the star file's)")
-    t.add_argument("--ctf", type=Path, help="cryoDRGN CTF .pkl (overrides the star file's)")
-    t.add_argument("--apix", type=float, help="pixel size in Å/px (overrides the files)")
-    for field in ("zdim", "n_basis", "epochs", "batch_size", "enc_dim", "enc_blocks", "dec_dim", "dec_blocks",
-                  "seed", "normalisation_images"):
-        t.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(defaults, field),
-                       help=f"(default {getattr(defaults, field)})")
-    for field in ("lr", "lr_basis", "beta", "prior_weight", "mask_radius"):
-        t.add_argument(f"--{field.replace('_', '-')}", type=float, default=getattr(defaults, field),
-                       help=f"(default {getattr(defaults, field)})")
-    t.add_argument("--radius", type=float, default=None, help="Fourier radius in px of frequency (default D/2)")
-    t.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
-                   help=f"learning-rate schedule (default {defaults.lr_schedule})")
-    t.add_argument("--enc-whiten", action="store_true",
-                   help="spectrally normalise the encoder's input by σ̄_y (eq. 5) instead of standardising it")
-    t.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    t.add_argument("--no-resume", action="store_true", help="start afresh even when a checkpoint exists")
+    t = sub.add_parser("train", help="train the VAE on a workspace's particles",
+                       description="Train the structural-basis VAE (Kimanius, Jamali, Scheres 2022).")
+    add_workspace_args(t)
+    t.add_argument("--poses", type=Path, help="cryoDRGN poses .pkl for a --star .mrcs stack (new workspace)")
+    t.add_argument("--ctf", type=Path, help="cryoDRGN CTF .pkl for a --star .mrcs stack (new workspace)")
+    t.add_argument("--apix", type=float, help="pixel size in Å, overriding the files' (new workspace)")
+    add_config_args(t, VAEConfig, title="VAE settings")
+    t.add_argument("--every-batch", action="store_true", help="print progress after every 10 batches too")
 
-    d = sub.add_parser("decode", help="decode volumes at latent points")
-    d.add_argument("workspace", type=Path, help="workspace (or its vae/ folder) of a finished training")
+    d = sub.add_parser("decode", help="decode volumes at latent points of a trained VAE")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--workspace", type=Path, help="workspace holding the trained VAE run")
+    where.add_argument("--result-dir", type=Path,
+                       help="a VAE result folder instead (model.pt, latents.npz; also older WS/vae folders)")
+    d.add_argument("--run", default="vae", help="run id, e.g. vae/0001 (default: the newest finished VAE run)")
     d.add_argument("-o", "--output", type=Path, required=True, help="output .mrc; one file per point (_NNN)")
     which = d.add_mutually_exclusive_group(required=True)
     which.add_argument("--particles", help="comma-separated particle rows whose latents to decode")
     which.add_argument("--z-file", type=Path, help=".npy or text file of latent points (rows)")
     which.add_argument("--z", help="one latent point, comma-separated")
-    d.add_argument("--device", default="cpu")
+    d.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
 
-def _progress(fraction: float, message: str) -> None:
-    if message.startswith("epoch") and ":" in message or message.startswith("done"):
-        print(message, file=sys.stderr, flush=True)
+def _open_workspace(args: argparse.Namespace):
+    from napari_cryohet.cli._config_args import open_workspace
+    from napari_cryohet.stages.workspace import Workspace
+
+    options = {k: str(v) if isinstance(v, Path) else v
+               for k, v in (("poses", args.poses), ("ctf", args.ctf), ("apix", args.apix)) if v is not None}
+    if not options:
+        return open_workspace(args)
+    if args.star is None:
+        raise SystemExit("cryohet vae train: --poses/--ctf/--apix describe the particles of a new workspace: "
+                         "give them with --star")
+    return Workspace.create(args.workspace, {"path": args.star, "options": options})
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_cryohet.io.load_particles import load_dataset
-    from napari_cryohet.stages.vae import VAEConfig, train_vae
+    from napari_cryohet.cli._config_args import config_from_args, print_progress
+    from napari_cryohet.stages.vae import VAEConfig
 
-    ds = load_dataset(args.particles, poses=args.poses, ctf=args.ctf, apix=args.apix, require=("images", "poses"))
-    names = {f.name for f in dataclasses.fields(VAEConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names and k not in ("workspace", "device", "resume")}
-    cfg = VAEConfig(**values, workspace=str(args.workspace), device=args.device, resume=not args.no_resume)
-    res = train_vae(ds, cfg, progress=_progress)
-    print(f"latents: {Path(args.workspace) / 'vae' / 'latents.npz'}  ({len(res.latents)} × {cfg.zdim})")
+    config = config_from_args(VAEConfig, args)
+    ws = _open_workspace(args)
+    result = ws.run("vae", config, progress=print_progress(every_batch=args.every_batch))
+    run_dir = ws.root / result.run_id
+    print(f"{result.run_id}: {len(result.latents)} particles × {config.zdim} latent dimensions")
+    print(f"results in {run_dir} (model.pt, latents.npz, history.json)")
     return 0
+
+
+def _load_result(args: argparse.Namespace):
+    from napari_cryohet.stages.vae import VAEResult
+    from napari_cryohet.stages.workspace import Workspace
+
+    if args.result_dir is not None:
+        folder = args.result_dir
+        if not (folder / "model.pt").exists() and (folder / "vae" / "model.pt").exists():
+            folder = folder / "vae"  # an older workspace: results were written to WS/vae
+        return VAEResult.load(folder, device=args.device)
+    ws = Workspace.open(args.workspace)
+    run_id = ws.resolve(args.run)
+    if not run_id.startswith("vae/"):
+        raise SystemExit(f"cryohet vae decode: --run must be a VAE run (vae/NNNN), got {run_id}")
+    result = VAEResult.load(ws.root / run_id, device=args.device)
+    result.run_id = run_id
+    return result
 
 
 def _decode(args: argparse.Namespace) -> int:
     from napari_cryohet.io.mrc_volume import write_volume
-    from napari_cryohet.stages.vae import VAEResult
 
-    folder = args.workspace / "vae" if (args.workspace / "vae" / "model.pt").exists() else args.workspace
-    res = VAEResult.load(folder, device=args.device)
+    res = _load_result(args)
     if args.particles is not None:
         rows = np.array([int(v) for v in args.particles.split(",") if v.strip()], dtype=np.int64)
         if len(rows) == 0 or rows.min() < 0 or rows.max() >= len(res.latents):
             raise SystemExit(f"cryohet vae decode: --particles must lie in [0, {len(res.latents) - 1}]")
         z = res.latents[rows]
     elif args.z_file is not None:
-        z = np.load(args.z_file) if args.z_file.suffix == ".npy" else np.loadtxt(args.z_file, ndmin=2)
+        z = np.load(args.z_file, allow_pickle=False) if args.z_file.suffix == ".npy" else np.loadtxt(args.z_file,
+                                                                                                    ndmin=2)
     else:
         z = np.array([[float(v) for v in args.z.split(",")]], dtype=np.float32)
     z = np.atleast_2d(np.asarray(z, dtype=np.float32))

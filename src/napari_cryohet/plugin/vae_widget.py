@@ -1,13 +1,19 @@
 """VAE trainer and latent-space explorer (dock widget; science in ``stages.vae``).
 
-Train the structural-basis VAE of seed 004 on a dataset layer, then explore its latent
-space: the latents appear as a points layer (PCA or UMAP, 2D or 3D, coloured by any
-per-particle column such as the ground-truth conformation); selecting a point decodes that
-particle's volume into an image layer (3D) and a surface layer (marching cubes at an
-adjustable level) in a worker thread, so napari never blocks; a path between two selected
-points, or drawn as a path in the ``latent path`` shapes layer, becomes a volume series (a
-4D image layer whose first slider walks the path); particles inside the polygons of the
-``latent selection`` shapes layer can be written as a RELION ``.star`` subset.
+Train the structural-basis VAE of Kimanius, Jamali, Scheres 2022 on a dataset layer, then
+explore its latent space: the latents appear as a points layer (PCA or UMAP, 2D or 3D,
+coloured by any per-particle column such as the ground-truth conformation); selecting a
+point decodes that particle's volume into an image layer (3D) and a surface layer (marching
+cubes at an adjustable level) in a worker thread, so napari never blocks; a path between
+two selected points, or drawn as a path in the ``latent path`` shapes layer, becomes a
+volume series (a 4D image layer whose first slider walks the path); particles inside the
+polygons of the ``latent selection`` shapes layer can be written as a RELION ``.star`` subset.
+
+The settings form is generated from :class:`~napari_cryohet.stages.vae.VAEConfig`
+(:class:`~napari_cryohet.plugin._config_form.ConfigForm`). With a workspace folder chosen
+(:class:`~napari_cryohet.plugin._workspace_picker.WorkspacePicker`) training runs as a
+workspace run (``<folder>/vae/NNNN``: kept, resumable, and its latents can feed the next
+stage); without one it runs in memory.
 
 Everything is reachable without clicking (for tests and scripts): :meth:`set_dataset`,
 :meth:`run`, :meth:`set_result`, :meth:`select_particle`, :meth:`make_path`,
@@ -24,9 +30,12 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
+from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.stages.particle_columns import particle_columns
+from napari_cryohet.stages.protocol import Embedding, dataset_indices
 from napari_cryohet.stages.vae import (
     EMBEDDING_METHODS,
     VAEConfig,
@@ -39,6 +48,7 @@ from napari_cryohet.stages.vae import (
     points_in_polygon,
     train_vae,
 )
+from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -55,11 +65,12 @@ SELECTION_SHAPES_LAYER = "latent selection"
 
 
 def latent_features(dataset: ParticleDataset | None, latents: np.ndarray) -> pd.DataFrame:
-    """Per-particle columns to colour by (float): the dataset's
-    (:func:`~napari_cryohet.stages.particle_columns.particle_columns`: table columns,
-    defocus, ground truth, labels) and the latent coordinates ``z0``, ``z1`` …"""
-    n = len(latents)
+    """Per-particle columns to colour by (float): the dataset's columns
+    (:func:`~napari_cryohet.stages.particle_columns.particle_columns`: table, defocus, ground
+    truth) when ``dataset`` holds the latents' particles in their order, then the latent
+    coordinates ``z0 … z{zdim-1}``."""
     cols: dict[str, np.ndarray] = {}
+    n = len(latents)
     if dataset is not None and len(dataset) == n:
         cols.update(particle_columns(dataset))
     for j in range(latents.shape[1]):
@@ -74,12 +85,17 @@ class VAEExplorerWidget(Container):
 
     Attributes
     ----------
+    form
+        The settings (:class:`ConfigForm` of :class:`VAEConfig`; ``form.epochs`` …).
+    workspace
+        :class:`WorkspacePicker`: the workspace folder (empty: results in memory only).
     runner
         :class:`StageRunner` for training.
     worker_runner
         :class:`StageRunner` for embeddings and volume decoding (non-blocking).
     dataset, result
-        The current :class:`ParticleDataset` and :class:`VAEResult`.
+        The current :class:`ParticleDataset` and :class:`VAEResult` (``result.run_id`` is
+        the workspace run, ``None`` in memory).
     embedding
         ``(N, 2|3)`` coordinates of the latents layer.
     """
@@ -93,17 +109,14 @@ class VAEExplorerWidget(Container):
         self.selected: list[int] = []
 
         self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset layer")
-        d = VAEConfig()
-        self.epochs = SpinBox(label="epochs", value=d.epochs, min=1, max=100000)
-        self.zdim = SpinBox(label="latent dim", value=d.zdim, min=1, max=256)
-        self.n_basis = SpinBox(label="basis volumes K", value=d.n_basis, min=1, max=512)
-        self.batch_size = SpinBox(label="batch size", value=d.batch_size, min=1, max=4096)
-        self.seed = SpinBox(label="seed", value=d.seed, min=0, max=2**31 - 1)
-        self.workspace = LineEdit(label="workspace (optional)", value="")
+        self.form = ConfigForm(VAEConfig, label="VAE settings")
+        self.workspace = WorkspacePicker("vae")
         self.train_button = PushButton(text="Train VAE")
         self.runner = StageRunner(label="training")
 
-        self.result_dir = LineEdit(label="result folder", value="")
+        self.result_dir = LineEdit(label="result folder", value="",
+                                   tooltip="A VAE run folder (workspace/vae/0001), or a workspace (its newest "
+                                           "VAE run)")
         self.load_button = PushButton(text="Load trained VAE")
         self.method = ComboBox(label="embedding", choices=list(EMBEDDING_METHODS), value="pca2")
         self._features = pd.DataFrame()
@@ -116,8 +129,7 @@ class VAEExplorerWidget(Container):
         self.info = Label(value="")
         self.worker_runner = StageRunner(label="explorer")
         super().__init__(widgets=[
-            self.dataset_layer, self.epochs, self.zdim, self.n_basis, self.batch_size, self.seed,
-            self.workspace, self.train_button, self.runner,
+            self.dataset_layer, self.form, self.workspace, self.train_button, self.runner,
             self.result_dir, self.load_button, self.method, self.color_by, self.level, self.n_steps,
             self.path_button, self.export_path, self.export_button, self.info, self.worker_runner,
         ], **kwargs)
@@ -146,45 +158,62 @@ class VAEExplorerWidget(Container):
         return list(self._features.columns)
 
     def config(self) -> VAEConfig:
-        """The :class:`VAEConfig` the form describes."""
-        return VAEConfig(epochs=self.epochs.value, zdim=self.zdim.value, n_basis=self.n_basis.value,
-                         batch_size=self.batch_size.value, seed=self.seed.value,
-                         workspace=self.workspace.value or None)
+        """The :class:`VAEConfig` the form describes (``ValueError`` naming a bad entry)."""
+        return self.form.config()
+
+    def _dataset_matches(self, result: VAEResult) -> bool:
+        """The current dataset holds the result's particles, in the result's order."""
+        return self.dataset is not None and np.array_equal(dataset_indices(self.dataset), result.particle_indices)
 
     # ------------------------------------------------------------------ training
     def run(self) -> None:
-        """Train in a worker thread; the latents appear when it finishes."""
+        """Train in a worker thread (a workspace run when a folder is chosen); the latents
+        appear when it finishes."""
         try:
             dataset, cfg = self._current_dataset(), self.config()
+            ws = self.workspace.workspace_for(dataset)
         except ValueError as err:
             self.info.value = str(err)
             return
         self.dataset = dataset
-        self.runner.start(lambda progress, cancel: train_vae(dataset, cfg, progress=progress, cancel=cancel),
-                          self.set_result)
+        if ws is None:
+            def job(progress, cancel):
+                return train_vae(dataset, cfg, progress=progress, cancel=cancel)
+        else:
+            inputs = self.workspace.input_ids()
+
+            def job(progress, cancel):
+                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
+        self.runner.start(job, self.set_result)
 
     def load_result(self, folder: str | Path) -> None:
-        """Load a result written by training (``<workspace>/vae``)."""
+        """Load a trained VAE: a run folder (``<workspace>/vae/0001``), a workspace (its newest
+        finished VAE run), or an older ``<folder>/vae``."""
         folder = Path(folder)
-        if (folder / "vae" / "model.pt").exists():
-            folder = folder / "vae"
         try:
+            if (folder / WORKSPACE_FILE).is_file():
+                self.set_result(Workspace.open(folder).result("vae"))
+                return
+            if not (folder / "model.pt").exists() and (folder / "vae" / "model.pt").exists():
+                folder = folder / "vae"
             self.set_result(VAEResult.load(folder))
         except (OSError, ValueError) as err:
             self.info.value = f"error: {err}"
 
     def set_result(self, result: VAEResult) -> None:
-        """Show a trained result's latents."""
+        """Show a trained result's latents (and the settings that produced it in the form)."""
         self.result = result
-        features = latent_features(self.dataset if self.dataset is not None and len(self.dataset) == len(
-            result.latents) else None, result.latents)
+        self.form.set_config(result.config)
+        features = latent_features(self.dataset if self._dataset_matches(result) else None, result.latents)
         self._features = features
         self.color_by.reset_choices()
         truth = [c for c in features.columns if c.startswith("truth_state")]
         self.color_by.value = truth[0] if truth else features.columns[0]
         last = result.history[-1] if result.history else None
-        self.info.value = (f"{len(result.latents)} particles, zdim {result.model.shape.zdim}"
+        where = f"run {result.run_id}: " if result.run_id else ""
+        self.info.value = (f"{where}{len(result.latents)} particles, zdim {result.model.shape.zdim}"
                            + (f", final loss {last['loss']:.4f}" if last else ""))
+        self.workspace.refresh()
         self.show_latents()
 
     # ------------------------------------------------------------------ latents
@@ -329,8 +358,15 @@ class VAEExplorerWidget(Container):
         from napari_cryohet.io.write_particles import write_dataset_star
 
         idx = self.selection_indices()
-        if self.dataset is None or len(idx) == 0:
+        if self.dataset is None or self.result is None or len(idx) == 0:
             self.info.value = "nothing selected (draw polygons in the 'latent selection' shapes layer)"
+            return None
+        # latent rows → rows of the dataset, by particle index (the dataset may list them in another order)
+        rows = Embedding(np.arange(len(self.dataset))[:, None], dataset_indices(self.dataset), name="dataset rows")
+        try:
+            idx = rows.aligned_to(self.result.particle_indices[idx])[:, 0]
+        except ValueError as err:
+            self.info.value = f"error: {err}"
             return None
         out = write_dataset_star(Path(path), self.dataset.subset(idx))
         self.info.value = f"wrote {len(idx)} particles to {out}"

@@ -1,0 +1,202 @@
+"""Training the structural-basis VAE (§4 of Kimanius, Jamali, Scheres 2022).
+
+``train_vae(dataset, config, *, run_dir=None, progress=None, cancel=None) -> VAEResult``
+streams minibatches from the (lazy) dataset, reports the loss per epoch and honours
+cancellation within one batch. With a ``run_dir`` (a workspace run, ``<ws>/vae/NNNN``) it
+writes there after every epoch:
+
+- ``checkpoint.pt`` through the shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer`
+  (model, optimiser, epoch, history), from which a new call with the same ``run_dir``
+  continues *exactly* (per-epoch random streams are derived from ``(seed, epoch)``, so an
+  interrupted and resumed run ends with the same weights as an uninterrupted one); a
+  checkpoint written under other settings or other particles raises
+  :class:`~napari_cryohet.stages.checkpoint.CheckpointMismatchError` naming what differs;
+- ``latents_epoch_NNN.npz``: ``mu``, ``logvar`` and ``indices`` of all particles (the
+  posterior means seen during that epoch's pass, as cryoDRGN's ``z.N.pkl``).
+
+The result itself is not written here: the workspace saves it (``VAEResult.save``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_cryohet.core.device import select_device
+from napari_cryohet.core.particle_dataset import ParticleDataset
+from napari_cryohet.core.vae_model import ModelShape, StructuralBasisVAE
+from napari_cryohet.core.vae_normalisation import spectral_normalisation, spectral_shell_sums
+from napari_cryohet.io.atomic import save_npz_atomic
+from napari_cryohet.stages._common import (
+    CancelToken,
+    ProgressCallback,
+    check_cancel,
+    report,
+    set_scheduled_lr,
+)
+from napari_cryohet.stages.checkpoint import Checkpointer, CheckpointMismatchError
+from napari_cryohet.stages.protocol import dataset_indices
+from napari_cryohet.stages.vae.config import VAEConfig
+from napari_cryohet.stages.vae.encode import ImageBatches, check_dataset, encode_dataset
+from napari_cryohet.stages.vae.result import VAEResult
+
+__all__ = ["train_vae", "latents_epoch_path"]
+
+
+def latents_epoch_path(run_dir: str | Path, epoch: int) -> Path:
+    """``run_dir/latents_epoch_NNN.npz``: the latents seen during epoch ``epoch`` (1-based)."""
+    return Path(run_dir) / f"latents_epoch_{int(epoch):03d}.npz"
+
+
+def _estimate_normalisation(dataset: ParticleDataset, model: StructuralBasisVAE, batches: ImageBatches,
+                            config: VAEConfig, progress, cancel) -> None:
+    """``σ̄_y`` per shell (eq. 5 of Kimanius, Jamali, Scheres 2022) and the mean power per frequency."""
+    n = len(dataset)
+    rng = np.random.default_rng([config.seed, 5])
+    use = np.sort(rng.choice(n, size=min(n, config.normalisation_images), replace=False))
+    power = ctf2 = None
+    disc_power = 0.0
+    disc = model.freq_disc.reshape(-1).bool()
+    for start in range(0, len(use), 256):
+        check_cancel(cancel)
+        idx = use[start:start + 256]
+        images, _, _, ctf = batches(idx)
+        p, c = spectral_shell_sums(images, ctf)
+        power = p if power is None else power + p
+        ctf2 = c if ctf2 is None else ctf2 + c
+        spec = torch.fft.fft2(images.to(torch.float64)).abs().pow(2).reshape(len(idx), -1)
+        disc_power += float(torch.fft.fftshift(spec.reshape(len(idx), batches.d, batches.d),
+                                               dim=(-2, -1)).reshape(len(idx), -1)[:, disc].sum())
+        report(progress, 0.02 * (start + len(idx)) / len(use), "noise spectrum (eq. 5)")
+    sigma = spectral_normalisation(power, ctf2)
+    power_mean = disc_power / (len(use) * int(disc.sum()))
+    model.set_spectral_normalisation(sigma, power_mean)
+
+
+def _epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """Shuffling and reparameterisation streams of one epoch, derived from ``(seed, epoch)``."""
+    base = int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+    shuffle = torch.Generator().manual_seed(base)
+    noise = torch.Generator(device=device).manual_seed(base + 1)
+    return shuffle, noise
+
+
+def _new_model(shape: ModelShape, seed: int) -> StructuralBasisVAE:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return StructuralBasisVAE(shape)
+
+
+def _optimizer(model: StructuralBasisVAE, config: VAEConfig) -> torch.optim.Adam:
+    nets = [p for n, p in model.named_parameters() if n != "basis"]
+    return torch.optim.Adam([{"params": [model.basis], "lr": config.lr_basis},
+                             {"params": nets, "lr": config.lr}])
+
+
+def train_vae(
+    dataset: ParticleDataset,
+    config: VAEConfig | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> VAEResult:
+    """Train the structural-basis VAE (§4 of Kimanius, Jamali, Scheres 2022) on ``dataset``.
+
+    Parameters
+    ----------
+    dataset
+        Particles with poses (``rotations``; shifts and CTF optional), images read lazily
+        in batches of ``config.batch_size``.
+    config
+        :class:`VAEConfig` (defaults when ``None``).
+    run_dir
+        Directory of this run: checkpoint and per-epoch latents are written there, and a
+        checkpoint found there is resumed ("resumed from epoch N of run …" is reported).
+        ``None``: everything stays in memory.
+    progress
+        ``progress(fraction, message)``; the message carries the epoch's mean loss.
+    cancel
+        Checked before every batch; a cancelled run raises ``Cancelled`` and leaves the last
+        epoch's checkpoint intact (a new call with the same ``run_dir`` continues from it).
+
+    Returns
+    -------
+    :class:`VAEResult` (not saved: the workspace, or the caller, saves it).
+    """
+    config = config or VAEConfig()
+    check_dataset(dataset)
+    device = select_device(config.device)
+    n, d = len(dataset), dataset.box_size
+    indices = dataset_indices(dataset)
+    shape = config.model_shape(d)
+
+    model = _new_model(shape, config.seed).to(device)
+    optimizer = _optimizer(model, config)
+    batches = ImageBatches(dataset, device)
+    ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices)
+    # Loaded on the CPU: load_state_dict copies the tensors to the model's and optimiser's device.
+    state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
+    start_epoch, history = 0, []
+    if state is not None:
+        if int(state.get("box_size", d)) != d:
+            raise CheckpointMismatchError(ckpt.path, f"checkpoint of run {ckpt.run_id} was trained on "
+                                          f"{state['box_size']}-px images, these are {d} px", field="checkpoint")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), [dict(h) for h in state["history"]]
+    else:
+        _estimate_normalisation(dataset, model, batches, config, progress, cancel)
+
+    n_batches = (n + config.batch_size - 1) // config.batch_size
+    epochs = max(int(config.epochs), start_epoch)
+    for epoch in range(start_epoch, int(config.epochs)):
+        t0 = time.perf_counter()
+        shuffle, noise = _epoch_generators(config.seed, epoch, device)
+        order = torch.randperm(n, generator=shuffle).numpy()
+        mu_all = np.zeros((n, config.zdim), np.float32)
+        logvar_all = np.zeros((n, config.zdim), np.float32)
+        sums = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0}
+        model.train()
+        for b in range(n_batches):
+            check_cancel(cancel)
+            idx = np.sort(order[b * config.batch_size:(b + 1) * config.batch_size])
+            set_scheduled_lr(optimizer, (config.lr_basis, config.lr), config.lr_schedule, epoch * n_batches + b,
+                             int(config.epochs) * n_batches)
+            images, rotations, shifts_px, ctf = batches(idx)
+            y_points, enc_in = model.preprocess(images, shifts_px)
+            ctf_points = model.ctf_at_points(ctf) if ctf is not None else None
+            out = model.loss(y_points, enc_in, rotations, ctf_points, beta=config.beta,
+                             prior_scale=config.prior_weight / n, generator=noise)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            for key in sums:
+                sums[key] += float(out[key].detach()) * len(idx)
+            mu_all[idx] = out["mu"].cpu().numpy()
+            logvar_all[idx] = out["logvar"].cpu().numpy()
+            if b % 10 == 0 or b == n_batches - 1:
+                frac = 0.02 + 0.93 * (epoch + (b + 1) / n_batches) / max(1, epochs)
+                report(progress, frac, f"epoch {epoch + 1}/{epochs} batch {b + 1}/{n_batches} "
+                                       f"loss {float(out['loss'].detach()):.4f}")
+        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
+                  "seconds": time.perf_counter() - t0}
+        history.append(record)
+        report(progress, 0.02 + 0.93 * (epoch + 1) / max(1, epochs),
+               f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} (rec {record['reconstruction']:.4f}, "
+               f"KL {record['kl']:.2f})")
+        if ckpt is not None:
+            save_npz_atomic(latents_epoch_path(run_dir, epoch + 1), mu=mu_all, logvar=logvar_all, indices=indices)
+            ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                       "history": history, "box_size": d})
+
+    mu, logvar = encode_dataset(model, dataset, batch_size=max(config.batch_size, 128), device=device,
+                                cancel=cancel, progress=lambda f, m: report(progress, 0.95 + 0.05 * f, m))
+    result = VAEResult(model=model, config=config, latents=mu, logvar=logvar, indices=indices,
+                       apix=float(dataset.apix), history=history)
+    report(progress, 1.0, f"done: {len(history)} epochs, final loss "
+                          f"{history[-1]['loss']:.4f}" if history else "done")
+    return result
