@@ -36,7 +36,7 @@ def main() -> Path:
     torch.set_num_threads(1)
     ds = adk_chain(800, snr=0.056, seed=0)
     phi = run_spectral(ds, SpectralConfig(representation="lowres_volumes", noise_var=0.5, n_components=None,
-                                          graph="gaussian", sigma=80 * np.sqrt(0.5), n_eigenvectors=10)).eigenvectors
+                                          graph="gaussian", sigma=80 * np.sqrt(0.5), n_eigenvectors=10)).embedding()
     result = run_chainfit(ds, ChainFitConfig(epochs=8, batch_size=100), eigenvectors=phi,
                           reference=reference_from_dataset(ds))
     viewer = napari.Viewer(title="napari-cryohet: chain fit", show=True)

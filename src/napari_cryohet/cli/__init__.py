@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._main(args) or 0)
-    except CryohetInputError as err:
+    except (CryohetInputError, ValueError) as err:  # bad files, bad settings: one line, no traceback
         print(f"cryohet {args.command}: error: {err}", file=sys.stderr)
         return 2
 

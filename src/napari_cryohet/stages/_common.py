@@ -1,4 +1,4 @@
-"""What every stage shares: progress reporting, cancellation, the workspace layout.
+"""What every stage shares: progress reporting, cancellation, learning-rate schedules.
 
 Stage run functions are synchronous and GUI-free (docs/design.md, "The stage protocol"):
 
@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
-__all__ = ["ProgressCallback", "CancelToken", "Cancelled", "report", "check_cancel", "stage_dir"]
+__all__ = ["ProgressCallback", "CancelToken", "Cancelled", "report", "check_cancel"]
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -50,13 +49,6 @@ def check_cancel(cancel: CancelToken | None) -> None:
     """Raise :class:`Cancelled` when ``cancel`` is set."""
     if cancel is not None and cancel.cancelled:
         raise Cancelled("cancelled by user")
-
-
-def stage_dir(workspace: str | Path, stage: str) -> Path:
-    """``<workspace>/<stage>/``, created: where a stage writes its results and checkpoints."""
-    path = Path(workspace) / stage
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 #: Learning-rate schedules understood by :func:`set_scheduled_lr`.
