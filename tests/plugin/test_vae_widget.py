@@ -17,8 +17,10 @@ from napari_cryohet.plugin.vae_widget import (
     VOLUME_LAYER,
     VAEExplorerWidget,
 )
+from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.simulate import adk_volumes
 from napari_cryohet.stages.vae import VAEConfig
+from napari_cryohet.stages.workspace import Workspace
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
 
@@ -89,21 +91,32 @@ def test_sample_star_in_a_workspace(make_napari_viewer, qtbot, tmp_path):
     ds = load_dataset(SAMPLE)
     widget = VAEExplorerWidget(viewer)
     widget.set_dataset(ds)
-    settings = {"epochs": 1, "zdim": 2, "n_basis": 2, "enc_dim": 16, "dec_dim": 8, "batch_size": 50, "seed": 1}
+    settings = {"epochs": 2, "zdim": 2, "n_basis": 2, "enc_dim": 16, "dec_dim": 8, "batch_size": 50, "seed": 1}
     for name, value in settings.items():
         widget.form.inputs[name].value = value
     widget.form.radius.value = "6"
     # every setting of the config is in the form, labelled for people
     assert set(widget.form.inputs) == {f.name for f in dataclasses.fields(VAEConfig)}
     assert widget.form.zdim.label == "latent dimensions"
+    # a run with these settings was cancelled in its second epoch: the widget resumes it
+    token = CancelToken()
+
+    def cancel_in_epoch_2(fraction, message):
+        if message.startswith("epoch 2/") and "batch" in message:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        Workspace.create(tmp_path / "ws", SAMPLE).run("vae", widget.config(), progress=cancel_in_epoch_2,
+                                                      cancel=token)
     widget.workspace.folder.value = str(tmp_path / "ws")
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
     assert widget.runner.last_error is None, widget.runner.last_error
     qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
     assert widget.result.run_id == "vae/0001" and "run vae/0001" in widget.info.value
+    assert "(resumed from epoch 1 of run vae/0001)" in widget.info.value
     assert (tmp_path / "ws" / "vae" / "0001" / "model.pt").is_file()
-    assert (tmp_path / "ws" / "vae" / "0001" / "latents_epoch_001.npz").is_file()
+    assert (tmp_path / "ws" / "vae" / "0001" / "latents_epoch_002.npz").is_file()
     assert viewer.layers[LATENT_LAYER].data.shape == (200, 2)
     assert "defocus_a" in widget.color_by.choices  # the dataset's columns, aligned by particle
 

@@ -107,6 +107,7 @@ class VAEExplorerWidget(Container):
         self.embedding: np.ndarray | None = None
         self.current_volume: np.ndarray | None = None
         self.selected: list[int] = []
+        self._run_note = ""
 
         self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset layer")
         self.form = ConfigForm(VAEConfig, label="VAE settings")
@@ -176,6 +177,7 @@ class VAEExplorerWidget(Container):
             self.info.value = str(err)
             return
         self.dataset = dataset
+        self._run_note = ""
         if ws is None:
             def job(progress, cancel):
                 return train_vae(dataset, cfg, progress=progress, cancel=cancel)
@@ -183,13 +185,20 @@ class VAEExplorerWidget(Container):
             inputs = self.workspace.input_ids()
 
             def job(progress, cancel):
-                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
+                def noting(fraction: float, message: str = "") -> None:
+                    # what the workspace said about the run: resumed from a checkpoint, or already done
+                    if message.startswith("resumed from epoch") or "already done" in message:
+                        self._run_note = message
+                    progress(fraction, message)
+
+                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=noting, cancel=cancel)
         self.runner.start(job, self.set_result)
 
     def load_result(self, folder: str | Path) -> None:
         """Load a trained VAE: a run folder (``<workspace>/vae/0001``), a workspace (its newest
         finished VAE run), or an older ``<folder>/vae``."""
         folder = Path(folder)
+        self._run_note = ""
         try:
             if (folder / WORKSPACE_FILE).is_file():
                 self.set_result(Workspace.open(folder).result("vae"))
@@ -210,9 +219,13 @@ class VAEExplorerWidget(Container):
         truth = [c for c in features.columns if c.startswith("truth_state")]
         self.color_by.value = truth[0] if truth else features.columns[0]
         last = result.history[-1] if result.history else None
-        where = f"run {result.run_id}: " if result.run_id else ""
-        self.info.value = (f"{where}{len(result.latents)} particles, zdim {result.model.shape.zdim}"
-                           + (f", final loss {last['loss']:.4f}" if last else ""))
+        text = (f"{len(result.latents)} particles, zdim {result.model.shape.zdim}"
+                + (f", final loss {last['loss']:.4f}" if last else ""))
+        if result.run_id:
+            text = f"run {result.run_id}: {text}"
+            if self._run_note:  # "resumed from epoch N of run vae/0003", or already done
+                text += f" ({self._run_note.removeprefix(f'{result.run_id}: ')})"
+        self.info.value = text
         self.workspace.refresh()
         self.show_latents()
 

@@ -76,11 +76,11 @@ class VAEConfig(StageConfig):
     prior_weight: float = param(3000.0, minimum=0.0, label="basis prior weight",
                                 help="Weight of a Gaussian prior on the basis volumes that keeps them from fitting "
                                      "noise as training goes on (0: off, as in the paper)")
-    enc_dim: int = param(ModelShape.enc_dim, minimum=1, unit="units", label="encoder width",
+    enc_dim: int = param(ModelShape.enc_dim, minimum=1, unit="neurons", label="encoder width",
                          help="Width of the encoder's layers")
     enc_blocks: int = param(ModelShape.enc_blocks, minimum=0, label="encoder residual blocks",
                             help="Residual blocks of the encoder")
-    dec_dim: int = param(ModelShape.dec_dim, minimum=1, unit="units", label="mixing network width",
+    dec_dim: int = param(ModelShape.dec_dim, minimum=1, unit="neurons", label="mixing network width",
                          help="Width of the network that turns a latent point into basis-volume weights")
     dec_blocks: int = param(ModelShape.dec_blocks, minimum=0, label="mixing network residual blocks",
                             help="Residual blocks of the network that turns a latent point into basis-volume weights")
