@@ -39,7 +39,7 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclud
         default = getattr(defaults, f.name)
         unit = f" [{meta['unit']}]" if meta.get("unit") else ""
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f"{meta.get('help', '')}{unit} (default: {shown})".strip()
+        text = f"{meta.get('help') or meta.get('label') or ''}{unit} (default: {shown})".strip()
         kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": text}
         if base is bool and not optional:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
@@ -49,6 +49,7 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclud
             kwargs["metavar"] = "A,B,..."
         else:
             kwargs["type"] = _none_or(base) if optional else base
+            kwargs["metavar"] = {int: "N", float: "X"}.get(base, "TEXT")
             if meta.get("choices") is not None:
                 kwargs["choices"] = list(meta["choices"]) + ([None] if optional else [])
                 kwargs["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
