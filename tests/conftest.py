@@ -22,7 +22,7 @@ from napari_cryohet.stages.protocol import (
     dataset_indices,
     param,
 )
-from napari_cryohet.stages.workspace import InputSpec, StageSpec
+from napari_cryohet.stages.registry import InputSpec, StageSpec
 
 torch.set_num_threads(2)
 
@@ -117,9 +117,9 @@ def toy(monkeypatch):
     """This module, with the toy stage registered in the workspace's stage table."""
     import sys
 
-    from napari_cryohet.stages import workspace
+    from napari_cryohet.stages import registry
 
-    monkeypatch.setitem(workspace.STAGES, "toy", TOY_STAGE)
+    monkeypatch.setitem(registry.STAGES, "toy", TOY_STAGE)
     CALLS["epochs_run"] = 0
     return sys.modules[__name__]
 

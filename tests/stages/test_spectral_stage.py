@@ -19,13 +19,13 @@ TABLE = dict(representation="table", columns=("value",), n_components=None, k=6,
 @pytest.fixture
 def spectral_takes_toy(toy, monkeypatch):
     """The spectral stage with its ``features`` input also accepting toy runs (a stand-in for a VAE run)."""
-    from napari_cryohet.stages import workspace
+    from napari_cryohet.stages import registry
     from napari_cryohet.stages.spectral.stage import STAGE
 
     features = STAGE.inputs["features"]
     spec = dataclasses.replace(STAGE, inputs={"features": dataclasses.replace(
         features, stages=(*features.stages, "toy"))})
-    monkeypatch.setitem(workspace.STAGES, "spectral", spec)
+    monkeypatch.setitem(registry.STAGES, "spectral", spec)
     return toy
 
 

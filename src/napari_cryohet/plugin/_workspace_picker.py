@@ -14,12 +14,8 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
 
-from napari_cryohet.stages.workspace import (
-    WORKSPACE_FILE,
-    Workspace,
-    dataset_source,
-    stage_spec,
-)
+from napari_cryohet.stages.registry import stage_spec
+from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace, dataset_source
 
 __all__ = ["WorkspacePicker", "NO_RUN"]
 

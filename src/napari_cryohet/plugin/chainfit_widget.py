@@ -298,7 +298,7 @@ def _default_spectral_run(ws, dataset, n_eigenvectors: int, progress, cancel) ->
 
 def _spectral_in_memory(dataset, n_eigenvectors: int, progress, cancel):
     """Eigenvectors of ``dataset`` from a spectral embedding with default settings (worker thread)."""
-    from napari_cryohet.stages.workspace import stage_spec
+    from napari_cryohet.stages.registry import stage_spec
 
     progress(0.0, "computing the spectral embedding with default settings first")
     result = stage_spec("spectral").run(dataset, default_spectral_config(n_eigenvectors), inputs={},

@@ -8,9 +8,10 @@ import torch
 
 from napari_cryohet.stages._common import Cancelled, CancelToken
 from napari_cryohet.stages.protocol import ParticleMismatchError
+from napari_cryohet.stages.registry import stage_spec
 from napari_cryohet.stages.vae import VAEConfig, VAEResult, latents_epoch_path, train_vae
 from napari_cryohet.stages.vae.stage import STAGE
-from napari_cryohet.stages.workspace import Workspace, stage_spec
+from napari_cryohet.stages.workspace import Workspace
 
 
 @pytest.fixture

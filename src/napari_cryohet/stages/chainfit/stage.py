@@ -15,7 +15,7 @@ from napari_cryohet.stages._common import CancelToken, ProgressCallback
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.fit import run_chainfit
 from napari_cryohet.stages.chainfit.result import ChainFitResult
-from napari_cryohet.stages.workspace import InputSpec, StageSpec
+from napari_cryohet.stages.registry import InputSpec, StageSpec
 
 __all__ = ["run", "STAGE", "default_spectral_config"]
 
@@ -34,7 +34,7 @@ def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None =
 def default_spectral_config(n_eigenvectors: int) -> Any:
     """Spectral settings for a chain fit that names no spectral run: the defaults, with at
     least ``n_eigenvectors`` eigenvectors (what the CLI and the widget run first)."""
-    from napari_cryohet.stages.workspace import stage_spec
+    from napari_cryohet.stages.registry import stage_spec
 
     config_cls = stage_spec("spectral").config
     config = config_cls()

@@ -3,8 +3,9 @@
 Modules, by concept:
 
 - :mod:`.engine` — the forward model ``y_i = CTF_i · T_{-s_i}(P_{R_i} V_i) + ε_i``:
-  structure models (:class:`AtomicModel`, :class:`VolumeModel`), imaging parameters
-  (:class:`SimulationConfig`), :func:`simulate`, :func:`save_simulation`;
+  structure models (:class:`AtomicModel`, :class:`VolumeModel`), :func:`simulate`,
+  :func:`save_simulation`; :mod:`.imaging` — imaging parameters (:class:`SimulationConfig`,
+  :func:`draw_ctf`, :func:`draw_shifts`); :mod:`.stage` — the simulator as a workspace stage;
 - the recipes, each a function with sizes as keyword parameters (registry
   :data:`RECIPES`, name → function; the CLI and the napari samples look them up there):
 
@@ -76,15 +77,13 @@ from napari_cryohet.stages.simulate.box_arms import (
 from napari_cryohet.stages.simulate.engine import (
     AtomicModel,
     ProjectionModel,
-    SimulationConfig,
     VolumeModel,
-    draw_ctf,
-    draw_shifts,
     measured_snr,
     save_simulation,
     simulate,
 )
 from napari_cryohet.stages.simulate.hypermolecule_toys import cat, cat_blobs, pretzel, pretzel_blobs
+from napari_cryohet.stages.simulate.imaging import SimulationConfig, draw_ctf, draw_shifts
 from napari_cryohet.stages.simulate.recipe_support import sample_data_dir
 
 __all__ = [

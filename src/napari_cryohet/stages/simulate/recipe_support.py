@@ -13,7 +13,8 @@ import torch
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, report
-from napari_cryohet.stages.simulate.engine import AtomicModel, SimulationConfig, simulate
+from napari_cryohet.stages.simulate.engine import AtomicModel, simulate
+from napari_cryohet.stages.simulate.imaging import SimulationConfig
 
 __all__ = ["sample_data_dir"]
 

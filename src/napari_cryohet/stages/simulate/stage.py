@@ -21,8 +21,8 @@ from napari_cryohet.stages.protocol import (
     param,
     read_json,
 )
+from napari_cryohet.stages.registry import StageSpec
 from napari_cryohet.stages.simulate import RECIPES, Toy2DDataset, save_simulation
-from napari_cryohet.stages.workspace import StageSpec
 
 __all__ = ["SimulateConfig", "SimulateResult", "make_dataset", "run", "STAGE"]
 

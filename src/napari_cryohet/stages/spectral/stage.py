@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from napari_cryohet.stages._common import CancelToken, ProgressCallback
+from napari_cryohet.stages.registry import InputSpec, StageSpec
 from napari_cryohet.stages.spectral.config import SpectralConfig
 from napari_cryohet.stages.spectral.result import SpectralResult
 from napari_cryohet.stages.spectral.run import run_spectral
-from napari_cryohet.stages.workspace import InputSpec, StageSpec
 
 __all__ = ["run", "STAGE"]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from napari_cryohet.stages._common import CancelToken, ProgressCallback
+from napari_cryohet.stages.registry import StageSpec
 from napari_cryohet.stages.vae.config import VAEConfig
 from napari_cryohet.stages.vae.result import VAEResult
 from napari_cryohet.stages.vae.train import train_vae
-from napari_cryohet.stages.workspace import StageSpec
 
 __all__ = ["run", "estimate_bytes", "STAGE", "PAPER"]
 
