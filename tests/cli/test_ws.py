@@ -32,3 +32,12 @@ def test_ls_and_show(toy, tmp_path, capsys):
     assert "status:     cancelled" in shown and "  rate = 0.1" in shown and '"target": "toy/0001"' in shown
     assert main(["ws", "show", str(ws.root), "toy/0009"]) == 2
     assert "no run toy/0009" in capsys.readouterr().err
+
+
+def test_stage_commands_refuse_a_bad_output_location_before_starting(tmp_path, capsys):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the workspace should go")
+    assert main(["vae", "train", "--workspace", str(blocker), "--star", str(STAR), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not_a_folder" in err and "is a file" in err and "Traceback" not in err
+    assert blocker.read_text() == "a file where the workspace should go"

@@ -173,7 +173,7 @@ def test_picks_another_runs_latents_as_input_in_a_workspace(spectral_takes_toy, 
     viewer = make_napari_viewer()
     ds = load_dataset(STAR)
     widget = SpectralWidget(viewer, dataset=ds)
-    picker = widget.workspace_picker
+    picker = widget.workspace
     picker.folder.value = str(tmp_path / "ws")
     ws = picker.workspace_for(ds)
     latents = ws.run("toy", toy.ToyConfig(epochs=2), dataset=toy.toy_dataset(len(ds)))  # same particles 0..199

@@ -49,7 +49,7 @@ class SpectralWidget(Container):
     form
         The settings (:class:`ConfigForm` of :class:`SpectralConfig`; ``form.<field>`` is a
         field's widget).
-    workspace_picker
+    workspace
         Workspace folder and the ``features`` input run picker.
     phi_a, phi_b, phi_c
         Eigenvector indices shown on the three axes.
@@ -71,7 +71,7 @@ class SpectralWidget(Container):
         self.dataset: Any = None
         self._columns: dict[str, np.ndarray] = {}
         self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
-        self.workspace_picker = WorkspacePicker("spectral")
+        self.workspace = WorkspacePicker("spectral")
         self.form = ConfigForm(SpectralConfig, label="settings")
         self.run_button = PushButton(text="Compute embedding")
         self.runner = StageRunner()
@@ -81,7 +81,7 @@ class SpectralWidget(Container):
         self.color_by = ComboBox(label="colour by", choices=lambda _w: list(self._columns))
         self.info = Label(value="")
         super().__init__(widgets=[
-            self.dataset_picker, self.workspace_picker, self.form, self.run_button, self.runner,
+            self.dataset_picker, self.workspace, self.form, self.run_button, self.runner,
             self.phi_a, self.phi_b, self.phi_c, self.color_by, self.info,
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
@@ -90,7 +90,7 @@ class SpectralWidget(Container):
         self.layer = None
         self.stack_viewer = None
         self.run_button.changed.connect(self.run)
-        self.workspace_picker.inputs["features"].changed.connect(self._on_features_picked)
+        self.workspace.inputs["features"].changed.connect(self._on_features_picked)
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.changed.connect(self.update_triple)
         self.color_by.changed.connect(self.update_colors)
@@ -142,7 +142,7 @@ class SpectralWidget(Container):
         dataset = self.dataset
         try:
             config = self.config()
-            ws = self.workspace_picker.workspace_for(dataset)
+            ws = self.workspace.workspace_for(dataset)
         except ValueError as err:
             self.runner.status.value = f"error: {err}"
             return
@@ -150,7 +150,7 @@ class SpectralWidget(Container):
             if features is not None:
                 self.runner.status.value = "error: with a workspace folder, pick the input run in 'features from run'"
                 return
-            inputs = self.workspace_picker.input_ids()
+            inputs = self.workspace.input_ids()
 
             def job(progress, cancel):
                 return ws.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
@@ -163,7 +163,7 @@ class SpectralWidget(Container):
     def _on_result(self, result: SpectralResult) -> None:
         self.show_result(result)
         if result.run_id is not None:
-            self.workspace_picker.refresh()  # the new run can feed another stage
+            self.workspace.refresh()  # the new run can feed another stage
 
     def show_result(self, result: SpectralResult) -> None:
         """Draw ``result``: points layer for the current triple, eigenvalue plot; the form

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cryohet.io.atomic import remove_stale_partials
 from napari_cryohet.io.errors import CryohetInputError, MissingFileError, OutputLocationError
 from napari_cryohet.stages._common import Cancelled, CancelToken, ProgressCallback, report
 from napari_cryohet.stages.checkpoint import MANIFEST
@@ -255,6 +256,7 @@ class Workspace:
             run_id = self._new_run_dir(stage)
         else:
             check_output_location(self.root / run_id, need_bytes=need)
+            remove_stale_partials(self.root / run_id)  # left by a killed write of this run
         run_dir = self.root / run_id
         manifest = {"run_id": run_id, "stage": stage, "config": config.to_dict(), **key,
                     "n_particles": int(len(indices)), "status": "running", "started": _now(), "ended": None,
