@@ -133,3 +133,27 @@ def toy_dataset(n: int = 12, seed: int = 0):
     rng = np.random.default_rng(seed)
     return ParticleDataset(images=np.zeros((n, 4, 4), np.float32), apix=1.0,
                            table=pd.DataFrame({"value": rng.normal(size=n)}))
+
+
+@pytest.fixture
+def spectral_takes_toy(toy, monkeypatch):
+    """The spectral stage with its ``features`` input also accepting toy runs (a stand-in for a VAE run)."""
+    import dataclasses
+
+    from napari_cryohet.stages import registry
+    from napari_cryohet.stages.spectral.stage import STAGE
+
+    features = STAGE.inputs["features"]
+    spec = dataclasses.replace(STAGE, inputs={"features": dataclasses.replace(
+        features, stages=(*features.stages, "toy"))})
+    monkeypatch.setitem(registry.STAGES, "spectral", spec)
+    return toy
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: faster than two for small tensors on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import gemmi
 import pytest
-import torch
 
 from napari_cryohet.cli import main
 from napari_cryohet.stages.chainfit import angles_for_residues, reference_from_dataset
@@ -17,12 +16,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "pa
 QUICK = ["-K", "3", "--epochs", "1", "--fit-box-size", "16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_chainfit_runs_spectral_first_then_reuses_it(tmp_path, capsys):

@@ -7,7 +7,6 @@ from pathlib import Path
 import gemmi
 import numpy as np
 import pytest
-import torch
 
 from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.plugin._reader import DATASET_KEY
@@ -16,13 +15,7 @@ from napari_cryohet.stages.protocol import write_json
 from napari_cryohet.stages.simulate import adk_chain
 from napari_cryohet.stages.workspace import Workspace
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):

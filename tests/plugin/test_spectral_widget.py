@@ -148,19 +148,6 @@ def test_sample_star_with_text_columns_colours_by_table_and_truth(make_napari_vi
         np.testing.assert_allclose(colors[order[-1]], cmap.map(np.array([1.0]))[0], atol=1e-6)
 
 
-@pytest.fixture
-def spectral_takes_toy(toy, monkeypatch):
-    """The spectral stage with its ``features`` input also accepting toy runs (a stand-in for a VAE run)."""
-    from napari_cryohet.stages import registry
-    from napari_cryohet.stages.spectral.stage import STAGE
-
-    features = STAGE.inputs["features"]
-    spec = dataclasses.replace(STAGE, inputs={"features": dataclasses.replace(
-        features, stages=(*features.stages, "toy"))})
-    monkeypatch.setitem(registry.STAGES, "spectral", spec)
-    return toy
-
-
 def test_picks_another_runs_latents_as_input_in_a_workspace(spectral_takes_toy, make_napari_viewer, qtbot,
                                                             tmp_path):
     """Latents of a finished run (here the toy stage standing in for a VAE run) picked in the

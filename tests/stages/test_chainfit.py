@@ -28,14 +28,7 @@ from napari_cryohet.stages.chainfit.targets import FourierTargets
 from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError
 from napari_cryohet.stages.simulate import adk_chain, box_arms_2d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: 0-based indices of the six angles that vary in the box with two arms (eq. 3.2–3.3).

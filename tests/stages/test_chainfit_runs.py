@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cryohet.io.errors import CorruptFileError
 from napari_cryohet.stages._common import Cancelled, CancelToken
@@ -21,12 +20,7 @@ from napari_cryohet.stages.workspace import Workspace
 TINY = dict(n_eigenvectors=3, epochs=2, batch_size=20, learning_rate=0.003, fit_box_size=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

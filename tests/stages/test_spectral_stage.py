@@ -17,19 +17,6 @@ TABLE = dict(representation="table", columns=("value",), n_components=None, k=6,
 
 
 @pytest.fixture
-def spectral_takes_toy(toy, monkeypatch):
-    """The spectral stage with its ``features`` input also accepting toy runs (a stand-in for a VAE run)."""
-    from napari_cryohet.stages import registry
-    from napari_cryohet.stages.spectral.stage import STAGE
-
-    features = STAGE.inputs["features"]
-    spec = dataclasses.replace(STAGE, inputs={"features": dataclasses.replace(
-        features, stages=(*features.stages, "toy"))})
-    monkeypatch.setitem(registry.STAGES, "spectral", spec)
-    return toy
-
-
-@pytest.fixture
 def ws(toy, tmp_path):
     w = Workspace.create(tmp_path / "ws", STAR)
     w._dataset = toy.toy_dataset(40)
