@@ -176,3 +176,15 @@ def test_workspace_resumes_a_cancelled_run(sample_ws):
     assert f"resumed from epoch 1 of run {run_id}" in messages
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
     assert ws.manifest(run_id)["status"] == "done"
+
+
+def test_default_spectral_settings_fit_real_and_simulated_data():
+    from napari_cryohet.core.particle_dataset import ParticleDataset
+    from napari_cryohet.stages.chainfit.stage import default_spectral_config
+    from napari_cryohet.stages.simulate import adk_chain
+
+    real = ParticleDataset(images=np.zeros((6, 8, 8), np.float32), apix=2.0)  # no ground truth
+    assert default_spectral_config(3, real).representation == "pca_images"
+    simulated = adk_chain(n_particles=4, box_size=16, apix=6.0)
+    cfg = default_spectral_config(30, simulated)
+    assert cfg.representation == "lowres_volumes" and cfg.n_eigenvectors == 30

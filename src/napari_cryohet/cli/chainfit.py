@@ -66,7 +66,7 @@ def _eigenvectors_run(ws, n_eigenvectors: int, progress) -> str:
     except RunNotFoundError:
         print("no spectral run in this workspace yet: running the spectral embedding with default settings "
               "first", flush=True)
-        run_id = ws.run("spectral", default_spectral_config(n_eigenvectors), progress=progress).run_id
+        run_id = ws.run("spectral", default_spectral_config(n_eigenvectors, ws.dataset), progress=progress).run_id
         print(f"spectral run {run_id} done", flush=True)
         return run_id
     print(f"using the eigenvectors of {run_id}, the latest finished spectral run of this workspace "

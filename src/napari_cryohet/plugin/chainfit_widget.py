@@ -292,7 +292,7 @@ def _default_spectral_run(ws, dataset, n_eigenvectors: int, progress, cancel) ->
     except RunNotFoundError:
         pass
     progress(0.0, "no spectral run in this workspace: computing the embedding with default settings first")
-    return ws.run("spectral", default_spectral_config(n_eigenvectors), progress=progress, cancel=cancel,
+    return ws.run("spectral", default_spectral_config(n_eigenvectors, dataset), progress=progress, cancel=cancel,
                   dataset=dataset).run_id
 
 
@@ -301,6 +301,6 @@ def _spectral_in_memory(dataset, n_eigenvectors: int, progress, cancel):
     from napari_cryohet.stages.registry import stage_spec
 
     progress(0.0, "computing the spectral embedding with default settings first")
-    result = stage_spec("spectral").run(dataset, default_spectral_config(n_eigenvectors), inputs={},
+    result = stage_spec("spectral").run(dataset, default_spectral_config(n_eigenvectors, dataset), inputs={},
                                         progress=progress, cancel=cancel, run_dir=None)
     return result.embedding()

@@ -31,16 +31,18 @@ def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None =
                         progress=progress, cancel=cancel)
 
 
-def default_spectral_config(n_eigenvectors: int) -> Any:
-    """Spectral settings for a chain fit that names no spectral run: the defaults, with at
-    least ``n_eigenvectors`` eigenvectors (what the CLI and the widget run first)."""
+def default_spectral_config(n_eigenvectors: int, dataset: Any = None) -> Any:
+    """Spectral settings for a chain fit that names no spectral run (what the CLI and the
+    widget run first): the defaults with at least ``n_eigenvectors`` eigenvectors, on the
+    low-resolution densities for simulated data (ground-truth atoms known) and on principal
+    components of the images for real data."""
     from napari_cryohet.stages.registry import stage_spec
 
     config_cls = stage_spec("spectral").config
-    config = config_cls()
-    if getattr(config, "n_eigenvectors", n_eigenvectors) < n_eigenvectors:
-        config = config_cls(n_eigenvectors=n_eigenvectors)
-    return config
+    truth = getattr(dataset, "ground_truth", None) or {}
+    representation = "lowres_volumes" if dataset is None or "coords_a" in truth else "pca_images"
+    return config_cls(n_eigenvectors=max(int(config_cls().n_eigenvectors), int(n_eigenvectors)),
+                      representation=representation)
 
 
 def _estimate_bytes(dataset: Any, config: ChainFitConfig) -> int:
