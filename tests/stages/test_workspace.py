@@ -110,3 +110,27 @@ def test_output_location_faults_are_refused_before_work_starts(toy, ws, tmp_path
     with pytest.raises(OutputLocationError, match="only 10 MB free"):
         ws.run("toy", toy.ToyConfig())
     assert toy.CALLS["epochs_run"] == 0 and ws.runs("toy") == []
+
+
+def test_a_run_that_is_running_is_not_started_twice(toy, ws):
+    from napari_cryohet.stages.workspace import RunBusyError
+
+    nested = {}
+
+    def progress(fraction, message):
+        if message.startswith("epoch 1/") and not nested:  # while toy/0001 runs: the same settings again
+            with pytest.raises(RunBusyError, match="running right now"):
+                ws.run("toy", toy.ToyConfig(epochs=2))
+            nested["refused"] = True
+
+    assert ws.run("toy", toy.ToyConfig(epochs=2), progress=progress).run_id == "toy/0001"
+    assert nested == {"refused": True}
+    # a run left "running" by a process that died is resumed, not refused
+    import json
+
+    manifest = ws.root / "toy" / "0001" / "manifest.json"
+    info = json.loads(manifest.read_text())
+    info.update(status="running", pid=2**22 + 12345)  # no such process
+    manifest.write_text(json.dumps(info))
+    assert ws.run("toy", toy.ToyConfig(epochs=2)).run_id == "toy/0001"
+    assert ws.manifest("toy/0001")["status"] == "done"

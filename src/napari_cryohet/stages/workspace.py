@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from napari_cryohet.stages.protocol import (
 )
 from napari_cryohet.stages.registry import StageSpec, stage_spec
 
-__all__ = ["Workspace", "RunNotFoundError",
+__all__ = ["Workspace", "RunNotFoundError", "RunBusyError",
            "check_output_location", "dataset_source", "WORKSPACE_FILE"]
 
 WORKSPACE_FILE = "workspace.json"
@@ -54,6 +56,41 @@ MIN_FREE_BYTES = 50 * 2**20
 
 class RunNotFoundError(CryohetInputError):
     """A run id names no run (or no finished run) in the workspace."""
+
+
+class RunBusyError(CryohetInputError):
+    """The run these settings would resume is running right now (this or another process)."""
+
+
+#: Run folders this process is running now (two widgets must not run one run twice).
+_ACTIVE: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _claim(run_dir: Path, manifest: dict[str, Any] | None) -> None:
+    """Mark ``run_dir`` as running in this process, or raise :class:`RunBusyError`."""
+    run_dir = run_dir.resolve()
+    with _ACTIVE_LOCK:
+        busy = run_dir in _ACTIVE
+        if not busy and manifest is not None and manifest.get("status") == "running":
+            pid, host = manifest.get("pid"), manifest.get("host")
+            busy = (pid is not None and host == socket.gethostname() and int(pid) != os.getpid()
+                    and _process_alive(pid))
+        if busy:
+            who = "this session" if run_dir in _ACTIVE else f"process {manifest.get('pid')}"
+            raise RunBusyError(run_dir, f"this run is running right now ({who}); wait for it to finish or "
+                               "cancel it, then run again to resume it", field="status")
+        _ACTIVE.add(run_dir)
 
 
 def check_output_location(path: str | Path, *, need_bytes: int = 0) -> Path:
@@ -254,26 +291,31 @@ class Workspace:
         if run_id is None:
             check_output_location(self.root / stage, need_bytes=need)
             run_id = self._new_run_dir(stage)
+            _claim(self.root / run_id, None)
         else:
             check_output_location(self.root / run_id, need_bytes=need)
+            _claim(self.root / run_id, manifest)
             remove_stale_partials(self.root / run_id)  # left by a killed write of this run
         run_dir = self.root / run_id
         manifest = {"run_id": run_id, "stage": stage, "config": config.to_dict(), **key,
                     "n_particles": int(len(indices)), "status": "running", "started": _now(), "ended": None,
-                    "package_version": _package_version()}
-        write_json(run_dir / MANIFEST, manifest)
-        report(progress, 0.0, f"{run_id}: {spec.title}")
+                    "package_version": _package_version(), "pid": os.getpid(), "host": socket.gethostname()}
         try:
+            write_json(run_dir / MANIFEST, manifest)
+            report(progress, 0.0, f"{run_id}: {spec.title}")
             result = spec.run(dataset, config, inputs=resolved, progress=progress, cancel=cancel, run_dir=run_dir)
             result.run_id = run_id
             result.save(run_dir)
+            self._finish(run_dir, manifest, "done")
         except Cancelled:
             self._finish(run_dir, manifest, "cancelled")
             raise
         except BaseException as err:
             self._finish(run_dir, manifest, "failed", error=f"{type(err).__name__}: {err}")
             raise
-        self._finish(run_dir, manifest, "done")
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(run_dir.resolve())
         return result
 
     # -------------------------------------------------------------- helpers
