@@ -12,7 +12,8 @@ import pytest
 
 from napari_cryohet.io.errors import OutputLocationError
 from napari_cryohet.stages._common import Cancelled, CancelToken
-from napari_cryohet.stages.workspace import RunNotFoundError, Workspace, check_output_location
+from napari_cryohet.stages.output_location import check_output_location
+from napari_cryohet.stages.workspace import RunNotFoundError, Workspace
 
 STAR = Path(__file__).parents[2] / "sample_data" / "adk_small" / "particles.star"
 
@@ -100,12 +101,12 @@ def test_output_location_faults_are_refused_before_work_starts(toy, ws, tmp_path
     with pytest.raises(OutputLocationError, match="cannot write here"):
         Workspace.create(unwritable, STAR)
     # no space: the run is refused before its first epoch
-    import napari_cryohet.stages.workspace as workspace
+    import napari_cryohet.stages.output_location as output_location
 
     class Usage:
         free = 10 * 2**20
 
-    monkeypatch.setattr(workspace.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(output_location.shutil, "disk_usage", lambda path: Usage)
     toy.CALLS["epochs_run"] = 0
     with pytest.raises(OutputLocationError, match="only 10 MB free"):
         ws.run("toy", toy.ToyConfig())

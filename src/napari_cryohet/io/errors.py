@@ -90,6 +90,6 @@ class EmptyFileError(CryohetInputError):
 class OutputLocationError(CryohetInputError):
     """Where results should go cannot take them: a file in the way, no permission, no space.
 
-    Raised before a long run starts (``stages.workspace.check_output_location``) and when a
+    Raised before a long run starts (``stages.output_location.check_output_location``) and when a
     write fails for lack of space; the last complete file written there is kept.
     """

@@ -21,7 +21,6 @@ result came from is always known — results are addressed by who made them, as 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -34,6 +33,7 @@ from napari_cryohet.io.atomic import remove_stale_partials
 from napari_cryohet.io.errors import CryohetInputError, MissingFileError, OutputLocationError
 from napari_cryohet.stages._common import Cancelled, CancelToken, ProgressCallback, report
 from napari_cryohet.stages.checkpoint import MANIFEST
+from napari_cryohet.stages.output_location import check_output_location
 from napari_cryohet.stages.protocol import (
     Embedding,
     StageConfig,
@@ -46,12 +46,10 @@ from napari_cryohet.stages.protocol import (
 from napari_cryohet.stages.registry import StageSpec, stage_spec
 
 __all__ = ["Workspace", "RunNotFoundError", "RunBusyError",
-           "check_output_location", "dataset_source", "WORKSPACE_FILE"]
+           "dataset_source", "WORKSPACE_FILE"]
 
 WORKSPACE_FILE = "workspace.json"
 FORMAT_VERSION = 1
-#: Free space a run needs at least, whatever its own estimate (bytes).
-MIN_FREE_BYTES = 50 * 2**20
 
 
 class RunNotFoundError(CryohetInputError):
@@ -91,34 +89,6 @@ def _claim(run_dir: Path, manifest: dict[str, Any] | None) -> None:
             raise RunBusyError(run_dir, f"this run is running right now ({who}); wait for it to finish or "
                                "cancel it, then run again to resume it", field="status")
         _ACTIVE.add(run_dir)
-
-
-def check_output_location(path: str | Path, *, need_bytes: int = 0) -> Path:
-    """Refuse an output directory that cannot take a run, before the run starts.
-
-    Raises :class:`OutputLocationError` when ``path`` (or a parent) is a file, the directory
-    cannot be created or written to, or the disk has less free space than ``need_bytes``
-    (and at least :data:`MIN_FREE_BYTES`). Creates ``path`` and returns it.
-    """
-    path = Path(path)
-    for parent in (path, *path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise OutputLocationError(parent, "is a file, not a directory: pick another output location")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except PermissionError as err:
-        raise OutputLocationError(path, "cannot write here (no permission or a read-only disk)") from err
-    except OSError as err:
-        raise OutputLocationError(path, f"cannot write here: {err.strerror or err}") from err
-    need = max(int(need_bytes), MIN_FREE_BYTES)
-    free = shutil.disk_usage(path).free
-    if free < need:
-        raise OutputLocationError(path, f"only {free / 2**20:.0f} MB free, the run needs about "
-                                  f"{need / 2**20:.0f} MB: free some space or pick another location")
-    return path
 
 
 def _now() -> str:
