@@ -8,8 +8,8 @@ import gemmi
 import pytest
 
 from napari_cryohet.cli import main
+from napari_cryohet.io.json_files import write_json
 from napari_cryohet.stages.chainfit import angles_for_residues, reference_from_dataset
-from napari_cryohet.stages.protocol import write_json
 from napari_cryohet.stages.workspace import Workspace
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"

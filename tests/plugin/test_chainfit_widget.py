@@ -8,10 +8,10 @@ import gemmi
 import numpy as np
 import pytest
 
+from napari_cryohet.io.json_files import write_json
 from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.plugin._reader import DATASET_KEY
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
-from napari_cryohet.stages.protocol import write_json
 from napari_cryohet.stages.simulate import adk_chain
 from napari_cryohet.stages.workspace import Workspace
 

@@ -27,8 +27,9 @@ import torch
 
 from napari_cryohet.io.atomic import atomic_path, remove_stale_partials
 from napari_cryohet.io.errors import CorruptFileError, CryohetInputError
+from napari_cryohet.io.json_files import jsonable
 from napari_cryohet.stages._common import ProgressCallback, report
-from napari_cryohet.stages.protocol import StageConfig, jsonable, particle_index_hash
+from napari_cryohet.stages.protocol import StageConfig, particle_index_hash
 
 __all__ = ["Checkpointer", "CheckpointMismatchError", "rng_state", "restore_rng", "MANIFEST"]
 

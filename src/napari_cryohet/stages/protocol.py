@@ -38,8 +38,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
+from napari_cryohet.io.atomic import save_npz_atomic
 from napari_cryohet.io.errors import CorruptFileError, CryohetInputError, MissingFileError
+from napari_cryohet.io.json_files import jsonable, read_json, write_json
 
 __all__ = [
     "param",
@@ -51,9 +52,6 @@ __all__ = [
     "ParticleMismatchError",
     "particle_index_hash",
     "dataset_indices",
-    "write_json",
-    "read_json",
-    "jsonable",
 ]
 
 RESULT_INFO = "result.json"
@@ -363,40 +361,3 @@ class Embedding:
                            name=meta.get("name", "embedding"))
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
             raise CorruptFileError(path, f"not an embedding (.npz with values and indices): {err}") from err
-
-
-# ----------------------------------------------------------------------------- json helpers
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with tuples, NumPy arrays and scalars, and paths turned into JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(jsonable(obj), indent=1))
-    return path
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing file is :class:`MissingFileError`, bad JSON :class:`CorruptFileError`."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise MissingFileError(path, "file not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-        raise CorruptFileError(path, f"not valid JSON: {err}") from err

@@ -31,6 +31,7 @@ import numpy as np
 
 from napari_cryohet.io.atomic import remove_stale_partials
 from napari_cryohet.io.errors import CryohetInputError, MissingFileError, OutputLocationError
+from napari_cryohet.io.json_files import read_json, write_json
 from napari_cryohet.stages._common import Cancelled, CancelToken, ProgressCallback, report
 from napari_cryohet.stages.checkpoint import MANIFEST
 from napari_cryohet.stages.output_location import check_output_location
@@ -40,8 +41,6 @@ from napari_cryohet.stages.protocol import (
     StageResult,
     dataset_indices,
     particle_index_hash,
-    read_json,
-    write_json,
 )
 from napari_cryohet.stages.registry import StageSpec, stage_spec
 

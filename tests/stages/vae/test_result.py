@@ -10,13 +10,8 @@ import pytest
 import torch
 
 from napari_cryohet.io.errors import CorruptFileError, MissingFileError
-from napari_cryohet.stages.protocol import (
-    RESULT_INFO,
-    Embedding,
-    ParticleMismatchError,
-    read_json,
-    write_json,
-)
+from napari_cryohet.io.json_files import read_json, write_json
+from napari_cryohet.stages.protocol import RESULT_INFO, Embedding, ParticleMismatchError
 from napari_cryohet.stages.vae import VAEResult, train_vae
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from napari_cryohet.io.atomic import save_npz_atomic
+from napari_cryohet.io.json_files import read_json, write_json
 from napari_cryohet.stages.chainfit.model import build_chains
 from napari_cryohet.stages.chainfit.reference import ChainReference
-from napari_cryohet.stages.protocol import Embedding, StageResult, read_json, write_json
+from napari_cryohet.stages.protocol import Embedding, StageResult
 
 __all__ = ["ChainFitResult"]
 

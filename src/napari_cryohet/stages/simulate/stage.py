@@ -13,14 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_cryohet.io.json_files import read_json
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
-from napari_cryohet.stages.protocol import (
-    StageConfig,
-    StageResult,
-    dataset_indices,
-    param,
-    read_json,
-)
+from napari_cryohet.stages.protocol import StageConfig, StageResult, dataset_indices, param
 from napari_cryohet.stages.registry import StageSpec
 from napari_cryohet.stages.simulate import RECIPES, Toy2DDataset, save_simulation
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from napari_cryohet.io.atomic import save_npz_atomic
-from napari_cryohet.stages.protocol import Embedding, StageResult, jsonable
+from napari_cryohet.io.json_files import jsonable
+from napari_cryohet.stages.protocol import Embedding, StageResult
 from napari_cryohet.stages.spectral.config import SpectralConfig
 
 __all__ = ["SpectralResult", "RESULT_FILE"]

@@ -22,7 +22,8 @@ from napari_cryohet.core.device import select_device
 from napari_cryohet.core.vae_model import ModelShape, StructuralBasisVAE
 from napari_cryohet.io.atomic import atomic_path, save_npz_atomic
 from napari_cryohet.io.errors import CorruptFileError, MissingFileError
-from napari_cryohet.stages.protocol import Embedding, StageResult, read_json, write_json
+from napari_cryohet.io.json_files import read_json, write_json
+from napari_cryohet.stages.protocol import Embedding, StageResult
 from napari_cryohet.stages.vae.config import VAEConfig
 from napari_cryohet.stages.vae.volumes import decode_volumes
 
