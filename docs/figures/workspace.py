@@ -57,6 +57,14 @@ def _shot(viewer, name: str) -> Path:
     return path
 
 
+def _step(viewer, widget, name: str) -> None:
+    """Press the widget's run button, wait for its run, bring its dock to the front, screenshot."""
+    widget.run()
+    _wait(widget.runner)
+    widget.native.parent().raise_()
+    _shot(viewer, name)
+
+
 def main() -> None:
     ws_dir = Path(tempfile.mkdtemp(prefix="cryohet-ws-")) / "adk_small"
     viewer = napari.Viewer(title="napari-cryohet: one workspace", show=True)
@@ -75,35 +83,23 @@ def main() -> None:
     spectral.form.n_components.value = "10"
     spectral.form.k.value = 10
     spectral.form.n_eigenvectors.value = 6
-    spectral.run()
-    _wait(spectral.runner)
-    spectral.native.parent().raise_()
-    _shot(viewer, "1_spectral")
+    _step(viewer, spectral, "1_spectral")
 
     chainfit.workspace.refresh()
     chainfit.form.n_eigenvectors.value = 4
     chainfit.form.epochs.value = 3
-    chainfit.run()
-    _wait(chainfit.runner)
-    chainfit.native.parent().raise_()
-    _shot(viewer, "2_chainfit")
+    _step(viewer, chainfit, "2_chainfit")
 
     vae.form.epochs.value = 1
     vae.form.zdim.value = 2
-    vae.run()
-    _wait(vae.runner)
-    vae.native.parent().raise_()
-    _shot(viewer, "3_vae")
+    _step(viewer, vae, "3_vae")
 
     spectral.workspace.refresh()
     spectral.workspace.inputs["features"].value = "vae/0001"
     spectral.form.representation.value = "table"
     spectral.form.n_components.value = ""
     spectral.form.n_eigenvectors.value = 4
-    spectral.run()
-    _wait(spectral.runner)
-    spectral.native.parent().raise_()
-    _shot(viewer, "4_spectral_on_latents")
+    _step(viewer, spectral, "4_spectral_on_latents")
     print(list_runs(ws_dir))
     viewer.close()
 
