@@ -85,7 +85,7 @@ class ConfigForm(Container):
 def _label(f: dataclasses.Field) -> str:
     text = f.metadata.get("label") or f.name.replace("_", " ")
     unit = f.metadata.get("unit")
-    return f"{text} ({unit})" if unit else text
+    return f"{text} ({unit})" if unit and unit not in text else text  # not "epochs (epochs)"
 
 
 def _make_widget(f: dataclasses.Field, base: type, optional: bool, is_tuple: bool, value: Any):
