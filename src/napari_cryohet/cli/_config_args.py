@@ -84,17 +84,17 @@ def config_from_args(config_cls: type, args: argparse.Namespace, **overrides: An
 
 def add_workspace_args(parser: argparse.ArgumentParser, *, inputs: dict[str, str] | None = None) -> None:
     """``--workspace DIR`` (required), the dataset source of a new workspace, and input run ids."""
-    parser.add_argument("--workspace", type=Path, required=True,
+    parser.add_argument("--workspace", type=Path, required=True, metavar="DIR",
                         help="workspace directory: created on first use, reused after (results, checkpoints)")
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--star", type=Path, default=None,
+    src.add_argument("--star", type=Path, default=None, metavar="FILE",
                      help="a RELION .star file (or .mrcs stack): the dataset of a new workspace")
-    src.add_argument("--sample", default=None,
+    src.add_argument("--sample", default=None, metavar="RECIPE",
                      help="a simulator recipe (adk_chain, adk_volumes, box_arms_2d, ...): the dataset of a new "
                           "workspace")
-    parser.add_argument("--n-particles", type=int, default=None, help="particles of --sample")
-    parser.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio of --sample")
-    parser.add_argument("--sample-seed", type=int, default=0, help="random seed of --sample")
+    parser.add_argument("--n-particles", type=int, default=None, metavar="N", help="particles of --sample")
+    parser.add_argument("--snr", type=float, default=None, metavar="X", help="signal-to-noise ratio of --sample")
+    parser.add_argument("--sample-seed", type=int, default=0, metavar="N", help="random seed of --sample")
     for name, text in (inputs or {}).items():
         parser.add_argument(_flag(name), dest=f"in_{name}", default=None, metavar="RUN", help=text)
 

@@ -40,11 +40,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "the workspace; none: one with default settings is run first)"})
     add_config_args(parser, ChainFitConfig, title="chain-fit settings (Esteve-Yagüe et al. 2022)")
     short = parser.add_argument_group("short forms and residue ranges")
-    short.add_argument("-K", dest="cfg_n_eigenvectors", type=int, default=argparse.SUPPRESS,
+    short.add_argument("-K", dest="cfg_n_eigenvectors", type=int, metavar="N", default=argparse.SUPPRESS,
                        help="same as --n-eigenvectors")
-    short.add_argument("--lr", dest="cfg_learning_rate", type=float, default=argparse.SUPPRESS,
+    short.add_argument("--lr", dest="cfg_learning_rate", type=float, metavar="X", default=argparse.SUPPRESS,
                        help="same as --learning-rate")
-    short.add_argument("--chain", dest="cfg_reference_chain", default=argparse.SUPPRESS,
+    short.add_argument("--chain", dest="cfg_reference_chain", metavar="ID", default=argparse.SUPPRESS,
                        help="same as --reference-chain")
     short.add_argument("--rigid", default=None, metavar="RANGES",
                        help="residue ranges (e.g. 10-20,40-52) whose angles only get the constant term")
@@ -52,7 +52,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="residue ranges whose angles stay at the reference")
     short.add_argument("--varying", default=None, metavar="RANGES",
                        help="fit only the angles of these residue ranges (every other angle stays fixed)")
-    parser.add_argument("--export-pdb", type=Path, default=None,
+    parser.add_argument("--export-pdb", type=Path, default=None, metavar="FILE",
                         help="also write the fitted chains as a multi-model PDB file")
 
 
