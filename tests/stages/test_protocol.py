@@ -87,3 +87,16 @@ def test_result_load_named_errors(toy, tmp_path):
     (tmp_path / "r" / "result.json").write_text(json.dumps(info))
     with pytest.raises(CorruptFileError, match="format 99"):
         toy.ToyResult.load(tmp_path / "r")
+
+
+def test_retired_settings_are_dropped_without_a_warning():
+    import warnings
+
+    from napari_cryohet.stages.vae import VAEConfig
+
+    saved = {**VAEConfig(beta=0.3).to_dict(), "workspace": "old/ws", "resume": True}  # an older version's file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert VAEConfig.from_dict(saved) == VAEConfig(beta=0.3)
+    with pytest.warns(ConfigWarning, match="no_such_setting"):
+        VAEConfig.from_dict({**saved, "no_such_setting": 1})

@@ -25,8 +25,12 @@ def _flag(name: str) -> str:
 
 
 def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclude: tuple[str, ...] = (),
-                    title: str | None = None) -> None:
-    """Add one flag per field of ``config_cls`` (except ``exclude``) to ``parser``."""
+                    title: str | None = None, default_text: dict[str, str] | None = None) -> None:
+    """Add one flag per field of ``config_cls`` (except ``exclude``) to ``parser``.
+
+    ``default_text`` replaces the shown default of fields whose default the command picks
+    from the data (field name → words).
+    """
     group = parser.add_argument_group(title or f"{config_cls.__name__} settings")
     defaults = config_cls()
     for f in dataclasses.fields(config_cls):
@@ -39,6 +43,7 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclud
         default = getattr(defaults, f.name)
         unit = f" [{meta['unit']}]" if meta.get("unit") else ""
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = (default_text or {}).get(f.name, shown)
         text = f"{meta.get('help') or meta.get('label') or ''}{unit} (default: {shown})".strip()
         kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": text}
         if base is bool and not optional:

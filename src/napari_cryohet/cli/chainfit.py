@@ -78,23 +78,17 @@ def main(args: argparse.Namespace) -> int:
     from napari_cryohet.io.pdb import write_chains_pdb
     from napari_cryohet.stages.chainfit import ChainFitConfig, resolve_reference
 
-    try:
-        config = config_from_args(ChainFitConfig, args)
-        if config.reference:  # the same file from any working folder is the same setting
-            config = dataclasses.replace(config, reference=str(Path(config.reference).expanduser().resolve()))
-    except ValueError as err:
-        raise SystemExit(f"cryohet chainfit: error: {err}") from None
+    config = config_from_args(ChainFitConfig, args)
+    if config.reference:  # the same file from any working folder is the same setting
+        config = dataclasses.replace(config, reference=str(Path(config.reference).expanduser().resolve()))
     ws = open_workspace(args)
     progress = print_progress()
     ranges = {"rigid_angles": args.rigid, "fixed_angles": args.fixed, "varying_angles": args.varying}
     if any(ranges.values()):  # residue ranges → angle indices of the reference chain
-        try:
-            reference = resolve_reference(config, ws.dataset)
-            extra = {name: tuple(sorted(set(getattr(config, name) or ()) | set(reference.angles(text))))
-                     for name, text in ranges.items() if text}
-            config = dataclasses.replace(config, **extra)
-        except ValueError as err:
-            raise SystemExit(f"cryohet chainfit: error: {err}") from None
+        reference = resolve_reference(config, ws.dataset)
+        extra = {name: tuple(sorted(set(getattr(config, name) or ()) | set(reference.angles(text))))
+                 for name, text in ranges.items() if text}
+        config = dataclasses.replace(config, **extra)
     inputs = input_ids(args)
     if "eigenvectors" not in inputs:
         inputs["eigenvectors"] = _eigenvectors_run(ws, config.n_eigenvectors, progress)

@@ -22,7 +22,6 @@ simulated data (ground-truth densities), 'pca_images' otherwise.
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["add_args", "main"]
 
@@ -33,11 +32,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
     add_workspace_args(parser, inputs={"features": "run id whose per-particle vectors to embed, e.g. vae/0001 "
                                                    "(VAE latents; uses the 'table' representation)"})
-    add_config_args(parser, SpectralConfig, title="spectral embedding settings (Esteve-Yagüe et al. 2022)")
-    for action in parser._actions:  # the default depends on the data here (module docstring)
-        if action.dest == "cfg_representation":
-            action.help = action.help.replace("(default: lowres_volumes)", "(default: table with --features or "
-                                              "--columns, lowres_volumes for simulated data, else pca_images)")
+    add_config_args(parser, SpectralConfig, title="spectral embedding settings (Esteve-Yagüe et al. 2022)",
+                    default_text={"representation": "table with --features or --columns, lowres_volumes for "
+                                                    "simulated data, else pca_images"})
 
 
 def _default_representation(args: argparse.Namespace, inputs: dict[str, str], dataset) -> str:
@@ -63,12 +60,8 @@ def main(args: argparse.Namespace) -> int:
     overrides = {}
     if not hasattr(args, "cfg_representation"):
         overrides["representation"] = _default_representation(args, inputs, ws.dataset)
-    try:
-        config = config_from_args(SpectralConfig, args, **overrides)
-        result = ws.run("spectral", config, inputs=inputs, progress=print_progress())
-    except ValueError as err:
-        print(f"cryohet spectral: error: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(SpectralConfig, args, **overrides)
+    result = ws.run("spectral", config, inputs=inputs, progress=print_progress())
     lam = ", ".join(f"{v:.4g}" for v in result.eigenvalues[:6])
     n, k = result.eigenvectors.shape
     print(f"{result.run_id}: {n} particles x {k} eigenvectors ({config.representation}); "

@@ -82,17 +82,12 @@ def _load_result(args: argparse.Namespace):
     from napari_cryohet.stages.workspace import Workspace
 
     if args.result_dir is not None:
-        folder = args.result_dir
-        if not (folder / "model.pt").exists() and (folder / "vae" / "model.pt").exists():
-            folder = folder / "vae"  # an older workspace: results were written to WS/vae
-        return VAEResult.load(folder, device=args.device)
+        return VAEResult.from_folder(args.result_dir, device=args.device)
     ws = Workspace.open(args.workspace)
     run_id = ws.resolve(args.run)
     if not run_id.startswith("vae/"):
         raise SystemExit(f"cryohet vae decode: --run must be a VAE run (vae/NNNN), got {run_id}")
-    result = VAEResult.load(ws.root / run_id, device=args.device)
-    result.run_id = run_id
-    return result
+    return ws.result(run_id, device=args.device)
 
 
 def _decode(args: argparse.Namespace) -> int:

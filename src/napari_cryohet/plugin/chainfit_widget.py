@@ -53,16 +53,13 @@ FORM_EXCLUDE = ("reference", "reference_chain", "fixed_angles", "rigid_angles", 
 
 
 class _EpochProgress:
-    """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``)
-    and keeps what the workspace said about the run (resumed, or already done)."""
+    """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``,
+    which ``run_chainfit`` reads from the progress callback of a workspace run)."""
 
     def __init__(self, progress, on_epoch) -> None:
         self._progress, self.on_epoch = progress, on_epoch
-        self.note = ""
 
     def __call__(self, fraction: float, message: str = "") -> None:
-        if message.startswith("resumed from epoch") or "already done" in message:
-            self.note = message
         self._progress(fraction, message)
 
 
@@ -131,7 +128,6 @@ class ChainFitWidget(Container):
         self.history: list[dict[str, float]] = []
         self._history_lock = threading.Lock()
         self._rows_in_dataset: np.ndarray | None = None
-        self._run_note = ""
         self.run_button.changed.connect(self.run)
         self.particle.changed.connect(self.show_particle)
         self.export_button.changed.connect(self.export)
@@ -200,16 +196,13 @@ class ChainFitWidget(Container):
                 if "eigenvectors" not in inputs:
                     inputs["eigenvectors"] = _default_spectral_run(ws, dataset, config.n_eigenvectors, progress,
                                                                    cancel)
-                tracked = _EpochProgress(progress, on_epoch)
-                result = ws.run("chainfit", config, inputs=inputs, progress=tracked, cancel=cancel, dataset=dataset)
-                self._run_note = tracked.note
-                return result
+                return ws.run("chainfit", config, inputs=inputs, progress=_EpochProgress(progress, on_epoch),
+                              cancel=cancel, dataset=dataset)
             eigenvectors = _spectral_in_memory(dataset, config.n_eigenvectors, progress, cancel)
             return run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference, progress=progress,
                                 cancel=cancel, on_epoch=on_epoch)
 
         self.reference = reference
-        self._run_note = ""
         self.runner.start(job, self.show_result)
 
     # ------------------------------------------------------------------ result
@@ -231,8 +224,8 @@ class ChainFitWidget(Container):
             text += f", avg error {last['avg_error_a']:.2f} Å, max {last['max_error_a']:.2f} Å"
         if result.run_id:
             text = f"{result.run_id}: {text}"
-            if self._run_note:  # "resumed from epoch N of run chainfit/0003", or already done
-                text += f" ({self._run_note.removeprefix(f'{result.run_id}: ')})"
+            if result.run_note:  # "resumed from epoch N of run chainfit/0003", or already done
+                text += f" ({result.run_note})"
             self.workspace.refresh()
         self.info.value = text
 

@@ -48,7 +48,6 @@ from napari_cryohet.stages.vae import (
     points_in_polygon,
     train_vae,
 )
-from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -107,7 +106,6 @@ class VAEExplorerWidget(Container):
         self.embedding: np.ndarray | None = None
         self.current_volume: np.ndarray | None = None
         self.selected: list[int] = []
-        self._run_note = ""
 
         self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset layer")
         self.form = ConfigForm(VAEConfig, label="VAE settings")
@@ -177,7 +175,6 @@ class VAEExplorerWidget(Container):
             self.info.value = str(err)
             return
         self.dataset = dataset
-        self._run_note = ""
         if ws is None:
             def job(progress, cancel):
                 return train_vae(dataset, cfg, progress=progress, cancel=cancel)
@@ -185,27 +182,14 @@ class VAEExplorerWidget(Container):
             inputs = self.workspace.input_ids()
 
             def job(progress, cancel):
-                def noting(fraction: float, message: str = "") -> None:
-                    # what the workspace said about the run: resumed from a checkpoint, or already done
-                    if message.startswith("resumed from epoch") or "already done" in message:
-                        self._run_note = message
-                    progress(fraction, message)
-
-                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=noting, cancel=cancel)
+                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
         self.runner.start(job, self.set_result)
 
     def load_result(self, folder: str | Path) -> None:
         """Load a trained VAE: a run folder (``<workspace>/vae/0001``), a workspace (its newest
         finished VAE run), or an older ``<folder>/vae``."""
-        folder = Path(folder)
-        self._run_note = ""
         try:
-            if (folder / WORKSPACE_FILE).is_file():
-                self.set_result(Workspace.open(folder).result("vae"))
-                return
-            if not (folder / "model.pt").exists() and (folder / "vae" / "model.pt").exists():
-                folder = folder / "vae"
-            self.set_result(VAEResult.load(folder))
+            self.set_result(VAEResult.from_folder(folder))
         except (OSError, ValueError) as err:
             self.info.value = f"error: {err}"
 
@@ -223,8 +207,8 @@ class VAEExplorerWidget(Container):
                 + (f", final loss {last['loss']:.4f}" if last else ""))
         if result.run_id:
             text = f"run {result.run_id}: {text}"
-            if self._run_note:  # "resumed from epoch N of run vae/0003", or already done
-                text += f" ({self._run_note.removeprefix(f'{result.run_id}: ')})"
+            if result.run_note:  # "resumed from epoch N of run vae/0003", or already done
+                text += f" ({result.run_note})"
         self.info.value = text
         self.workspace.refresh()
         self.show_latents()

@@ -76,13 +76,19 @@ class Checkpointer:
         Input name → run id; default: read from ``run_dir/manifest.json`` when present.
     run_id
         Shown in messages (default: from the manifest, else ``<parent>/<dir>``).
+    identity
+        What else the state belongs to, beyond config, inputs and particles: description →
+        a value or an :func:`~napari_cryohet.stages.protocol.array_hash` (the VAE's
+        ``{"image sizes": 64}``, the chain fit's eigenvectors and reference chain). A
+        checkpoint whose value differs is refused ("written for other image sizes").
     name
         File name of the checkpoint.
     """
 
     def __init__(self, run_dir: str | Path, *, config: StageConfig, n_particles: int,
                  particle_indices: np.ndarray | None = None, inputs: dict[str, str] | None = None,
-                 run_id: str | None = None, name: str = CHECKPOINT_NAME):
+                 run_id: str | None = None, identity: dict[str, Any] | None = None,
+                 name: str = CHECKPOINT_NAME):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / name
         self.config = config
@@ -96,7 +102,8 @@ class Checkpointer:
         self.run_id = run_id or manifest.get("run_id") or f"{self.run_dir.parent.name}/{self.run_dir.name}"
         self.meta = {"fingerprint": config.fingerprint(), "config": config.science_dict(),
                      "inputs": self.inputs, "n_particles": int(n_particles),
-                     "particle_index_hash": None if particle_indices is None else particle_index_hash(particle_indices)}
+                     "particle_index_hash": None if particle_indices is None else particle_index_hash(particle_indices),
+                     "identity": jsonable(identity or {})}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.removed_partials = remove_stale_partials(self.run_dir)
 
@@ -143,6 +150,10 @@ class Checkpointer:
         elif (self.meta["particle_index_hash"] is not None and saved.get("particle_index_hash") is not None
               and saved["particle_index_hash"] != self.meta["particle_index_hash"]):
             problems.append("the particles differ (same count, other particles)")
+        saved_identity = saved.get("identity", {})
+        for what, value in self.meta["identity"].items():
+            if saved_identity.get(what) != value:
+                problems.append(f"written for other {what} ({saved_identity.get(what)} → {value})")
         if problems:
             raise CheckpointMismatchError(
                 self.path, f"checkpoint of run {self.run_id} does not belong to this run: {'; '.join(problems)}. "

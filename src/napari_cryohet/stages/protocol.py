@@ -51,6 +51,7 @@ __all__ = [
     "Embedding",
     "ParticleMismatchError",
     "particle_index_hash",
+    "array_hash",
     "dataset_indices",
 ]
 
@@ -108,6 +109,9 @@ class StageConfig:
     """
 
     STAGE: ClassVar[str] = ""
+    #: Settings of earlier versions that no longer exist (the workspace decides them now):
+    #: :meth:`from_dict` drops them without a warning.
+    RETIRED: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -152,7 +156,7 @@ class StageConfig:
         added since takes its default.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names - set(cls.RETIRED))
         if unknown:
             where = f" in {source}" if source is not None else ""
             warnings.warn(f"{cls.__name__}: ignoring unknown setting(s) {unknown}{where}", ConfigWarning,
@@ -214,6 +218,9 @@ class StageResult:
     FORMAT_VERSION: ClassVar[int] = 1
     #: Set by the workspace when the result is loaded from, or saved as, a run.
     run_id: str | None = None
+    #: Set by ``Workspace.run``: how this call got the result, when not by a fresh run
+    #: ("already done with these settings …", "resumed from epoch N of run …").
+    run_note: str | None = None
 
     @property
     def particle_indices(self) -> np.ndarray | None:
@@ -272,9 +279,19 @@ def dataset_indices(dataset: Any) -> np.ndarray:
     return np.asarray(idx, dtype=np.int64)
 
 
+def array_hash(*arrays: Any) -> str:
+    """16-hex-digit hash of arrays: their dtypes, shapes and bytes (order matters)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def particle_index_hash(indices: np.ndarray) -> str:
     """16-hex-digit hash of a particle-index array (order matters)."""
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()[:16]
+    return array_hash(np.asarray(indices, dtype="<i8"))
 
 
 @dataclass

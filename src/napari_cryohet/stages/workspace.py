@@ -64,6 +64,23 @@ _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
+class _NotingProgress:
+    """Relays a stage's progress and keeps the checkpointer's "resumed from epoch N …"
+    message for ``result.run_note``. Attributes of the caller's callback (the chain fit's
+    ``on_epoch``) stay reachable through it."""
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self._progress, self.note = progress, None
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if message.startswith("resumed from epoch"):
+            self.note = message
+        report(self._progress, fraction, message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._progress, name)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -211,11 +228,14 @@ class Workspace:
             raise RunNotFoundError(self.root / stage, f"no finished {stage} run in this workspace", field="run")
         return finished[-1]["run_id"]
 
-    def result(self, ref: str) -> StageResult:
-        """The result of run ``ref`` (``"spectral/0002"``, or ``"spectral"``: the latest done)."""
+    def result(self, ref: str, **load_options: Any) -> StageResult:
+        """The result of run ``ref`` (``"spectral/0002"``, or ``"spectral"``: the latest done).
+
+        ``load_options`` go to the stage's ``Result.load`` (the VAE's ``device``).
+        """
         run_id = self.resolve(ref)
         spec = stage_spec(run_id.split("/")[0])
-        result = spec.result.load(self.root / run_id)
+        result = spec.result.load(self.root / run_id, **load_options)
         result.run_id = run_id
         return result
 
@@ -254,8 +274,11 @@ class Workspace:
                "particle_index_hash": particle_index_hash(indices)}
         run_id, manifest = self._find_run(stage, key)
         if manifest is not None and manifest.get("status") == "done":
-            report(progress, 1.0, f"{run_id}: already done with these settings (nothing recomputed)")
-            return self.result(run_id)
+            note = "already done with these settings: nothing recomputed"
+            report(progress, 1.0, f"{run_id}: {note}")
+            result = self.result(run_id)
+            result.run_note = note
+            return result
         need = spec.estimate_bytes(dataset, config) if spec.estimate_bytes else 0
         if run_id is None:
             check_output_location(self.root / stage, need_bytes=need)
@@ -272,8 +295,9 @@ class Workspace:
         try:
             write_json(run_dir / MANIFEST, manifest)
             report(progress, 0.0, f"{run_id}: {spec.title}")
-            result = spec.run(dataset, config, inputs=resolved, progress=progress, cancel=cancel, run_dir=run_dir)
-            result.run_id = run_id
+            noted = _NotingProgress(progress)
+            result = spec.run(dataset, config, inputs=resolved, progress=noted, cancel=cancel, run_dir=run_dir)
+            result.run_id, result.run_note = run_id, noted.note
             result.save(run_dir)
             self._finish(run_dir, manifest, "done")
         except Cancelled:

@@ -27,6 +27,7 @@ class ChainFitConfig(StageConfig):
     """
 
     STAGE = "chainfit"
+    RETIRED = ("resume",)  # the workspace decides this now
 
     reference: str | None = param(
         None, label="reference model",

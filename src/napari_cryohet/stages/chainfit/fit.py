@@ -33,11 +33,10 @@ from napari_cryohet.stages.chainfit.targets import FourierTargets
 from napari_cryohet.stages.chainfit.train import (
     EpochCallback,
     Problem,
-    data_hash,
     make_result,
     train,
 )
-from napari_cryohet.stages.protocol import Embedding, dataset_indices
+from napari_cryohet.stages.protocol import Embedding, array_hash, dataset_indices
 
 __all__ = ["run_chainfit", "aligned_eigenvectors"]
 
@@ -150,7 +149,7 @@ def run_chainfit(
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype),
         ref_index=j0, delta=reference_bond_lengths(ref, config).to(device, dtype), misfit=misfit,
         truth_coords=truth_coords, particle_indices=dataset_indices(dataset),
-        data_hash=data_hash(phi, ref_np, positions.numpy(), frames.numpy()),
+        data_hash=array_hash(phi, ref_np, positions.numpy(), frames.numpy()),
     )
     model = SpectralAngles(theta0.to(device, dtype), psi0.to(device, dtype),
                            torch.as_tensor(mask, device=device), config.fit_bond_angles)

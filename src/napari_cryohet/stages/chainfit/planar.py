@@ -31,11 +31,10 @@ from napari_cryohet.stages.chainfit.result import ChainFitResult
 from napari_cryohet.stages.chainfit.train import (
     EpochCallback,
     Problem,
-    data_hash,
     make_result,
     train,
 )
-from napari_cryohet.stages.protocol import Embedding, dataset_indices
+from napari_cryohet.stages.protocol import Embedding, array_hash, dataset_indices
 
 __all__ = ["run_chainfit_2d"]
 
@@ -126,7 +125,7 @@ def run_chainfit_2d(
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype), ref_index=j0,
         delta=reference_bond_lengths(ref, config).to(device, dtype), truth_coords=truth_coords, misfit=misfit,
         particle_indices=dataset_indices(toy),
-        data_hash=data_hash(phi, reference.coords_a, positions.numpy(), frames.numpy()),
+        data_hash=array_hash(phi, reference.coords_a, positions.numpy(), frames.numpy()),
     )
     model = SpectralAngles(theta0.to(device, dtype), torch.zeros_like(theta0, dtype=dtype, device=device),
                            torch.as_tensor(mask, device=device), fit_psi=False)

@@ -11,13 +11,11 @@ or overwritten.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +31,9 @@ from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.model import SpectralAngles, build_chains, chain_errors
 from napari_cryohet.stages.chainfit.reference import ChainReference
 from napari_cryohet.stages.chainfit.result import ChainFitResult
-from napari_cryohet.stages.checkpoint import Checkpointer, CheckpointMismatchError
+from napari_cryohet.stages.checkpoint import Checkpointer
 
-__all__ = ["Problem", "EpochCallback", "train", "make_result", "split", "data_hash"]
+__all__ = ["Problem", "EpochCallback", "train", "make_result", "split"]
 
 EpochCallback = Callable[[dict[str, float]], None]
 
@@ -54,17 +52,7 @@ class Problem:
     misfit: Callable[[torch.Tensor, np.ndarray, bool], torch.Tensor]  # (coords, idx, clean) → mean sq.
     truth_coords: np.ndarray | None  # (N, m, d) model frame
     particle_indices: np.ndarray  # (N,) root particle indices
-    data_hash: str = ""  # eigenvectors, reference and anchors: what a checkpoint must match
-
-
-def data_hash(*arrays: Any) -> str:
-    """16-hex-digit hash of arrays (the eigenvectors and the reference a checkpoint belongs to)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+    data_hash: str = ""  # array_hash of eigenvectors, reference and anchors: what a checkpoint must match
 
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,14 +109,10 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     start_epoch = 1
     if run_dir is not None:
         checkpointer = Checkpointer(run_dir, config=config, n_particles=problem.n,
-                                    particle_indices=problem.particle_indices)
+                                    particle_indices=problem.particle_indices,
+                                    identity={"eigenvectors or another reference chain": problem.data_hash})
         state = checkpointer.load(progress=progress)
         if state is not None:
-            if state.get("data_hash") != problem.data_hash:
-                raise CheckpointMismatchError(
-                    checkpointer.path, f"checkpoint of run {checkpointer.run_id} was written for other "
-                    "eigenvectors or another reference chain. Start a new run or delete the checkpoint to "
-                    "start over", field="checkpoint")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             history = [dict(h) for h in state["history"]]
@@ -168,7 +152,7 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         report(progress, epoch / max(config.epochs, 1), msg)
         if checkpointer is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
             checkpointer.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "history": history, "data_hash": problem.data_hash})
+                               "history": history})
     return history, train_idx, test_idx
 
 

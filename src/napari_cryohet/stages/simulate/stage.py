@@ -43,6 +43,11 @@ class SimulateConfig(StageConfig):
         if unknown:
             self.fail("args", f"settings of {self.recipe} ({sorted(accepted - {'progress'})})", unknown)
 
+    def source(self) -> dict[str, Any]:
+        """The workspace source this config makes: ``{"recipe": ..., "args": {...}}``
+        (the inverse of :meth:`from_recipe`; the device is left out, it changes nothing)."""
+        return {"recipe": self.recipe, "args": dict(self.args, n_particles=self.n_particles, seed=self.seed)}
+
     @classmethod
     def from_recipe(cls, recipe: str, args: dict[str, Any]) -> SimulateConfig:
         """From a workspace source ``{"recipe": ..., "args": {...}}``."""
@@ -78,11 +83,8 @@ class SimulateResult(StageResult):
 
         dataset = load_dataset(run_dir / f"{STEM}.star")
         manifest = run_dir / "manifest.json"
-        if manifest.exists():
-            config = read_json(manifest).get("config", {})
-            dataset.meta["recipe"] = {"recipe": config.get("recipe"),
-                                      "args": {**config.get("args", {}), "n_particles": config.get("n_particles"),
-                                               "seed": config.get("seed")}}
+        if manifest.exists():  # the recipe that made it, so the dataset can remake its workspace
+            dataset.meta["recipe"] = SimulateConfig.from_dict(read_json(manifest)["config"]).source()
         return cls(dataset)
 
 
@@ -98,8 +100,7 @@ def make_dataset(config: SimulateConfig, *, progress: ProgressCallback | None = 
     dataset = func(**kwargs)
     meta = getattr(dataset, "meta", None)
     if isinstance(meta, dict):
-        meta["recipe"] = {"recipe": config.recipe,
-                          "args": dict(config.args, n_particles=config.n_particles, seed=config.seed)}
+        meta["recipe"] = config.source()
     return dataset
 
 

@@ -54,6 +54,7 @@ class VAEConfig(StageConfig):
     """
 
     STAGE: ClassVar[str] = "vae"
+    RETIRED: ClassVar[tuple[str, ...]] = ("workspace", "resume")  # the workspace decides these now
 
     # Model hyper-parameters: the defaults are ModelShape's, so the two cannot drift apart.
     zdim: int = param(ModelShape.zdim, minimum=1, label="latent dimensions",

@@ -29,9 +29,6 @@ from napari_cryohet.stages.vae.volumes import decode_volumes
 
 __all__ = ["VAEResult"]
 
-#: Settings of earlier versions that the workspace now decides (dropped when loading).
-_LEGACY_FIELDS = ("workspace", "resume")
-
 
 @dataclass(eq=False)
 class VAEResult(StageResult):
@@ -94,6 +91,19 @@ class VAEResult(StageResult):
         write_json(run_dir / "config.json", self.config.to_dict())
 
     @classmethod
+    def from_folder(cls, folder: str | Path, *, device: str | None = "cpu") -> VAEResult:
+        """A trained VAE from a run folder (``<workspace>/vae/0001``), a workspace (its newest
+        finished VAE run) or an older ``<folder>/vae``."""
+        from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace
+
+        folder = Path(folder)
+        if (folder / WORKSPACE_FILE).is_file():
+            return Workspace.open(folder).result("vae", device=device)
+        if not (folder / "model.pt").exists() and (folder / "vae" / "model.pt").exists():
+            folder = folder / "vae"  # an older workspace: results were written to <folder>/vae
+        return cls.load(folder, device=device)
+
+    @classmethod
     def _load(cls, run_dir: Path, device: str | None = "cpu") -> VAEResult:
         for name in ("model.pt", "latents.npz"):
             if not (run_dir / name).exists():
@@ -115,8 +125,7 @@ class VAEResult(StageResult):
         config = VAEConfig()
         if (run_dir / "config.json").exists():
             saved = read_json(run_dir / "config.json")
-            config = VAEConfig.from_dict({k: v for k, v in saved.items() if k not in _LEGACY_FIELDS},
-                                         source=run_dir / "config.json")
+            config = VAEConfig.from_dict(saved, source=run_dir / "config.json")
         history = read_json(run_dir / "history.json") if (run_dir / "history.json").exists() else []
         return cls(model=model, config=config, latents=latents, logvar=logvar, indices=indices,
                    apix=float(blob.get("apix", 1.0)), history=history)

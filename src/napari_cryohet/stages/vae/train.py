@@ -37,7 +37,7 @@ from napari_cryohet.stages._common import (
     report,
     set_scheduled_lr,
 )
-from napari_cryohet.stages.checkpoint import Checkpointer, CheckpointMismatchError
+from napari_cryohet.stages.checkpoint import Checkpointer
 from napari_cryohet.stages.protocol import dataset_indices
 from napari_cryohet.stages.vae.config import VAEConfig
 from napari_cryohet.stages.vae.encode import ImageBatches, check_dataset, encode_dataset
@@ -137,14 +137,12 @@ def train_vae(
     model = _new_model(shape, config.seed).to(device)
     optimizer = _optimizer(model, config)
     batches = ImageBatches(dataset, device)
-    ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices)
+    ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices,
+                                                     identity={"image sizes (px)": d})
     # Loaded on the CPU: load_state_dict copies the tensors to the model's and optimiser's device.
     state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
     start_epoch, history = 0, []
     if state is not None:
-        if int(state.get("box_size", d)) != d:
-            raise CheckpointMismatchError(ckpt.path, f"checkpoint of run {ckpt.run_id} was trained on "
-                                          f"{state['box_size']}-px images, these are {d} px", field="checkpoint")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), [dict(h) for h in state["history"]]
@@ -191,7 +189,7 @@ def train_vae(
         if ckpt is not None:
             save_npz_atomic(latents_epoch_path(run_dir, epoch + 1), mu=mu_all, logvar=logvar_all, indices=indices)
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                       "history": history, "box_size": d})
+                       "history": history})
 
     mu, logvar = encode_dataset(model, dataset, batch_size=max(config.batch_size, 128), device=device,
                                 cancel=cancel, progress=lambda f, m: report(progress, 0.95 + 0.05 * f, m))
