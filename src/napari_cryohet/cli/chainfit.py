@@ -5,7 +5,8 @@ on Laplacian eigenvectors (eq. 2.6) and fitted to the particle images by minibat
 descent. Needs poses and CTF (a .star file or a simulated sample), the eigenvectors of a
 spectral run of the same workspace (``--eigenvectors spectral/0002``; default: the latest
 finished one, or a spectral run with default settings made first) and a reference chain
-(``--reference`` PDB/mmCIF, or a simulated sample's known conformation). Every run is kept
+(``--reference`` PDB/mmCIF; without it, a simulated sample's known conformation, else a
+``reference_ca.pdb`` beside the .star file, as the bundled sample ships). Every run is kept
 in ``<workspace>/chainfit/NNNN`` (settings, coefficients, metrics, checkpoint); the same
 settings resume an unfinished run. Examples:
 
@@ -76,16 +77,22 @@ def _eigenvectors_run(ws, n_eigenvectors: int, progress) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from napari_cryohet.io.pdb import write_chains_pdb
-    from napari_cryohet.stages.chainfit import ChainFitConfig, resolve_reference
+    from napari_cryohet.stages.chainfit import ChainFitConfig
+    from napari_cryohet.stages.chainfit.reference import reference_for, reference_from_pdb
 
     config = config_from_args(ChainFitConfig, args)
     if config.reference:  # the same file from any working folder is the same setting
         config = dataclasses.replace(config, reference=str(Path(config.reference).expanduser().resolve()))
     ws = open_workspace(args)
     progress = print_progress()
+    if config.reference:
+        reference = reference_from_pdb(config.reference, chain=config.reference_chain or None)
+        print(f"reference: {config.reference}", flush=True)
+    else:  # what the stage takes when no file is named (stages.chainfit.reference.resolve_reference)
+        reference, described = reference_for(ws.dataset)
+        print(f"reference: {described} (give another with --reference)", flush=True)
     ranges = {"rigid_angles": args.rigid, "fixed_angles": args.fixed, "varying_angles": args.varying}
     if any(ranges.values()):  # residue ranges → angle indices of the reference chain
-        reference = resolve_reference(config, ws.dataset)
         extra = {name: tuple(sorted(set(getattr(config, name) or ()) | set(reference.angles(text))))
                  for name, text in ranges.items() if text}
         config = dataclasses.replace(config, **extra)

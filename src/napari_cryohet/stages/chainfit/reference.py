@@ -2,9 +2,12 @@
 
 A reference is a Cα chain in the frame of the particles' poses: read from a PDB/mmCIF
 model (:func:`reference_from_pdb`) or taken from a simulated dataset's ground truth
-(:func:`reference_from_dataset`). Residue ranges typed by a user (``"10-20,40-52"``) become
-angle indices with :func:`parse_residue_ranges` and :func:`angles_for_residues`: angle ``j``
-sits at atom ``j + 1``, the vertex between bonds ``j`` and ``j + 1``.
+(:func:`reference_from_dataset`). :func:`reference_for` picks one for a dataset when the
+user names none: its ground truth, else a model shipped beside its ``.star`` file
+(:data:`SHIPPED_REFERENCE`, e.g. ``sample_data/adk_small/reference_ca.pdb``). Residue
+ranges typed by a user (``"10-20,40-52"``) become angle indices with
+:func:`parse_residue_ranges` and :func:`angles_for_residues`: angle ``j`` sits at atom
+``j + 1``, the vertex between bonds ``j`` and ``j + 1``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ __all__ = [
     "ChainReference",
     "reference_from_pdb",
     "reference_from_dataset",
+    "reference_for",
     "resolve_reference",
+    "SHIPPED_REFERENCE",
     "default_reference_atom",
     "angles_for_residues",
     "parse_residue_ranges",
@@ -112,11 +117,71 @@ def reference_from_dataset(dataset: Any, *, particle: int | None = None,
     return ChainReference(np.asarray(truth["global/reference_coords_a"]), source="dataset:global/reference_coords_a")
 
 
+#: File name of a reference model shipped beside a dataset's ``.star`` file: the Cα chain of
+#: the known conformation, in the frame of the poses (:func:`reference_for`).
+SHIPPED_REFERENCE = "reference_ca.pdb"
+
+
+def reference_for(dataset: Any) -> tuple[ChainReference, str]:
+    """The known conformation of ``dataset`` when the user names no reference file.
+
+    In this order: the dataset's ground truth (``ground_truth["global/reference_coords_a"]``,
+    :func:`reference_from_dataset`), else the model :data:`SHIPPED_REFERENCE` beside the
+    file the dataset was read from (``dataset.meta["star_path"]`` or ``["source"]``, as
+    :func:`~napari_cryohet.io.load_particles.load_dataset` records it).
+
+    Returns
+    -------
+    reference
+        The :class:`ChainReference`.
+    description
+        Which one it is, in words for the user (names the file for a shipped model).
+
+    Raises
+    ------
+    ValueError
+        Neither exists; the message says what to provide.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> coords = np.cumsum(np.full((5, 3), 2.2), axis=0)
+    >>> ds = SimpleNamespace(ground_truth={"global/reference_coords_a": coords}, meta={})
+    >>> reference_for(ds)[0].n_atoms
+    5
+    """
+    truth = getattr(dataset, "ground_truth", None) or {}
+    if "global/reference_coords_a" in truth:
+        return (reference_from_dataset(dataset),
+                "the known conformation in the dataset's ground truth (the simulated particles' reference)")
+    source = _source_file(dataset)
+    shipped = source.parent / SHIPPED_REFERENCE if source is not None else None
+    if shipped is not None and shipped.is_file():
+        return reference_from_pdb(shipped), f"the reference model shipped with the data: {shipped}"
+    where = f" (no {SHIPPED_REFERENCE} beside {source})" if source is not None else ""
+    raise ValueError("the chain fit needs a reference model: the dataset has no known conformation in its "
+                     f"ground truth{where}; give a PDB/mmCIF file of the Cα chain in the frame of the particles' "
+                     f"poses (the 'reference' setting), or put it beside the .star file as {SHIPPED_REFERENCE}")
+
+
+def _source_file(dataset: Any) -> Path | None:
+    """The file ``dataset`` was read from (``meta["star_path"]``, else ``meta["source"]``), or ``None``."""
+    meta = getattr(dataset, "meta", None)
+    if not isinstance(meta, dict):
+        return None
+    for key in ("star_path", "source"):
+        value = meta.get(key)
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value).expanduser().resolve()
+    return None
+
+
 def resolve_reference(config: Any, dataset: Any) -> ChainReference:
-    """The reference a config names: its ``reference`` file, else the dataset's known conformation."""
+    """The reference a config names: its ``reference`` file, else :func:`reference_for` the dataset."""
     if getattr(config, "reference", None):
         return reference_from_pdb(config.reference, chain=config.reference_chain or None)
-    return reference_from_dataset(dataset)
+    return reference_for(dataset)[0]
 
 
 def default_reference_atom(coords_a: np.ndarray) -> int:
