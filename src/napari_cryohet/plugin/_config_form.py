@@ -4,14 +4,21 @@ Each field declared with :func:`napari_cryohet.stages.protocol.param` becomes on
 widget: a check box for booleans, a combo box for fields with allowed values, a spin box for
 integers, and a text box for decimals (so ``1e-3`` and ``0.0002`` can be typed), for
 optional values (empty = not set) and for lists (``"10,20,33"``). The label is the field's
-``label`` or its name in words plus its unit; the tooltip is its help text. The CLI builds
-its flags from the same declarations (``cli/_config_args.py``), so a setting added to a
-config shows up in both without being re-declared.
+``label`` or its name in words plus its unit; the tooltip is its help text, then its unit,
+allowed values and default. The CLI builds its flags from the same declarations
+(``cli/_config_args.py``), so a setting added to a config shows up in both without being
+re-declared.
+
+So that a dock fits a 1600 × 1000 screen, only the fields a config names in its
+``PRIMARY`` class variable are always shown; the others sit in a collapsible "Advanced
+settings" section (superqt's ``QCollapsible``), collapsed at first. A config without
+``PRIMARY`` shows every field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
@@ -34,15 +41,23 @@ class ConfigForm(Container):
         Field names left out (set by the widget itself, or fixed).
     defaults
         Starting values differing from the config's defaults.
+    primary
+        Fields always shown (default: the config's ``PRIMARY``; empty: every field shown).
 
     Attributes
     ----------
     inputs
         Field name → its widget (also reachable as ``form.<field name>``).
+    advanced_names
+        The fields in the "Advanced settings" section, in order (empty: no section).
+    advanced_section
+        The ``QCollapsible`` holding them (``None`` when there are none);
+        ``form.advanced_section.expand()`` opens it.
     """
 
     def __init__(self, config_cls: type, *, fields: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
-                 defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 defaults: dict[str, Any] | None = None, primary: tuple[str, ...] | None = None,
+                 **kwargs: Any) -> None:
         self.config_cls = config_cls
         start = dataclasses.replace(config_cls(), **(defaults or {}))
         by_name = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
@@ -53,7 +68,32 @@ class ConfigForm(Container):
             if base is dict:
                 continue
             self.inputs[name] = _make_widget(by_name[name], base, optional, is_tuple, getattr(start, name))
-        super().__init__(widgets=list(self.inputs.values()), **kwargs)
+        primary = tuple(getattr(config_cls, "PRIMARY", ()) if primary is None else primary)
+        shown = [n for n in self.inputs if n in primary] if primary else list(self.inputs)
+        self.advanced_names: tuple[str, ...] = tuple(n for n in self.inputs if n not in shown)
+        super().__init__(widgets=[self.inputs[n] for n in shown], **kwargs)
+        self.advanced_section = None
+        if self.advanced_names:
+            self._add_advanced_section()
+
+    def _add_advanced_section(self) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QFrame, QScrollArea
+        from superqt import QCollapsible
+
+        self._advanced_form = Container(widgets=[self.inputs[n] for n in self.advanced_names])
+        self._advanced_form.margins = (0, 0, 0, 0)
+        self.advanced_section = QCollapsible(f"Advanced settings ({len(self.advanced_names)})")
+        self.advanced_section.setDuration(120)
+        # a scroll area keeps the opened section within about 24 text lines (QScrollArea's
+        # size hint), so an opened section does not push the rest of the dock off screen
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self._advanced_form.native)
+        self.advanced_section.addWidget(scroll)
+        self.native.layout().addWidget(self.advanced_section)
 
     def __getattr__(self, name: str) -> Any:
         inputs = self.__dict__.get("inputs", {})
@@ -88,9 +128,39 @@ def _label(f: dataclasses.Field) -> str:
     return f"{text} ({unit})" if unit and unit not in text else text  # not "epochs (epochs)"
 
 
+def _tooltip(f: dataclasses.Field) -> str | None:
+    """The field's help (wrapped), then one line: unit, allowed values, default."""
+    meta = f.metadata
+    facts = []
+    if meta.get("unit"):
+        facts.append(f"unit: {meta['unit']}")
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if meta.get("choices") is not None:
+        facts.append("one of: " + ", ".join(map(str, meta["choices"])))
+    elif lo is not None and hi is not None:
+        facts.append(f"allowed: {lo:g} to {hi:g}")
+    elif lo is not None:
+        facts.append(f"allowed: {lo:g} or more")
+    elif hi is not None:
+        facts.append(f"allowed: up to {hi:g}")
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    elif isinstance(default, tuple):
+        default = ",".join(map(str, default)) or None
+    elif isinstance(default, float):
+        default = f"{default:g}"
+    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+        facts.append(f"default: {'empty' if default is None else default}")
+    lines = textwrap.wrap(meta.get("help") or "", width=72)
+    if facts:
+        lines.append("; ".join(facts))
+    return "\n".join(lines) or None
+
+
 def _make_widget(f: dataclasses.Field, base: type, optional: bool, is_tuple: bool, value: Any):
     meta = f.metadata
-    common = {"label": _label(f), "tooltip": meta.get("help") or None, "name": f.name}
+    common = {"label": _label(f), "tooltip": _tooltip(f), "name": f.name}
     if base is bool and not optional and not is_tuple:
         return CheckBox(value=bool(value), **common)
     if meta.get("choices") is not None and not is_tuple:

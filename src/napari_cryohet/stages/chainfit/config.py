@@ -9,6 +9,7 @@ the fingerprint that decides whether a workspace run can be resumed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from napari_cryohet.stages._common import LR_SCHEDULES
 from napari_cryohet.stages.protocol import StageConfig, param
@@ -29,64 +30,94 @@ class ChainFitConfig(StageConfig):
     STAGE = "chainfit"
     RETIRED = ("resume",)  # the workspace decides this now
 
+    #: Fields the settings form always shows; the others sit under "Advanced settings".
+    PRIMARY: ClassVar[tuple[str, ...]] = ("reference", "n_eigenvectors", "epochs", "learning_rate")
+
     reference: str | None = param(
         None, label="reference model",
-        help="PDB/mmCIF file of the known conformation, in the frame of the particle poses; empty: the "
-             "dataset's own known conformation (simulated data)")
+        help="PDB or mmCIF file of one known conformation of the molecule, in the same frame as the particle "
+             "poses; every particle's chain is fitted as a deformation of it; empty = the dataset's own known "
+             "conformation (simulated data)")
     reference_chain: str | None = param(
-        None, help="chain of the reference model to use (empty: the first chain)")
+        None, label="reference chain",
+        help="Chain identifier in the reference model (e.g. A); empty = the first chain")
     n_eigenvectors: int = param(
-        10, minimum=1, label="eigenvectors K",
-        help="number of leading Laplacian eigenvectors the angles are expanded on (the constant one included)")
-    epochs: int = param(30, minimum=0, unit="epochs", help="passes over the training particles")
-    batch_size: int = param(100, minimum=1, unit="particles", help="particles per gradient step")
-    optimizer: str = param("adam", choices=("adam", "sgd"), help="gradient method: Adam, or SGD with momentum")
+        10, minimum=1, unit="eigenvectors", label="eigenvectors used",
+        help="How many of the spectral embedding's eigenvectors (smooth per-particle coordinates, the constant "
+             "one included) each angle of the chain is expanded on (K in Esteve-Yagüe et al. 2022, eq. 2.6); "
+             "more follows finer changes but fits noise sooner; 5-20 typical (10 for adenylate kinase)")
+    epochs: int = param(30, minimum=0, unit="epochs",
+                        help="Passes over the training particles; 20-100 typical (30 for adenylate kinase in "
+                             "Esteve-Yagüe et al. 2022); 0 = just score the reference")
+    batch_size: int = param(100, minimum=1, unit="particles", label="batch size",
+                            help="Particles per gradient step (100 in Esteve-Yagüe et al. 2022); 16-500 typical")
+    optimizer: str = param("adam", choices=("adam", "sgd"), label="optimiser",
+                           help="How the coefficients are updated: 'adam' (adapts the step of every coefficient; "
+                                "robust) or 'sgd' = plain gradient descent with momentum, as in the paper")
     learning_rate: float = param(
-        0.002, unit="rad per step",
-        help="step size of the optimiser; the coefficients are angles in radians per unit eigenvector")
+        0.002, unit="rad per step", label="learning rate",
+        help="Step size of the optimiser; the coefficients are angle changes in radians per unit of eigenvector; "
+             "Adam: 0.0005-0.01 typical; SGD (as in Esteve-Yagüe et al. 2022): about 0.5")
     lr_schedule: str = param(
         "cosine", choices=LR_SCHEDULES, label="learning-rate schedule",
-        help="cosine: decay the step size to zero over the run (steadier on noisy data); constant: "
-             "plain steps as in the paper")
-    momentum: float = param(0.9, minimum=0.0, maximum=1.0, help="momentum of SGD (not used by Adam)")
+        help="'cosine' = the step size falls smoothly to zero by the last epoch (steadier on noisy data); "
+             "'constant' = the same step throughout, as in the paper")
+    momentum: float = param(0.9, minimum=0.0, maximum=1.0,
+                            help="SGD only: share of the previous step carried into the next (0-1, 0.9 typical); "
+                                 "not used by Adam")
     test_fraction: float = param(
-        0.1, minimum=0.0, unit="fraction",
-        help="share of particles held out to score the fit (on clean images when the data are simulated)")
+        0.1, minimum=0.0, unit="fraction", label="held-out share",
+        help="Share of the particles kept out of training to score the fit (compared with clean images when "
+             "the data are simulated); 0-0.5, 0.1 as in Esteve-Yagüe et al. 2022")
     sigma_a: float | None = param(
         None, unit="Å", label="atom width",
-        help="width σ of the Gaussian atoms in the projections; empty: the simulator's value or 3 Å")
-    amplitude: float = param(1.0, help="mass of one atom in the projections (the simulator's images use 1)")
+        help="Width (standard deviation σ) of the Gaussian blob drawn for each atom in the predicted images "
+             "(eq. 2.9); empty = the simulator's value or 3 Å; 2-5 Å typical for Cα atoms")
+    amplitude: float = param(1.0, label="atom mass",
+                             help="Height of each atom's blob in the predicted images (ν in eq. 2.9 of "
+                                  "Esteve-Yagüe et al. 2022); 1 matches the simulator's images")
     reference_atom: int | None = param(
-        None, minimum=0, unit="atom index",
-        help="0-based atom the chain is built from in both directions; empty: the atom nearest the "
-             "centroid, as in the paper's code")
+        None, minimum=0, unit="atom index", label="anchor atom",
+        help="Atom (counted from 0) the chain is rebuilt from in both directions; it keeps its position, the "
+             "rest follows the fitted angles; empty = the atom nearest the centre, as in the paper's code")
     anchor: str = param(
-        "reference", choices=("reference", "truth"),
-        help="where the reference atom sits: reference = the known conformation's position and frame for "
-             "every particle (the pose does the rest); truth = each particle's own true position and frame "
-             "(simulated data only)")
+        "reference", choices=("reference", "truth"), label="anchor position",
+        help="Where the anchor atom sits in each particle: 'reference' = at the reference model's position and "
+             "orientation (the particle pose does the rest); 'truth' = at each particle's true position "
+             "(simulated data only, to test the fit)")
     bond_length_mode: str = param(
         "mean", choices=("mean", "reference"), label="bond lengths",
-        help="mean: one Cα–Cα distance (the reference's mean); reference: each bond as in the reference")
+        help="'mean' = every Cα–Cα distance set to the reference's mean (3.8 Å in proteins); 'reference' = each bond "
+             "as long as in the reference model")
     bond_length_a: float | None = param(
-        None, unit="Å", label="bond length", help="one fixed Cα–Cα distance instead (empty: from the reference)")
-    fit_bond_angles: bool = param(True, help="fit bond angles as well as torsion angles")
+        None, unit="Å", label="bond length",
+        help="One fixed Cα–Cα distance for every bond instead; empty = from the reference (3.8 Å in proteins)")
+    fit_bond_angles: bool = param(True, label="fit bond angles",
+                                  help="Fit the bond angles as well as the torsion angles (Esteve-Yagüe et al. "
+                                       "2022 fit both); off = bond angles stay as in the reference")
     fixed_angles: tuple[int, ...] = param(
-        (), unit="angle indices", help="angles kept exactly at the reference (no coefficient)")
+        (), unit="angle indices", label="fixed angles",
+        help="Angles (counted from 0; angle j sits at atom j + 1) kept exactly as in the reference, e.g. 10,11,12")
     rigid_angles: tuple[int, ...] = param(
-        (), unit="angle indices", help="angles that only get the constant term (helices, strands)")
+        (), unit="angle indices", label="rigid angles",
+        help="Angles that may change once for all particles but not between particles (helices, strands)")
     varying_angles: tuple[int, ...] | None = param(
-        None, unit="angle indices", help="if given, only these angles are fitted; every other stays fixed")
+        None, unit="angle indices", label="only these angles",
+        help="If given, only these angles are fitted and every other stays as in the reference (as in §3.1.1 "
+             "of Esteve-Yagüe et al. 2022)")
     fit_box_size: int | None = param(
-        None, minimum=2, unit="px",
-        help="fit on the central N×N Fourier components only (even; faster for atoms much wider than a "
-             "pixel); empty: the whole image")
-    seed: int = param(0, help="random seed of the train/test split and the shuffling")
+        None, minimum=2, unit="px", label="fitted box",
+        help="Fit only the central N × N Fourier components (the low resolutions; even N): faster when atoms "
+             "are much wider than a pixel; empty = the whole image; e.g. half the box size")
+    seed: int = param(0, label="random seed",
+                      help="Seed of the random split into training and held-out particles and of the shuffling")
     device: str | None = param(
-        "cpu", runtime=True, help="where to compute: cpu, cuda, or auto (a GPU when there is one)")
+        "cpu", runtime=True, label="compute on",
+        help="Where to compute: 'cpu', 'cuda' (graphics card) or 'auto' (the graphics card when there is one); "
+             "does not change the result")
     checkpoint_every: int = param(
-        1, minimum=1, runtime=True, unit="epochs",
-        help="epochs between checkpoints a run can resume from (workspace runs only)")
+        1, minimum=1, runtime=True, unit="epochs", label="save every",
+        help="Epochs between saved checkpoints an interrupted run resumes from (workspace runs only); 1-10")
 
     def validate(self) -> None:
         if not self.learning_rate > 0:

@@ -7,6 +7,7 @@ the widget form and the ``cryohet spectral`` flags are generated from these decl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from napari_cryohet.stages.protocol import StageConfig, param
 from napari_cryohet.stages.spectral.representations import REPRESENTATIONS
@@ -35,88 +36,117 @@ class SpectralConfig(StageConfig):
 
     STAGE = "spectral"
 
+    #: Fields the settings form always shows; the others sit under "Advanced settings".
+    PRIMARY: ClassVar[tuple[str, ...]] = ("representation", "n_eigenvectors", "k", "n_components")
+
     representation: str = param(
-        "lowres_volumes", choices=tuple(REPRESENTATIONS),
-        help="What describes each particle's shape: 'lowres_volumes' (simulated data: its low-resolution "
-             "density, Esteve-Yagüe et al. 2022), 'pca_images' (real data: principal components of its image) "
-             "or 'table' (numbers per particle: table columns or another run's vectors, e.g. VAE latents)")
+        "lowres_volumes", choices=tuple(REPRESENTATIONS), label="particle description",
+        help="How each particle is described before particles are compared: 'lowres_volumes' = its "
+             "low-resolution 3-D density (simulated data only, as in Esteve-Yagüe et al. 2022), 'pca_images' = "
+             "principal components of its image (real data), 'table' = numbers per particle (table columns, or "
+             "another run's values such as VAE latents)")
     columns: tuple[str, ...] | None = param(
-        None, help="'table' without an input run: the particle-table columns to use (comma-separated)")
+        None, label="table columns",
+        help="With 'table' and no input run: the particle-table columns that describe each particle, "
+             "comma-separated (e.g. rlnDefocusU,rlnAngleTilt)")
     standardize: bool = param(
-        False, help="Rescale every feature to mean 0 and standard deviation 1 (for columns in different units)")
+        False, label="rescale columns",
+        help="Rescale every column to mean 0 and standard deviation 1, so that columns in different units "
+             "(Å, degrees) weigh the same")
     n_components: int | None = param(
-        30, minimum=0, unit="dimensions",
-        help="Principal components kept before the graph (empty or 0: no PCA)")
+        30, minimum=0, unit="components", label="principal components",
+        help="Principal components (PCA) kept of each particle's description before particles are compared; "
+             "fewer keeps the strongest variations and drops noise; 0 or empty = no PCA; 10-50 typical")
     grid_size: int = param(
-        16, minimum=1, unit="voxels per edge",
-        help="'lowres_volumes': grid of each density (16 in Esteve-Yagüe et al. 2022); 'pca_images': binned "
-             "image size in pixels")
+        16, minimum=1, unit="voxels per edge", label="grid size",
+        help="'lowres_volumes': edge of the coarse grid each density is drawn on (16 in Esteve-Yagüe et al. "
+             "2022); 'pca_images': images are binned to about this many pixels per edge; 8-32 typical")
     sigma_a: float | None = param(
-        None, unit="Å",
-        help="'lowres_volumes': width of each atom's Gaussian (empty: the simulation's, else 3 Å)")
+        None, unit="Å", label="atom width",
+        help="'lowres_volumes': width (standard deviation) of the Gaussian blob drawn for each atom; empty = "
+             "the simulation's width, else 3 Å (as in Esteve-Yagüe et al. 2022); 2-6 Å typical")
     noise_var: float = param(
-        0.5, minimum=0.0, unit="(unit height)²",
-        help="'lowres_volumes' on 3-D data: variance of the noise added to the unit-height densities (0.5 or 1 in "
-             "Esteve-Yagüe et al. 2022); the box-arms toy carries its own noise")
+        0.5, minimum=0.0, unit="(blob height)²", label="added noise variance",
+        help="'lowres_volumes' on 3-D data: variance of the noise added to the densities (each atom a blob of "
+             "height 1) so that they mimic low-resolution reconstructions; 0.5 or 1 in Esteve-Yagüe et al. 2022; "
+             "the 2-D box-with-two-arms sample carries its own noise")
     graph: str = param(
-        "knn", choices=("knn", "gaussian"),
-        help="Similarity graph: 'knn' (each particle linked to its k nearest, sparse, scales to a million) or "
-             "'gaussian' (every pair, dense, eq. 3.5)")
+        "knn", choices=("knn", "gaussian"), label="similarity graph",
+        help="Which particles are linked as similar: 'knn' = each particle to its k nearest ones (sparse, scales "
+             "to a million particles, Esteve-Yagüe et al. 2022 App. B) or 'gaussian' = every pair with a "
+             "weight falling with distance (dense, up to about 20 000 particles, eq. 3.5)")
     weights: str = param(
-        "self_tuning", choices=("self_tuning", "binary", "gaussian"),
-        help="Weight of a k-nearest-neighbour link: 'self_tuning' (width from each particle's k-th neighbour), "
-             "'binary' or 'gaussian' (fixed width sigma)")
-    k: int = param(30, minimum=1, unit="neighbours",
-                   help="Neighbours per particle in the graph (also sets the automatic Gaussian width)")
+        "self_tuning", choices=("self_tuning", "binary", "gaussian"), label="link weights",
+        help="Strength of each link of the 'knn' graph: 'self_tuning' = falls with distance, scaled by each "
+             "particle's distance to its k-th neighbour (adapts to dense and sparse regions); 'binary' = all 1; "
+             "'gaussian' = falls with distance at the fixed width σ")
+    k: int = param(30, minimum=1, unit="neighbours", label="neighbours (k)",
+                   help="Number of nearest particles each particle is linked to; also sets the automatic graph "
+                        "width; 8-100 typical: small (8-10) follows thin directions of change, large (30-100) "
+                        "resists noise")
     sigma: float | None = param(
-        None, unit="representation units",
-        help="Gaussian width of the graph weights (empty: median distance to the k-th neighbour)")
+        None, unit="description units", label="graph width (σ)",
+        help="Distance over which link weights fall off, in the units of the particle description; empty = the "
+             "median distance to the k-th neighbour (Esteve-Yagüe et al. 2022 used 96 for the box-with-two-arms "
+             "densities)")
     n_eigenvectors: int = param(
-        20, minimum=1, unit="eigenvectors",
-        help="Eigenvectors kept, the constant one included (20 for the box-arms toy, 10 for AdK in "
-             "Esteve-Yagüe et al. 2022)")
+        20, minimum=1, unit="eigenvectors", label="eigenvectors",
+        help="Number of eigenvectors kept: smooth per-particle coordinates along which the shapes change, from "
+             "slow to fast (the first, constant one included); the chain fit uses them; 10-30 typical (20 for the "
+             "box with two arms, 10 for adenylate kinase in Esteve-Yagüe et al. 2022)")
     lowpass_a: float | None = param(
-        None, unit="Å",
-        help="'lowres_volumes': blur each noisy density with a Gaussian of this width before PCA (empty: none; "
-             "5 Å for the box-arms toy)")
+        None, unit="Å", label="low-pass blur",
+        help="'lowres_volumes': blur each noisy density with a Gaussian of this width before PCA, which removes "
+             "fine noise; empty = no blur; 5 Å for the box with two arms; 3-10 Å typical")
     denoise_dim: int | None = param(
-        None, minimum=1, unit="dimensions",
-        help="Project each particle onto the local shape manifold of this dimension before the graph, removing "
-             "noise across it (empty: off; 6 for the box-arms toy)")
-    denoise_k: int = param(80, minimum=1, unit="neighbours",
-                           help="Neighbours of each local principal-component fit of the projection")
-    denoise_iter: int = param(3, minimum=1, unit="passes", help="Passes of the projection onto the manifold")
+        None, minimum=1, unit="directions", label="denoising dimension",
+        help="Number of local directions kept when denoising each particle's neighbourhood (tangent-space "
+             "denoising: each particle is moved onto the surface its neighbours lie on, removing the noise across "
+             "it); empty = off; about the number of ways the shape can change, plus a few; 5-20 typical (6 for "
+             "the box with two arms)")
+    denoise_k: int = param(80, minimum=1, unit="neighbours", label="denoising neighbours",
+                           help="Neighbours used to find each particle's local directions when denoising; "
+                                "must exceed the denoising dimension; 40-150 typical")
+    denoise_iter: int = param(3, minimum=1, unit="passes", label="denoising passes",
+                              help="How many times the denoising is repeated; 1-5 typical")
     alpha: float = param(
-        0.0, minimum=0.0, maximum=1.0,
-        help="Correct the graph for uneven sampling (Coifman & Lafon 2006): 0 = as in Esteve-Yagüe et al. 2022, "
-             "1 = sampling density fully factored out")
+        0.0, minimum=0.0, maximum=1.0, label="density correction (α)",
+        help="Correct the graph for particles being more common in some shapes than others (diffusion maps, "
+             "Coifman & Lafon 2006): 0 = no correction, as in Esteve-Yagüe et al. 2022; 1 = how often a shape "
+             "occurs is fully factored out; 0-1")
     order: str = param(
-        "eigenvalue", choices=ORDERS,
-        help="Column order: 'eigenvalue' (smallest first) or 'parsimonious' (new directions before harmonics of "
-             "earlier ones, Dsilva et al. 2018)")
+        "eigenvalue", choices=ORDERS, label="eigenvector order",
+        help="Order of the eigenvectors: 'eigenvalue' = smoothest first; 'parsimonious' = new directions of "
+             "change first, before eigenvectors that only repeat an earlier one at a higher frequency (Dsilva "
+             "et al. 2018)")
     n_candidates: int | None = param(
-        None, minimum=1, unit="eigenvectors",
-        help="'parsimonious': eigenvectors computed before choosing (empty: 3 × eigenvectors kept)")
+        None, minimum=1, unit="eigenvectors", label="candidate eigenvectors",
+        help="'parsimonious': eigenvectors computed before choosing the kept ones; empty = 3 × the eigenvectors "
+             "kept")
     unique_threshold: float = param(
-        0.5, minimum=0.0, maximum=1.0,
-        help="'parsimonious': relative residual above which an eigenvector counts as a new direction (0.5 in "
-             "Dsilva et al. 2018)")
+        0.5, minimum=0.0, maximum=1.0, label="new-direction threshold",
+        help="'parsimonious': an eigenvector counts as a new direction when earlier ones predict it this badly "
+             "(relative error, between 0 and 1; 0.5 in Dsilva et al. 2018; 0.3-0.7 typical)")
     harmonic_regress_on: str = param(
-        "unique", choices=("unique", "all"),
+        "unique", choices=("unique", "all"), label="predict from",
         help="'parsimonious': predict each eigenvector from the new directions found so far ('unique', robust to "
-             "noise) or from every earlier one ('all', Dsilva et al. 2018)")
+             "noise) or from every earlier eigenvector ('all', as in Dsilva et al. 2018)")
     solver: str = param(
-        "auto", choices=("auto", "dense", "sparse", "multilevel"),
-        help="Eigenvalue solver: 'auto' picks dense up to 1000 particles, sparse up to 50 000, multilevel beyond")
+        "auto", choices=("auto", "dense", "sparse", "multilevel"), label="eigenvector solver",
+        help="How the eigenvectors are computed: 'auto' picks 'dense' up to 1000 particles, 'sparse' up to "
+             "50 000 and 'multilevel' beyond; the results agree, only the time differs")
     device: str = param(
-        "auto", runtime=True,
-        help="Where neighbour searches and the large-scale solver run: 'auto' (graphics card if present), "
-             "'cpu', 'cuda'")
-    seed: int = param(0, help="Random seed of the noise, PCA and solvers")
+        "auto", runtime=True, label="compute on",
+        help="Where neighbour searches and the large-scale solver run: 'auto' = the graphics card (GPU) when "
+             "there is one, 'cpu', or 'cuda'; does not change the result")
+    seed: int = param(0, label="random seed",
+                      help="Seed of the random numbers (added noise, PCA, solvers); the same seed gives the same "
+                           "result")
     batch_size: int = param(
-        512, minimum=1, unit="particles",
-        help="Particles per batch of densities and image PCA (one cancel check per batch; changes the "
-             "'pca_images' components slightly)")
+        512, minimum=1, unit="particles", label="batch size",
+        help="Particles processed at once for densities and image PCA; larger is faster but uses more memory; "
+             "cancelling waits for the current batch; changes the 'pca_images' components slightly; 128-4096 "
+             "typical")
 
     def validate(self) -> None:
         if self.graph == "knn" and self.weights == "gaussian" and self.sigma is None:

@@ -56,52 +56,69 @@ class VAEConfig(StageConfig):
     STAGE: ClassVar[str] = "vae"
     RETIRED: ClassVar[tuple[str, ...]] = ("workspace", "resume")  # the workspace decides these now
 
+    #: Fields the settings form always shows; the others sit under "Advanced settings".
+    PRIMARY: ClassVar[tuple[str, ...]] = ("zdim", "epochs", "batch_size", "beta")
+
     # Model hyper-parameters: the defaults are ModelShape's, so the two cannot drift apart.
-    zdim: int = param(ModelShape.zdim, minimum=1, label="latent dimensions",
-                      help="Number of latent coordinates per particle (8 in Kimanius, Jamali, Scheres 2022)")
-    n_basis: int = param(ModelShape.n_basis, minimum=1, label="basis volumes (K)",
-                         help="Number of structural basis volumes the decoder mixes (16 in Kimanius, Jamali, "
-                              "Scheres 2022)")
-    epochs: int = param(20, minimum=0, unit="epochs", help="Passes over all particles")
-    batch_size: int = param(16, minimum=1, unit="images", help="Images per optimisation step")
+    zdim: int = param(ModelShape.zdim, minimum=1, unit="dimensions", label="latent dimensions",
+                      help="Number of coordinates that describe each particle's shape after training (its "
+                           "latent point); 8 in Kimanius, Jamali & Scheres 2022; 2-16 typical")
+    n_basis: int = param(ModelShape.n_basis, minimum=1, unit="volumes", label="basis volumes (K)",
+                         help="Number of building-block volumes the decoder mixes to make each particle's volume "
+                              "(structural basis, K in eq. 3 of Kimanius, Jamali & Scheres 2022, who used 16); "
+                              "more can express more shapes but trains slower; 8-32 typical")
+    epochs: int = param(20, minimum=0, unit="epochs",
+                        help="Passes over all particles; 20-50 typical (50 in Kimanius, Jamali & Scheres 2022)")
+    batch_size: int = param(16, minimum=1, unit="images", label="batch size",
+                            help="Images per training step; smaller takes more, noisier steps per epoch; "
+                                 "16-128 typical")
     lr: float = param(1e-3, minimum=0.0, label="network learning rate",
-                      help="Adam learning rate of the encoder and of the network that mixes the basis volumes")
+                      help="Step size (Adam) of the encoder and of the network that mixes the basis volumes; "
+                           "0.0001-0.003 typical")
     lr_basis: float = param(1e-3, minimum=0.0, label="basis learning rate",
-                            help="Adam learning rate of the basis volumes")
+                            help="Step size (Adam) of the basis volumes; 0.0001-0.003 typical (larger fitted noise)")
     lr_schedule: str = param("cosine", choices=LR_SCHEDULES, label="learning-rate schedule",
-                             help="cosine: both learning rates fall smoothly to 0 by the last epoch; "
-                                  "constant: they stay as set")
+                             help="'cosine' = both learning rates fall smoothly to 0 by the last epoch; "
+                                  "'constant' = they stay as set")
     beta: float = param(0.1, minimum=0.0, label="latent prior weight (β)",
-                        help="Weight of the pull of the latents towards a standard normal distribution; "
-                             "1 collapsed the latents of noisy data (SNR 0.1), 0.1-0.3 keep the heterogeneity")
+                        help="How strongly the latent points are pulled towards a standard normal cloud; "
+                             "0.1-0.3 typical: they keep the differences between particles, while 1 collapsed the "
+                             "latent points of noisy data (signal-to-noise 0.1)")
     prior_weight: float = param(3000.0, minimum=0.0, label="basis prior weight",
-                                help="Weight of a Gaussian prior on the basis volumes that keeps them from fitting "
-                                     "noise as training goes on (0: off, as in the paper)")
+                                help="Weight of a penalty on large basis volumes that keeps them from fitting noise "
+                                     "as training goes on (a Gaussian prior); 0 = off, as in Kimanius, Jamali & "
+                                     "Scheres 2022; 300-3000 typical")
     enc_dim: int = param(ModelShape.enc_dim, minimum=1, unit="neurons", label="encoder width",
-                         help="Width of the encoder's layers")
-    enc_blocks: int = param(ModelShape.enc_blocks, minimum=0, label="encoder residual blocks",
-                            help="Residual blocks of the encoder")
+                         help="Neurons per layer of the encoder (the network that turns an image into a latent "
+                              "point); 128-1024 typical")
+    enc_blocks: int = param(ModelShape.enc_blocks, minimum=0, unit="blocks", label="encoder depth",
+                            help="Residual blocks (pairs of layers) of the encoder; 1-4 typical")
     dec_dim: int = param(ModelShape.dec_dim, minimum=1, unit="neurons", label="mixing network width",
-                         help="Width of the network that turns a latent point into basis-volume weights")
-    dec_blocks: int = param(ModelShape.dec_blocks, minimum=0, label="mixing network residual blocks",
-                            help="Residual blocks of the network that turns a latent point into basis-volume weights")
+                         help="Neurons per layer of the network that turns a latent point into the weights of the "
+                              "basis volumes; 32-256 typical")
+    dec_blocks: int = param(ModelShape.dec_blocks, minimum=0, unit="blocks", label="mixing network depth",
+                            help="Residual blocks (pairs of layers) of the network that turns a latent point into "
+                                 "basis-volume weights; 1-4 typical")
     radius: float | None = param(ModelShape.radius, minimum=0.0, unit="px of frequency", label="Fourier radius",
-                                 help="Highest spatial frequency modelled, in pixels from the centre of the "
-                                      "image's Fourier transform (empty: Nyquist, half the box)")
+                                 help="Finest detail modelled, as a radius in pixels from the centre of the image's "
+                                      "Fourier transform (resolution = box size × pixel size / radius); empty = "
+                                      "Nyquist, half the box; a smaller radius trains faster at lower resolution")
     mask_radius: float = param(ModelShape.mask_radius, minimum=0.0, maximum=1.5, unit="× half box",
                                label="encoder mask radius",
-                               help="Radius of the circular mask on the images the encoder sees, as a fraction of "
-                                    "half the box")
+                               help="Radius of the circular mask applied to the images the encoder sees, as a "
+                                    "fraction of half the box (0.9 = just inside the box edge); 0.5-1")
     enc_whiten: bool = param(ModelShape.enc_whiten, label="whiten encoder input",
-                             help="Divide the encoder's input by the noise spectrum (eq. 5) instead of only "
-                                  "scaling it to unit variance (lowered latent quality at SNR 0.1)")
+                             help="Divide the encoder's input by the noise spectrum (eq. 5 of Kimanius, Jamali & "
+                                  "Scheres 2022) instead of only scaling it to unit variance (lowered the latent "
+                                  "quality at signal-to-noise 0.1)")
     normalisation_images: int = param(10000, minimum=1, unit="images", label="images for the noise spectrum",
                                       help="Images used to estimate the noise spectrum (eq. 5); all of them when "
-                                           "the dataset is smaller")
+                                           "the dataset is smaller; 1000-10 000 typical")
     seed: int = param(0, minimum=0, label="random seed",
                       help="Seeds the initial weights, the particle order and the sampling noise")
-    device: str | None = param(None, runtime=True,
-                               help="Where to compute: cpu, cuda, or empty to pick the GPU when there is one")
+    device: str | None = param(None, runtime=True, label="compute on",
+                               help="Where to compute: 'cpu', 'cuda' (graphics card), or empty = the graphics card "
+                                    "when there is one; does not change the result")
 
     def validate(self) -> None:
         for name in ("lr", "lr_basis", "mask_radius"):
