@@ -1,10 +1,13 @@
 """The workspace folder and input-run pickers every stage widget shares.
 
-A stage widget shows one :class:`WorkspacePicker`: a folder field (empty: results stay in
-memory, nothing is written) and, for each input the stage takes from another run (the
-chain fit's eigenvectors, the spectral stage's per-particle features), a list of the
-finished runs that fit, by id (``spectral/0002``), so a user picks *which* result feeds the
-next stage and the run's manifest records it (docs/design.md, "The workspace").
+A stage widget shows one :class:`WorkspacePicker`: the window's workspace folder (shared by
+every widget through the :class:`~napari_cryohet.plugin.session.Session`; empty: results
+stay in memory for this window) and, for each input the stage takes from another run
+(the chain fit's eigenvectors, the spectral stage's per-particle features), the finished
+runs that fit — by id and a one-line summary of their settings (``spectral/0002 · 12
+eigenvectors``) — so a user picks *which* result feeds the next step and the run records
+it (docs/design.md, "The workspace"). Running again with the same settings reuses the
+finished run or resumes an interrupted one from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, Label
 
+from napari_cryohet.plugin.session import Session
 from napari_cryohet.stages.registry import stage_spec
-from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace, dataset_source
 
 __all__ = ["WorkspacePicker", "NO_RUN"]
 
@@ -31,27 +34,34 @@ class WorkspacePicker(Container):
     folder
         The workspace folder (``FileEdit`` in directory mode); empty = in memory.
     inputs
-        Input name → ``ComboBox`` of finished run ids of the stages that input accepts,
-        newest first; a required input starts at the newest run, an optional one at
-        "(none)".
+        Input name → ``ComboBox`` whose values are run ids, newest first; a required input
+        starts at the newest run, an optional one at "(none)".
     """
 
-    def __init__(self, stage: str, **kwargs: Any) -> None:
+    def __init__(self, stage: str, viewer: Any = None, *, session: Session | None = None, **kwargs: Any) -> None:
         self.stage = stage
         self.spec = stage_spec(stage)
+        self.session = session if session is not None else Session.for_viewer(viewer)
         self.folder = FileEdit(label="workspace folder", mode="d", value="",
-                               tooltip="Folder where every run is kept (settings, results, checkpoints) so it can be "
-                                       "resumed, reopened and fed to the next step. Empty: keep results in memory only.")
+                               tooltip="Folder where every run is kept (settings, results, checkpoints), shared by "
+                                       "all steps in this window: a run with the same settings is reused, an "
+                                       "interrupted one resumes from its last checkpoint, and reopening the folder "
+                                       "brings every result back. Empty: results stay in memory for this window.")
+        self.note = Label(value="")
         self.inputs: dict[str, ComboBox] = {}
         for name, ispec in self.spec.inputs.items():
-            self.inputs[name] = ComboBox(label=f"{name.replace('_', ' ')} from run", choices=[NO_RUN],
+            self.inputs[name] = ComboBox(label=f"{name.replace('_', ' ')} from", choices=[(NO_RUN, NO_RUN)],
                                          value=NO_RUN, tooltip=ispec.help or f"a finished run of "
                                          f"{' or '.join(ispec.stages)}")
-        self.refresh_button = PushButton(text="Refresh runs")
-        widgets = [self.folder, *self.inputs.values()] + ([self.refresh_button] if self.inputs else [])
-        super().__init__(widgets=widgets, **kwargs)
-        self.folder.changed.connect(self.refresh)
-        self.refresh_button.changed.connect(self.refresh)
+        super().__init__(widgets=[self.folder, self.note, *self.inputs.values()], **kwargs)
+        self._syncing = False
+        # applied when chosen with the button, set by a script, or when typing ends (Enter / focus
+        # out) — never per keystroke, which would make workspaces at every partial path
+        self.folder.changed.connect(self._on_folder_changed)
+        self.folder.line_edit.native.editingFinished.connect(self._on_folder)
+        self.session.workspace_changed.connect(self._follow)
+        self.session.runs_changed.connect(self.refresh)
+        self._follow(self.session.workspace)
 
     @property
     def path(self) -> Path | None:
@@ -59,47 +69,47 @@ class WorkspacePicker(Container):
         text = str(self.folder.value or "").strip()
         return None if text in ("", ".") else Path(text)
 
-    def open_workspace(self) -> Workspace | None:
-        """The workspace in the chosen folder if one exists there (``None`` otherwise)."""
-        path = self.path
-        if path is None or not (path / WORKSPACE_FILE).is_file():
-            return None
-        return Workspace.open(path)
+    def _on_folder_changed(self, *_: Any) -> None:
+        if not self.folder.line_edit.native.hasFocus():
+            self._on_folder()
 
-    def workspace_for(self, dataset: Any) -> Workspace | None:
-        """The chosen workspace, created for ``dataset`` if the folder holds none yet.
+    def _on_folder(self, *_: Any) -> None:
+        current = self.session.workspace
+        if self._syncing or (self.path is None and current is None) or (
+                current is not None and self.path is not None and self.path.resolve() == current.root.resolve()):
+            return
+        try:
+            self.session.use_workspace(self.path)
+        except (ValueError, OSError) as err:  # CryohetInputError is a ValueError
+            self.note.value = f"error: {err}"
 
-        ``None`` when no folder is chosen. Raises ``ValueError`` when ``dataset`` cannot be
-        reopened from a file or a simulator recipe (a workspace must be able to reload it).
-        """
-        path = self.path
-        if path is None:
-            return None
-        if (path / WORKSPACE_FILE).is_file():
-            return Workspace.open(path)
-        source = dataset_source(dataset)
-        if source is None:
-            raise ValueError("workspace folder: this dataset was not read from a file nor made by the simulator, "
-                             "so a workspace could not reopen it; save it as .star first or clear the folder")
-        return Workspace.create(path, source)
+    def _follow(self, ws: Any) -> None:
+        self._syncing = True
+        try:
+            # the line edit itself: FileEdit.value = "" would become the working folder
+            self.folder.line_edit.value = "" if ws is None else str(ws.root)
+        finally:
+            self._syncing = False
+        self.note.value = "results kept in memory (no folder)" if ws is None else f"{len(ws.runs())} runs in this folder"
+        self.refresh()
+
+    def workspace_for(self, dataset: Any = None):
+        """The session's workspace (after applying the folder field), or ``None`` (in memory)."""
+        self._on_folder()
+        return self.session.workspace
 
     def input_ids(self) -> dict[str, str]:
         """Input name → picked run id (inputs left at "(none)" are left out)."""
         return {name: box.value for name, box in self.inputs.items() if box.value not in (None, NO_RUN)}
 
     def refresh(self, *_: Any) -> None:
-        """Re-list the finished runs of the chosen workspace in every input picker."""
-        ws = None
-        try:
-            ws = self.open_workspace()
-        except ValueError:  # not a workspace (yet): nothing to list
-            ws = None
+        """Re-list the finished runs that fit each input."""
         for name, box in self.inputs.items():
-            accepted = self.spec.inputs[name].stages
-            runs = [] if ws is None else [m["run_id"] for m in ws.runs() if m.get("status") == "done"
-                                          and m.get("stage") in accepted]
+            ispec = self.spec.inputs[name]
+            runs = self.session.run_choices(ispec.stages)
             current = box.value
-            box.choices = [NO_RUN, *reversed(runs)]  # newest first
-            if current not in box.choices or (current == NO_RUN and self.spec.inputs[name].required):
-                current = runs[-1] if runs and self.spec.inputs[name].required else NO_RUN
+            box.choices = [(NO_RUN, NO_RUN)] + [(f"{rid} · {summary}", rid) for rid, summary in runs]
+            ids = [rid for rid, _ in runs]
+            if current not in ids or (current == NO_RUN and ispec.required):
+                current = ids[0] if ids and ispec.required else NO_RUN
             box.value = current

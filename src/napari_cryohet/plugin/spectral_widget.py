@@ -1,23 +1,17 @@
-"""Spectral-embedding dock widget: eigenvector triples as a 3D points layer.
+"""Spectral-embedding dock widget (Esteve-Yagüe et al. 2022): eigenvectors as a 3D point cloud.
 
 Thin (docs/design.md): the settings form is generated from
 :class:`~napari_cryohet.stages.spectral.SpectralConfig` (``ConfigForm``: every field with
 its unit and help), the :class:`~napari_cryohet.plugin._workspace_picker.WorkspacePicker`
-chooses the workspace folder and an optional input run (``features``: a finished VAE,
-spectral or chain-fit run whose per-particle vectors — VAE latents, say — are embedded
-with the ``"table"`` representation), and
-:class:`~napari_cryohet.plugin._runner.StageRunner` runs the stage off the GUI thread:
-through ``Workspace.run`` when a folder is chosen (a run ``spectral/NNNN`` that the chain
-fit can take as input), in memory otherwise. The result becomes
-
-* a points layer ``"spectral embedding φa φb φc"`` whose data is ``sqrt(N) · Φ[:, (a, b, c)]``
-  (the O(1) scale of Esteve-Yagüe et al. 2022 §2.2). Changing the triple only swaps the
-  layer data (no recomputation); ``layer.features`` holds every per-particle column
-  (:func:`~napari_cryohet.stages.particle_columns.particle_columns`) and the face colour
-  follows the chosen one through ``face_colormap``;
-* an eigenvalue plot (matplotlib, in the dock);
-* a link to the particle stack viewer: selecting points calls
-  ``StackViewerWidget.show_particles`` on a stack viewer docked in the same viewer.
+shows the window's workspace folder and the optional input run (``features``: a finished
+VAE, spectral or chain-fit run whose per-particle vectors — VAE latents, say — are
+embedded with the ``"table"`` representation), and
+:class:`~napari_cryohet.plugin._runner.StageRunner` runs the stage off the GUI thread
+through the window's :class:`~napari_cryohet.plugin.session.Session` (a workspace run
+``spectral/NNNN`` when a folder is chosen, in memory otherwise). The result is drawn in
+its own 3D scene (:mod:`napari_cryohet.plugin._spectral_scene`): changing the three
+eigenvectors shown only swaps the layer data; colours come from any per-particle column
+of the session; selecting points selects those particles in the stack viewer.
 """
 
 from __future__ import annotations
@@ -25,20 +19,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
+from napari_cryohet.plugin import _spectral_scene
 from napari_cryohet.plugin._config_form import ConfigForm
+from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
-from napari_cryohet.stages.particle_columns import particle_columns
-from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError, dataset_indices
-from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult, run_spectral
+from napari_cryohet.plugin.presenters import present
+from napari_cryohet.plugin.session import Session
+from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult
 
 __all__ = ["SpectralWidget", "LAYER_NAME"]
 
-LAYER_NAME = "spectral embedding"
+LAYER_NAME = _spectral_scene.LAYER_NAME
 
 
 class SpectralWidget(Container):
@@ -46,39 +41,42 @@ class SpectralWidget(Container):
 
     Attributes
     ----------
+    session
+        The window's :class:`Session` (dataset, workspace, runs, selection).
     form
-        The settings (:class:`ConfigForm` of :class:`SpectralConfig`; ``form.<field>`` is a
-        field's widget).
+        The settings (:class:`ConfigForm` of :class:`SpectralConfig`; ``form.<field>``).
     workspace
         Workspace folder and the ``features`` input run picker.
     phi_a, phi_b, phi_c
-        Eigenvector indices shown on the three axes.
+        Eigenvectors shown on the three axes.
     color_by
         Per-particle column colouring the points.
     run_button, runner
         Start button and the :class:`StageRunner` (progress, cancel, ``last_result``).
-    dataset, result, layer
-        The dataset in use, the latest :class:`SpectralResult`, the points layer.
+    dataset, result, layer, scene
+        The dataset in use, the latest :class:`SpectralResult`, its points layer and scene.
     eigen_canvas, eigen_axes
         The eigenvalue plot.
-    stack_viewer
-        The stack viewer that selections are sent to (found in the viewer's docks when
-        ``None``).
     """
 
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
+        self.session = Session.for_viewer(napari_viewer)
         self.dataset: Any = None
-        self._columns: dict[str, np.ndarray] = {}
+        self.result: SpectralResult | None = None
+        self.scene = None
         self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
-        self.workspace = WorkspacePicker("spectral")
+        self.workspace = WorkspacePicker("spectral", session=self.session)
         self.form = ConfigForm(SpectralConfig, label="settings")
         self.run_button = PushButton(text="Compute embedding")
         self.runner = StageRunner()
-        self.phi_a = SpinBox(label="φ a", value=1, min=0, max=199)
-        self.phi_b = SpinBox(label="φ b", value=2, min=0, max=199)
-        self.phi_c = SpinBox(label="φ c", value=3, min=0, max=199)
-        self.color_by = ComboBox(label="colour by", choices=lambda _w: list(self._columns))
+        tip = "which eigenvector of the graph Laplacian is drawn on this axis (1 = the smoothest non-constant one)"
+        self.phi_a = SpinBox(label="axis 1: eigenvector", value=1, min=0, max=199, tooltip=tip)
+        self.phi_b = SpinBox(label="axis 2: eigenvector", value=2, min=0, max=199, tooltip=tip)
+        self.phi_c = SpinBox(label="axis 3: eigenvector", value=3, min=0, max=199, tooltip=tip)
+        self.color_by = ComboBox(label="colour by", choices=self._colour_choices,
+                                 tooltip="per-particle value colouring the points: ground truth (simulated data), "
+                                         "defocus, a .star column, or another run's vectors")
         self.info = Label(value="")
         super().__init__(widgets=[
             self.dataset_picker, self.workspace, self.form, self.run_button, self.runner,
@@ -86,39 +84,30 @@ class SpectralWidget(Container):
         ])
         self.eigen_canvas, self.eigen_axes = _make_canvas()
         self.native.layout().addWidget(self.eigen_canvas)
-        self.result: SpectralResult | None = None
-        self.layer = None
-        self.stack_viewer = None
         self.run_button.changed.connect(self.run)
         self.workspace.inputs["features"].changed.connect(self._on_features_picked)
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.changed.connect(self.update_triple)
         self.color_by.changed.connect(self.update_colors)
+        self.session.runs_changed.connect(self.color_by.reset_choices)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
             self.dataset_picker.deliver()
+        latest = self.session.run_choices(("spectral",))
+        if self.result is None and latest:  # a reopened workspace: show its newest embedding here too
+            self.show_result(self.session.result(latest[0][0]), show=False)
 
     # ------------------------------------------------------------------ dataset
     def _on_pick(self, picked: Any) -> None:
         if picked is not self.dataset:
-            self.set_dataset(picked)
+            self.dataset = picked
+            self.info.value = f"{len(picked)} particles"
 
     def set_dataset(self, dataset: Any) -> None:
-        """Use ``dataset`` (a ParticleDataset or the box-arms Toy2DDataset)."""
-        self.dataset = dataset
-        self._columns = particle_columns(dataset)
-        self.color_by.reset_choices()
-        for name in ("truth_state", "truth_state_0", "truth_state_params", "truth_state_params_0", "labels",
-                     "defocus_a"):
-            if name in self._columns:
-                self.color_by.value = name
-                break
-        table = getattr(dataset, "table", None)
-        numeric = [] if table is None else [str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
-        help_text = self.form.columns.tooltip.split(" Numeric columns:")[0]
-        self.form.columns.tooltip = f"{help_text} Numeric columns: {', '.join(numeric) or 'none'}."
-        self.info.value = f"{len(dataset)} particles"
+        """Use ``dataset`` (a ParticleDataset or the box-arms Toy2DDataset) in this window."""
+        self.session.set_dataset(dataset)
+        self._on_pick(dataset)
 
     def _on_features_picked(self, value: Any) -> None:
         if value not in (None, NO_RUN):  # another run's vectors are embedded with the table representation
@@ -129,109 +118,67 @@ class SpectralWidget(Container):
         """The stage config the form describes (``ValueError`` naming a bad entry)."""
         return self.form.config()
 
-    def run(self, *_: Any, features: Embedding | None = None) -> None:
-        """Compute the embedding in a worker thread.
-
-        With a workspace folder chosen the run goes through ``Workspace.run`` (inputs from
-        the run pickers); otherwise in memory, with ``features`` (an
-        :class:`~napari_cryohet.stages.protocol.Embedding`) for the table representation.
-        """
+    def run(self, *_: Any) -> None:
+        """Compute the embedding in a worker thread (in the workspace when a folder is chosen)."""
         if self.dataset is None:
-            self.runner.status.value = "no dataset: open a particle stack or call set_dataset"
+            self.runner.status.value = "no dataset: open a .star file or a sample (File ▸ Open Sample)"
             return
-        dataset = self.dataset
+        dataset, session = self.dataset, self.session
         try:
             config = self.config()
-            ws = self.workspace.workspace_for(dataset)
+            self.workspace.workspace_for()
         except ValueError as err:
             self.runner.status.value = f"error: {err}"
             return
-        if ws is not None:
-            if features is not None:
-                self.runner.status.value = "error: with a workspace folder, pick the input run in 'features from run'"
-                return
-            inputs = self.workspace.input_ids()
+        inputs = self.workspace.input_ids()
 
-            def job(progress, cancel):
-                return ws.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
-        else:
-            def job(progress, cancel):
-                return run_spectral(dataset, config, features=features, progress=progress, cancel=cancel)
+        def job(progress, cancel):
+            return session.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
 
-        self.runner.start(job, self._on_result)
+        self.runner.start(job, self.show_result)
 
-    def _on_result(self, result: SpectralResult) -> None:
-        self.show_result(result)
-        if result.run_id is not None:
-            self.workspace.refresh()  # the new run can feed another stage
-
-    def show_result(self, result: SpectralResult) -> None:
-        """Draw ``result``: points layer for the current triple, eigenvalue plot; the form
-        shows the settings that produced it."""
+    def show_result(self, result: SpectralResult, *, show: bool = True) -> None:
+        """Draw ``result`` in its scene, plot the spectrum; the form shows its settings."""
         self.result = result
         self.form.set_config(result.config)
         k = result.eigenvectors.shape[1]
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.max = k - 1
-        where = f" (run {result.run_id})" if result.run_id else ""
-        self.info.value = f"{len(result.indices)} particles x {k} eigenvectors{where}"
+        first = self.layer is None
+        self.scene = present(self.session, result, show=show, triple=self.triple())
+        self.color_by.reset_choices()
+        if first or self.color_by.value not in self._colour_choices():
+            self.color_by.value = preferred_column(self._colour_choices())
+        self.update_colors()
+        where = f" (run {result.run_id}" + (f": {result.run_note}" if result.run_note else "") + ")"
+        self.info.value = f"{len(result.indices)} particles, {k} eigenvectors{where}"
         self._plot_eigenvalues()
-        self.update_triple()
+
+    @property
+    def layer(self):
+        """The points layer of the latest result (``None`` before the first)."""
+        return None if self.scene is None else self.scene.layer(LAYER_NAME)
 
     def triple(self) -> tuple[int, int, int]:
         return int(self.phi_a.value), int(self.phi_b.value), int(self.phi_c.value)
 
     def points_data(self) -> np.ndarray:
         """``(N, 3)`` coordinates ``sqrt(N) · Φ[:, (a, b, c)]`` of the current triple."""
-        phi = self.result.eigenvectors
-        return np.sqrt(len(phi)) * phi[:, list(self.triple())]
-
-    def _result_columns(self) -> dict[str, np.ndarray]:
-        """The dataset's per-particle columns in the result's row order (empty if they do not match)."""
-        if not self._columns or self.dataset is None:
-            return {}
-        indices = dataset_indices(self.dataset)
-        if np.array_equal(indices, self.result.indices):
-            return self._columns
-        try:
-            rows = Embedding(np.arange(len(indices)), indices).aligned_to(self.result.indices)[:, 0]
-        except ParticleMismatchError:
-            return {}
-        return {name: values[rows] for name, values in self._columns.items()}
+        return _spectral_scene.points_data(self.result, self.triple())
 
     def update_triple(self, *_: Any) -> None:
-        """Swap the points layer data to the chosen triple (no recomputation)."""
-        if self.result is None:
-            return
-        data = self.points_data()
-        a, b, c = self.triple()
-        name = f"{LAYER_NAME} φ{a} φ{b} φ{c}"
-        if self.layer is not None and self.layer in self.viewer.layers and len(self.layer.data) != len(data):
-            self.viewer.layers.remove(self.layer)  # another particle set: new features too
-        if self.layer is None or self.layer not in self.viewer.layers:
-            columns = self._result_columns()
-            self.layer = self.viewer.add_points(
-                data, name=name, size=0.05, features=pd.DataFrame(columns) if columns else None, border_width=0,
-                face_colormap="viridis", out_of_slice_display=True,
-            )
-            self.layer.selected_data.events.items_changed.connect(self._on_selection)
-            self.viewer.dims.ndisplay = 3
-        else:
-            self.layer.data = data
-            self.layer.name = name
-        self.update_colors()
-        self.viewer.reset_view()
+        """Swap the points layer data to the chosen eigenvectors (no recomputation)."""
+        if self.result is not None:
+            present(self.session, self.result, show=self.session.scenes.current is self.scene,
+                    triple=self.triple(), colour_by=self.color_by.value)
+
+    def _colour_choices(self, *_: Any) -> list[str]:
+        layer = self.layer
+        return [] if layer is None or layer.features is None else list(layer.features.columns)
 
     def update_colors(self, *_: Any) -> None:
         """Colour the points by the chosen per-particle column."""
-        if self.layer is None or not self.color_by.value or self.color_by.value not in self.layer.features:
-            return
-        values = np.asarray(self.layer.features[self.color_by.value], dtype=np.float64)
-        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-        self.layer.face_colormap = "viridis"
-        self.layer.face_color = self.color_by.value
-        self.layer.face_contrast_limits = (lo, hi if hi > lo else lo + 1.0)  # this column's range
-        self.layer.refresh_colors(update_color_mapping=False)
+        colour_points(self.layer, self.color_by.value)
 
     def _plot_eigenvalues(self) -> None:
         ax = self.eigen_axes
@@ -240,47 +187,25 @@ class SpectralWidget(Container):
         rank = self.result.eigenvalue_rank  # SpectralResult fills it (0..K-1 for old files)
         by_rank = np.argsort(rank, kind="stable")
         ax.plot(rank[by_rank], lam[by_rank], "o-", ms=3)  # spectrum in eigenvalue order
-        if not np.array_equal(rank, np.arange(len(lam))):  # parsimonious: label columns φj at their rank
+        if not np.array_equal(rank, np.arange(len(lam))):  # parsimonious: label columns at their rank
             for col, (r, v) in enumerate(zip(rank, lam, strict=True)):
                 ax.annotate(str(col), (r, v), fontsize=6, xytext=(2, 2), textcoords="offset points")
             unique = self.result.harmonic_residual > self.result.config.unique_threshold
             ax.plot(rank[unique], lam[unique], "o", ms=5, mfc="none", mec="red")
-            ax.set_xlabel("eigenvalue rank k (labels: column φj; red: unique)")
+            ax.set_xlabel("rank (labels: eigenvector; red: kept as new)", fontsize=8)
         else:
-            ax.set_xlabel("index k")
-        ax.set_ylabel("eigenvalue λk of L")
-        ax.set_title("normalised Laplacian spectrum", fontsize=9)
+            ax.set_xlabel("eigenvector number", fontsize=8)
+        ax.set_ylabel("eigenvalue", fontsize=8)
+        ax.set_title("graph Laplacian spectrum (small = smooth)", fontsize=9)
         self.eigen_canvas.figure.tight_layout()
         self.eigen_canvas.draw_idle()
 
     # ------------------------------------------------------------------ selection
-    def find_stack_viewer(self):
-        """The stack viewer docked in this viewer (or the one set in ``stack_viewer``)."""
-        if self.stack_viewer is not None:
-            return self.stack_viewer
-        from napari_cryohet.plugin.stack_viewer import StackViewerWidget
-
-        window = getattr(self.viewer, "window", None)
-        docks = getattr(window, "dock_widgets", {}) if window is not None else {}
-        for widget in dict(docks).values():
-            if isinstance(widget, StackViewerWidget):
-                return widget
-        return None
-
-    def _on_selection(self, *_: Any) -> None:
-        rows = np.array(sorted(self.layer.selected_data), dtype=np.int64)
-        if len(rows):
-            self.show_in_stack_viewer(rows)
-
-    def show_in_stack_viewer(self, rows: np.ndarray) -> np.ndarray | None:
-        """Show embedding rows ``rows`` in the stack viewer; returns its positions (or None)."""
-        viewer = self.find_stack_viewer()
-        if viewer is None or viewer.dataset is None or self.result is None:
-            return None
-        wanted = self.result.indices[np.asarray(rows, dtype=np.int64)]  # root indices
-        positions = np.flatnonzero(np.isin(viewer.dataset.indices, wanted))
-        viewer.show_particles(positions)
-        return positions
+    def show_in_stack_viewer(self, rows: np.ndarray) -> np.ndarray:
+        """Select embedding rows ``rows`` in the session (the stack viewer follows); returns root indices."""
+        wanted = self.result.indices[np.asarray(rows, dtype=np.int64)]
+        self.session.select(wanted)
+        return wanted
 
 
 def _make_canvas():

@@ -15,6 +15,11 @@ filtering (:mod:`._particle_filter`) and the CTF plot (:mod:`._ctf_plot`).
 
 Public API (for scripts and tests)
 ----------------------------------
+The widget follows the window's :class:`~napari_cryohet.plugin.session.Session`: its
+dataset picker lists the session's datasets, and a selection made in any embedding
+(spectral points, VAE latents) filters the table to exactly those particles, ready to be
+exported as ``.star``.
+
 ``StackViewerWidget(viewer)``; ``.load_dataset(ds, name=None) -> Image layer``;
 ``.dataset``; ``.layer``; ``.index`` (current particle position, settable);
 ``.show_particles(indices)``; ``.apply_filter(text) -> rows``; ``.visible_rows``;
@@ -50,7 +55,8 @@ from napari_cryohet.plugin._ctf_plot import _ctf_curves, _make_ctf_canvas
 from napari_cryohet.plugin._particle_filter import _filter_rows
 from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata
 from napari_cryohet.plugin._particle_table import ParticleTableModel, display_table
-from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
+from napari_cryohet.plugin._reader import DATASET_KEY
+from napari_cryohet.plugin.session import Session
 
 if TYPE_CHECKING:
     import napari
@@ -87,6 +93,7 @@ class StackViewerWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = Session.for_viewer(napari_viewer)
         self.layer = None
         self.dataset: ParticleDataset | None = None
         self.frame = pd.DataFrame()
@@ -94,7 +101,7 @@ class StackViewerWidget(QWidget):
         self._index = 0
 
         self.dataset_picker = QComboBox()
-        self.dataset_picker.setToolTip("Image layers that carry a particle dataset")
+        self.dataset_picker.setToolTip("The particle datasets open in this window")
         self.metadata_label = QLabel("no particle dataset loaded")
         self.metadata_label.setFont(QFont("monospace"))
         self.metadata_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -111,6 +118,8 @@ class StackViewerWidget(QWidget):
         self.table_view.verticalHeader().setDefaultSectionSize(20)
         self.table_view.setMinimumHeight(160)
         self.export_button = QPushButton("Export selected/filtered particles as .star…")
+        self.export_button.setToolTip("Write the particles listed in the table (or the rows you selected in it) "
+                                      "as a RELION .star file with every original column")
 
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
@@ -134,18 +143,19 @@ class StackViewerWidget(QWidget):
         self.dataset_picker.currentIndexChanged.connect(self._on_pick)
         self.table_view.selectionModel().currentRowChanged.connect(self._on_table_row)
         self.export_button.clicked.connect(self._on_export_clicked)
-        self.viewer.layers.events.inserted.connect(self._refresh_picker)
-        self.viewer.layers.events.removed.connect(self._refresh_picker)
+        self.session.dataset_changed.connect(self._on_session_dataset)
+        self.session.selection_changed.connect(self._on_session_selection)
         self.viewer.dims.events.current_step.connect(self._on_step)
         self._refresh_picker()
+        if self.session.dataset is not None:
+            self._on_session_dataset(self.session.dataset)
 
     # ------------------------------------------------------------------ loading
     def load_dataset(self, dataset: ParticleDataset, name: str | None = None):
-        """Add ``dataset`` as a stack layer (lazy) and show it; returns the layer."""
-        data, kwargs, _ = dataset_layer_data(dataset, name=name)
-        layer = self.viewer.add_image(data, **kwargs)
-        self.set_layer(layer)
-        return layer
+        """Add ``dataset`` to the window (a lazy stack layer in its particles scene) and show it; returns the layer."""
+        scene = self.session.add_dataset(dataset, name)
+        self.set_layer(scene.layers[0])
+        return scene.layers[0]
 
     def set_layer(self, layer) -> None:
         """Show the dataset of an existing stack layer (one carrying ``cryohet_dataset``)."""
@@ -159,16 +169,21 @@ class StackViewerWidget(QWidget):
         self.filter_edit.clear()
         self.filter_status.setText(f"{len(dataset)} particles")
         self._refresh_picker()
-        self.viewer.dims.ndisplay = 2
-        self.viewer.reset_view()
+        if dataset is not self.session.dataset:
+            self.session.set_dataset(dataset)
         self.index = 0
         self._show(0)
 
     def _dataset_layers(self) -> list:
-        return [
-            lyr for lyr in self.viewer.layers
-            if isinstance(lyr, Image) and isinstance(lyr.metadata.get(DATASET_KEY), ParticleDataset)
-        ]
+        """The stack layer of each of the session's particle datasets (in or out of the viewer)."""
+        out = []
+        for ds in self.session.datasets.values():
+            scene = self.session.particles_scene(ds)
+            layer = next((lyr for lyr in (scene.layers if scene else []) if isinstance(lyr, Image)
+                          and lyr.metadata.get(DATASET_KEY) is ds), None)
+            if layer is not None and isinstance(ds, ParticleDataset):
+                out.append(layer)
+        return out
 
     def _refresh_picker(self, event=None) -> None:
         layers = self._dataset_layers()
@@ -179,10 +194,16 @@ class StackViewerWidget(QWidget):
         if self.layer is not None and self.layer in layers:
             self.dataset_picker.setCurrentIndex(layers.index(self.layer))
         self.dataset_picker.blockSignals(False)
-        if self.layer is not None and self.layer not in layers:
-            self._clear()
-        elif self.layer is None and layers:
-            self.set_layer(layers[-1])
+
+    def _on_session_dataset(self, dataset) -> None:
+        self._refresh_picker()
+        layer = next((lyr for lyr in self._dataset_layers() if lyr.metadata.get(DATASET_KEY) is dataset), None)
+        if layer is not None and layer is not self.layer:
+            self.set_layer(layer)
+
+    def _on_session_selection(self, indices) -> None:
+        if self.dataset is not None and self.dataset is self.session.dataset:
+            self.show_particles(self.session.selected_rows(), note="selected in an embedding")
 
     def _on_pick(self, position: int) -> None:
         layers = self._dataset_layers()
@@ -212,13 +233,14 @@ class StackViewerWidget(QWidget):
         value = int(value)
         if not 0 <= value < n:
             raise IndexError(f"particle {value} out of range for {n} particles")
-        axis = self.viewer.dims.ndim - self.layer.ndim  # the layer's particle axis in world dims
-        world = self.layer.data_to_world(np.array([value, 0.0, 0.0]))
-        self.viewer.dims.set_point(axis, float(world[0]))
+        if self.layer in self.viewer.layers and self.viewer.dims.ndisplay == 2:
+            axis = self.viewer.dims.ndim - self.layer.ndim  # the layer's particle axis in world dims
+            world = self.layer.data_to_world(np.array([value, 0.0, 0.0]))
+            self.viewer.dims.set_point(axis, float(world[0]))
         self._show(value)  # also when the slider did not move (same step)
 
     def _on_step(self, event=None) -> None:
-        if self.layer is None or self.dataset is None:
+        if self.layer is None or self.dataset is None or self.layer not in self.viewer.layers:
             return
         point = np.asarray(self.viewer.dims.point)[-self.layer.ndim:]
         i = int(np.clip(np.round(self.layer.world_to_data(point)[0]), 0, len(self.dataset) - 1))
@@ -282,7 +304,7 @@ class StackViewerWidget(QWidget):
             self.index = int(rows[0])
         return rows
 
-    def show_particles(self, indices: Any) -> None:
+    def show_particles(self, indices: Any, *, note: str = "given") -> None:
         """Show only the particles at ``indices`` (positions) in the table, jump to the first."""
         rows = np.atleast_1d(np.asarray(indices, dtype=np.int64))
         n = len(self.frame)
@@ -290,7 +312,7 @@ class StackViewerWidget(QWidget):
             raise IndexError(f"particle indices out of range for {n} particles")
         self.filter_edit.clear()
         self.table_model.set_rows(rows)
-        self.filter_status.setText(f"{len(rows)} of {n} particles (given)")
+        self.filter_status.setText(f"{len(rows)} of {n} particles ({note})")
         if len(rows):
             self.index = int(rows[0])
 
@@ -301,6 +323,9 @@ class StackViewerWidget(QWidget):
 
     def _on_table_row(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid() and current.row() < len(self.table_model.rows):
+            scene = self.session.particles_scene(self.dataset)
+            if scene is not None and self.session.scenes.current is not scene:
+                self.session.scenes.show(scene)  # a clicked particle is shown, whatever scene was on
             self.index = int(self.table_model.rows[current.row()])
 
     # ------------------------------------------------------------------ export
@@ -318,9 +343,19 @@ class StackViewerWidget(QWidget):
             rows = self.selected_rows()
             if len(rows) == 0:
                 rows = self.visible_rows
-        path = Path(path)
+        text = str(path or "").strip()
+        if text in ("", "."):
+            raise ValueError("export: choose a file name for the .star file first")
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise ValueError(f"export: {path} is a folder; give a file name ending in .star")
+        if path.suffix.lower() != ".star":
+            path = path.with_suffix(".star")
+        if len(rows) == 0:
+            raise ValueError("export: no particles to write (the filter matches none)")
         write_dataset_star(path, self.dataset.subset(np.asarray(rows, dtype=np.int64)))
-        self.filter_status.setText(f"exported {len(rows)} particles to {path.name}")
+        path = path.resolve()
+        self.filter_status.setText(f"exported {len(rows)} particles to {path}")
         return path
 
     def _on_export_clicked(self) -> None:

@@ -171,6 +171,11 @@ class Toy2DDataset:
     seed: int = 0
     low_dim_frame: str = "anchor"
 
+    def __post_init__(self) -> None:
+        # not a field (not saved): where the dataset came from, as for a ParticleDataset
+        # (``meta["recipe"]``, set by the simulate stage's ``make_dataset``)
+        self.meta: dict = {"name": "box_arms_2d"}
+
     def __len__(self) -> int:
         return len(self.projections)
 

@@ -78,10 +78,11 @@ class SimulateResult(StageResult):
     @classmethod
     def _load(cls, run_dir: Path) -> SimulateResult:
         if (run_dir / TOY_FILE).exists():
-            return cls(Toy2DDataset.load(run_dir / TOY_FILE))
-        from napari_cryohet.io.load_particles import load_dataset
+            dataset = Toy2DDataset.load(run_dir / TOY_FILE)
+        else:
+            from napari_cryohet.io.load_particles import load_dataset
 
-        dataset = load_dataset(run_dir / f"{STEM}.star")
+            dataset = load_dataset(run_dir / f"{STEM}.star")
         manifest = run_dir / "manifest.json"
         if manifest.exists():  # the recipe that made it, so the dataset can remake its workspace
             dataset.meta["recipe"] = SimulateConfig.from_dict(read_json(manifest)["config"]).source()
