@@ -58,3 +58,41 @@ def test_demo_headless_writes_a_screenshot(tmp_path):
     centre = gray[h // 2 - 50 : h // 2 + 50, w // 2 - 200 : w // 2 - 100]
     assert centre.std() > 0.1
     assert len(np.unique(np.round(centre, 2))) > 20
+
+
+def _help_texts() -> dict[str, str]:
+    """``cryohet [<command> [<subcommand>]] --help`` → its text, for every (sub)command."""
+    import argparse
+
+    from napari_cryohet.cli import build_parser
+
+    texts: dict[str, str] = {}
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        texts[" ".join(("cryohet", *words))] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+
+    walk(build_parser(), ())
+    return texts
+
+
+def test_every_help_reads_as_plain_text(capsys):
+    import re
+
+    texts = _help_texts()
+    assert {"cryohet spectral", "cryohet chainfit", "cryohet vae train", "cryohet vae decode", "cryohet ws ls",
+            "cryohet simulate", "cryohet demo", "cryohet info"} <= set(texts)
+    for words, text in texts.items():
+        for markup in ("``", ":func:", ":class:", ":mod:", ":meth:", "seed 0", "**"):
+            assert markup not in text, (words, markup)
+        # a section or equation number always comes with the paper's authors and year nearby
+        for m in re.finditer("§", text):
+            near = text[max(0, m.start() - 120): m.end() + 120]
+            assert re.search(r"(et al\.|Singer|Scheres|Coeff|Lafon)\s*\(?(19|20)\d\d", near), (words, near)
+    # the real command line prints the same text
+    with pytest.raises(SystemExit):
+        main(["spectral", "--help"])
+    assert capsys.readouterr().out == texts["cryohet spectral"]

@@ -1,4 +1,6 @@
-"""``cryohet``: every stage from the shell (docs/design.md, "Architecture and rings": a thin ring).
+"""cryohet: cryo-EM heterogeneity analysis from the shell: simulate data, embed, fit chains, train a VAE.
+
+A thin ring (docs/design.md, "Architecture and rings"): every stage from the shell.
 
 One module per subcommand in this package, each with a module docstring (its help),
 ``add_args(parser)`` and ``main(args)``; ``main`` only parses and delegates to a stage.
@@ -26,13 +28,14 @@ SUBCOMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from napari_cryohet import __version__
+    from napari_cryohet.cli._config_args import plain_text
 
-    parser = argparse.ArgumentParser(prog="cryohet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cryohet", description=plain_text(__doc__.splitlines()[0]))
     parser.add_argument("--version", action="version", version=f"napari-cryohet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(f"napari_cryohet.cli.{module_name}")
-        doc = (module.__doc__ or name).strip()
+        doc = plain_text((module.__doc__ or name).strip())
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_args(p)

@@ -12,12 +12,38 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 from napari_cryohet.stages.protocol import field_type
 
-__all__ = ["add_config_args", "config_from_args", "add_workspace_args", "open_workspace", "input_ids", "print_progress"]
+__all__ = ["add_config_args", "config_from_args", "add_workspace_args", "open_workspace", "input_ids", "print_progress",
+           "plain_text"]
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)\s*(?:<[^>]*>)?`")  # :func:`~a.b.c` / :class:`x <a.b>`
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_STRONG = re.compile(r"(?<![\w*])\*\*(\S(?:.*?\S)?)\*\*(?![\w*])")
+_EMPHASIS = re.compile(r"(?<![\w*])\*(\S(?:[^*]*?\S)?)\*(?![\w*])")
+_INTERPRETED = re.compile(r"(?<![\w`])`([^`]+)`(?![\w`])")
+
+
+def plain_text(text: str) -> str:
+    """``text`` (a docstring or help in reStructuredText) as plain text for ``--help``.
+
+    Roles keep their last name (``:func:`~a.b.run``` → ``run``), literals and emphasis
+    lose their markers, and a literal-block ``::`` becomes ``:``.
+    """
+    def role(m: re.Match) -> str:
+        target = m.group(1).strip()
+        return target.rsplit(".", 1)[-1] if m.group(0).split("`", 1)[1].startswith("~") else target
+
+    text = _ROLE.sub(role, text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _STRONG.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\1", text)
+    text = _INTERPRETED.sub(r"\1", text)
+    return re.sub(r"(\S)::$", r"\1:", re.sub(r"\s::$", "", text, flags=re.MULTILINE), flags=re.MULTILINE)
 
 
 def _flag(name: str) -> str:
@@ -43,8 +69,11 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclud
         default = getattr(defaults, f.name)
         unit = f" [{meta['unit']}]" if meta.get("unit") else ""
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = "none" if shown is None or shown == "" else shown
+        shown = {True: "on", False: "off"}.get(shown, shown) if isinstance(shown, bool) else shown
         shown = (default_text or {}).get(f.name, shown)
-        text = f"{meta.get('help') or meta.get('label') or ''}{unit} (default: {shown})".strip()
+        text = plain_text(f"{meta.get('help') or meta.get('label') or ''}{unit}{_bounds(meta)} (default: {shown})")
+        text = text.strip().replace("%", "%%")  # argparse formats help with %
         kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": text}
         if base is bool and not optional:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
@@ -59,6 +88,15 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls: type, *, exclud
                 kwargs["choices"] = list(meta["choices"]) + ([None] if optional else [])
                 kwargs["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
         group.add_argument(_flag(f.name), **kwargs)
+
+
+def _bounds(meta: dict[str, Any]) -> str:
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if meta.get("choices") is not None or (lo is None and hi is None):
+        return ""
+    if lo is not None and hi is not None:
+        return f" ({lo:g} to {hi:g})"
+    return f" ({lo:g} or more)" if lo is not None else f" (up to {hi:g})"
 
 
 def _none_or(base: type):

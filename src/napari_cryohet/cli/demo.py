@@ -1,4 +1,4 @@
-"""Open napari on the bundled sample with the particle stack viewer docked: ``cryohet demo``.
+"""Open napari on the bundled sample particles with the particle stack viewer: ``cryohet demo``.
 
 With a display, napari opens and stays open until closed. Without one (no ``DISPLAY``
 nor ``WAYLAND_DISPLAY``), or with ``--headless``, the same steps run under a virtual X
@@ -22,11 +22,12 @@ WIDGET = "1 · Particle stack viewer"  # display_name in napari.yaml
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true",
                         help="run under a virtual display, write a screenshot and exit")
-    parser.add_argument("--out", type=Path, default=Path("cryohet-demo"),
+    parser.add_argument("--out", type=Path, default=Path("cryohet-demo"), metavar="DIR",
                         help="folder for the screenshot (default: cryohet-demo)")
-    parser.add_argument("--star", type=Path, default=None,
+    parser.add_argument("--star", type=Path, default=None, metavar="FILE",
                         help="particle .star file to show (default: the bundled sample)")
-    parser.add_argument("--particle", type=int, default=3, help="particle to show first (default 3)")
+    parser.add_argument("--particle", type=int, default=3, metavar="N",
+                        help="particle to show first, counted from 0 (default: 3)")
 
 
 def sample_star_path() -> Path:

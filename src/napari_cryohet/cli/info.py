@@ -14,7 +14,8 @@ __all__ = ["add_args", "main", "summarize"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="a .star file, a .mrcs/.mrc stack or a .mrc/.map volume")
+    parser.add_argument("file", type=Path, metavar="FILE",
+                        help="a .star file, a .mrcs/.mrc stack or a .mrc/.map volume")
 
 
 def summarize(path: str | Path) -> str:

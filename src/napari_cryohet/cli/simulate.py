@@ -1,13 +1,19 @@
-"""Simulate one of the seeds' datasets with ground truth: ``cryohet simulate <dataset>``.
+"""Simulate a test dataset of particle images whose true answer is known: ``cryohet simulate <dataset>``.
 
-Datasets: box_arms_2d, adk_chain, adk_volumes, assembly_classes, cat, pretzel
-(recipes of ``napari_cryohet.stages.simulate``). Particle datasets are written to ``--out`` as
-``<name>.mrcs`` + RELION ``<name>.star`` + cryoDRGN ``<name>_poses.pkl`` /
-``<name>_ctf.pkl`` + ``<name>_truth.npz``; ``box_arms_2d`` (1D projections of a 2D
-chain) as ``<name>.npz`` (``Toy2DDataset``). With ``--workspace DIR`` the dataset becomes
-the source of a new workspace instead: it is simulated once into ``DIR/simulate/0001`` and
-every stage run with ``--workspace DIR`` uses it. Options left unset keep the dataset's
-defaults (the seed's imaging conditions). Examples::
+Datasets (recipes of ``napari_cryohet.stages.simulate``):
+
+  box_arms_2d       2D box with two arms, 1D projections (Esteve-Yagüe et al. 2022)
+  adk_chain         adenylate kinase backbone (Cα), closed to open (Esteve-Yagüe et al. 2022)
+  adk_volumes       adenylate kinase, all atoms, several conformations (Kimanius, Jamali & Scheres 2022)
+  assembly_classes  adenylate kinase lacking some domains (Silvera Coeff 2025)
+  cat, pretzel      blob models with moving parts (Lederman, Andén & Singer 2020)
+
+Particle datasets are written to ``--out`` as ``<name>.mrcs`` + RELION ``<name>.star`` +
+cryoDRGN ``<name>_poses.pkl`` / ``<name>_ctf.pkl`` + ``<name>_truth.npz`` (the true
+conformations); ``box_arms_2d`` as ``<name>.npz``. With ``--workspace DIR`` the dataset
+becomes the source of a new workspace instead: it is simulated once into
+``DIR/simulate/0001`` and every stage run with ``--workspace DIR`` uses it. Options left
+unset keep the dataset's own imaging conditions (those of its paper). Examples::
 
     cryohet simulate adk_chain --n 4000 --snr 0.0136 --out adk4000 --device cuda
     cryohet simulate adk_chain --n 200 --workspace ws     # then: cryohet spectral --workspace ws
@@ -40,26 +46,42 @@ _OPTIONS = {
 def add_args(parser: argparse.ArgumentParser) -> None:
     from napari_cryohet.stages.simulate import RECIPES
 
-    parser.add_argument("dataset", choices=sorted(RECIPES), help="which dataset to simulate")
-    parser.add_argument("--n", type=int, default=1000, help="number of particles (default 1000)")
+    parser.add_argument("dataset", choices=sorted(RECIPES), metavar="DATASET",
+                        help="which dataset to simulate: " + ", ".join(sorted(RECIPES)))
+    parser.add_argument("--n", type=int, default=1000, metavar="N", help="number of particles (default: 1000)")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, help="output folder")
-    where.add_argument("--workspace", type=Path, help="make this dataset the source of a new workspace folder")
-    parser.add_argument("--name", default=None, help="file stem (default: the dataset name)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--snr", type=float, default=None,
-                        help="signal-to-noise ratio var(clean)/var(noise) (default: the dataset's)")
-    parser.add_argument("--box-size", type=int, default=None, help="image edge in pixels (even)")
-    parser.add_argument("--apix", type=float, default=None, help="pixel size in Å")
-    parser.add_argument("--shift-std-a", type=float, default=None, help="std of in-plane shifts in Å")
-    parser.add_argument("--n-conformations", type=int, default=None, help="adk_volumes: number of frames")
+    where.add_argument("--out", type=Path, metavar="DIR", help="folder the files are written to")
+    where.add_argument("--workspace", type=Path, metavar="DIR",
+                       help="make this dataset the source of a new workspace folder instead")
+    parser.add_argument("--name", default=None, metavar="NAME",
+                        help="start of the file names (default: the dataset name)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="random seed of poses, defocus, noise and conformations (default: 0)")
+    parser.add_argument("--snr", type=float, default=None, metavar="X",
+                        help="signal-to-noise ratio: variance of the clean images over that of the noise, e.g. "
+                             "0.1 (default: the dataset's)")
+    parser.add_argument("--box-size", type=int, default=None, metavar="N",
+                        help="image edge in pixels, even (default: the dataset's)")
+    parser.add_argument("--apix", type=float, default=None, metavar="X",
+                        help="pixel size in Å (default: the dataset's)")
+    parser.add_argument("--shift-std-a", type=float, default=None, metavar="X",
+                        help="standard deviation of the particles' off-centre shifts, in Å")
+    parser.add_argument("--n-conformations", type=int, default=None, metavar="N",
+                        help="adk_volumes: number of distinct conformations")
     parser.add_argument("--continuous", action="store_true", default=None,
-                        help="adk_chain / adk_volumes: continuous path instead of discrete frames")
-    parser.add_argument("--noise-var", type=float, default=None, help="box_arms_2d: noise variance (2500)")
+                        help="adk_chain, adk_volumes: conformations anywhere along the path instead of a few "
+                             "distinct ones")
+    parser.add_argument("--noise-var", type=float, default=None, metavar="X",
+                        help="box_arms_2d: variance of the noise added to the projections (default: 2500, as in "
+                             "Esteve-Yagüe et al. 2022)")
     parser.add_argument("--low-dim-frame", choices=("consensus", "anchor"), default=None,
-                        help="box_arms_2d: frame of the 64x64 densities (default consensus)")
-    parser.add_argument("--device", default=None, help="torch device: cpu, cuda, auto (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=None, help="particles per batch")
+                        help="box_arms_2d: frame of the 64x64 low-resolution densities: consensus = each chain "
+                             "superposed on the reference, as a consensus refinement aligns it; anchor = the anchor atom "
+                             "fixed at the centre (default: consensus)")
+    parser.add_argument("--device", default=None, metavar="DEVICE",
+                        help="where to compute: cpu, cuda (graphics card) or auto (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="particles simulated at once (more is faster but uses more memory)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""Laplacian eigenvectors of the conformational manifold: ``cryohet spectral``.
+"""Spectral embedding: smooth coordinates of each particle's shape (Esteve-Yagüe et al. 2022): ``cryohet spectral``.
 
-Spectral embedding of Esteve-Yagüe et al. 2022 (§2.2, Appendix B): a per-particle
-representation, a similarity graph and the eigenvectors of its normalised Laplacian,
-kept as a run of the workspace (``<workspace>/spectral/NNNN/``: spectral.npz with the
+As in Esteve-Yagüe et al. 2022 (§2.2, Appendix B): each particle is described by a few
+numbers, particles with similar descriptions are linked in a graph, and the eigenvectors
+of the graph's normalised Laplacian give every particle smooth coordinates along which
+the shapes change. The result is kept as a run of the workspace (``<workspace>/spectral/NNNN/``: spectral.npz with the
 eigenvalues, eigenvectors (N, K) and particle indices, manifest.json with the settings).
 Prints the run id, which the next step takes (``cryohet chainfit --eigenvectors
 spectral/0001``). The same settings on the same particles return the finished run; other

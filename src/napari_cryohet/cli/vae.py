@@ -1,4 +1,8 @@
-"""Structural-basis VAE (Kimanius, Jamali, Scheres 2022): train it, decode volumes from it.
+"""Train a VAE on the particle images and make 3-D volumes from it (Kimanius, Jamali & Scheres 2022).
+
+The VAE (variational autoencoder) gives each particle a latent point (a few numbers that
+describe its shape) and learns to turn any latent point into a volume, built from a
+structural basis of volumes. Two commands:
 
   cryohet vae train --workspace WS [--star particles.star | --sample adk_volumes] [--epochs 20 ...]
       trains on the workspace's particles (a new workspace takes --star or --sample; a
@@ -28,26 +32,36 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="vae_command", required=True, metavar="{train,decode}")
     t = sub.add_parser("train", help="train the VAE on a workspace's particles",
-                       description="Train the structural-basis VAE (Kimanius, Jamali, Scheres 2022).")
+                       description="Train the structural-basis VAE (Kimanius, Jamali & Scheres 2022) on a "
+                                   "workspace's particles; the same command again resumes or returns the run.")
     add_workspace_args(t)
-    t.add_argument("--poses", type=Path, help="cryoDRGN poses .pkl for a --star .mrcs stack (new workspace)")
-    t.add_argument("--ctf", type=Path, help="cryoDRGN CTF .pkl for a --star .mrcs stack (new workspace)")
-    t.add_argument("--apix", type=float, help="pixel size in Å, overriding the files' (new workspace)")
-    add_config_args(t, VAEConfig, title="VAE settings")
+    t.add_argument("--poses", type=Path, metavar="FILE",
+                   help="cryoDRGN poses .pkl for a --star .mrcs stack (new workspace)")
+    t.add_argument("--ctf", type=Path, metavar="FILE",
+                   help="cryoDRGN CTF .pkl for a --star .mrcs stack (new workspace)")
+    t.add_argument("--apix", type=float, metavar="X", help="pixel size in Å, overriding the files' (new workspace)")
+    add_config_args(t, VAEConfig, title="VAE settings (Kimanius, Jamali & Scheres 2022)")
     t.add_argument("--every-batch", action="store_true", help="print progress after every 10 batches too")
 
-    d = sub.add_parser("decode", help="decode volumes at latent points of a trained VAE")
+    d = sub.add_parser("decode", help="make volumes at latent points of a trained VAE",
+                       description="Make one volume (MRC file) per latent point of a trained VAE: the latent "
+                                   "points of chosen particles, of a file, or one point typed in.")
     where = d.add_mutually_exclusive_group(required=True)
-    where.add_argument("--workspace", type=Path, help="workspace holding the trained VAE run")
-    where.add_argument("--result-dir", type=Path,
+    where.add_argument("--workspace", type=Path, metavar="DIR", help="workspace holding the trained VAE run")
+    where.add_argument("--result-dir", type=Path, metavar="DIR",
                        help="a VAE result folder instead (model.pt, latents.npz; also older WS/vae folders)")
-    d.add_argument("--run", default="vae", help="run id, e.g. vae/0001 (default: the newest finished VAE run)")
-    d.add_argument("-o", "--output", type=Path, required=True, help="output .mrc; one file per point (_NNN)")
+    d.add_argument("--run", default="vae", metavar="ID",
+                   help="run id, e.g. vae/0001 (default: the newest finished VAE run)")
+    d.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                   help="output .mrc; with several points one file each, numbered _000, _001, ...")
     which = d.add_mutually_exclusive_group(required=True)
-    which.add_argument("--particles", help="comma-separated particle rows whose latents to decode")
-    which.add_argument("--z-file", type=Path, help=".npy or text file of latent points (rows)")
-    which.add_argument("--z", help="one latent point, comma-separated")
-    d.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    which.add_argument("--particles", metavar="A,B,...",
+                       help="particles (rows, counted from 0) whose latent points to decode, comma-separated")
+    which.add_argument("--z-file", type=Path, metavar="FILE",
+                       help=".npy or text file of latent points, one per row")
+    which.add_argument("--z", metavar="A,B,...", help="one latent point, comma-separated")
+    d.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where to compute: cpu, cuda (graphics card) or auto (default: cpu)")
 
 
 def _open_workspace(args: argparse.Namespace):

@@ -19,12 +19,15 @@ __all__ = ["add_args", "main", "list_runs", "describe_run"]
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="ws_command", required=True, metavar="<ls|show>")
-    ls = sub.add_parser("ls", help="list the runs of a workspace")
-    ls.add_argument("workspace", type=Path, help="workspace folder")
-    ls.add_argument("--stage", default=None, help="only the runs of this stage")
-    show = sub.add_parser("show", help="describe one run")
-    show.add_argument("workspace", type=Path, help="workspace folder")
-    show.add_argument("run", help="run id, e.g. spectral/0002 (or a stage name: its latest finished run)")
+    ls = sub.add_parser("ls", help="list the runs of a workspace",
+                        description="List the runs of a workspace: id, status, particles, start time, inputs.")
+    ls.add_argument("workspace", type=Path, metavar="DIR", help="workspace folder")
+    ls.add_argument("--stage", default=None, metavar="STAGE",
+                    help="only the runs of this stage (simulate, spectral, chainfit, vae)")
+    show = sub.add_parser("show", help="describe one run",
+                          description="Describe one run: status, settings, inputs and result files.")
+    show.add_argument("workspace", type=Path, metavar="DIR", help="workspace folder")
+    show.add_argument("run", metavar="RUN", help="run id, e.g. spectral/0002 (or a stage name: its latest finished run)")
 
 
 def list_runs(root: str | Path, stage: str | None = None) -> str:

@@ -63,7 +63,7 @@ class ChainFitConfig(StageConfig):
         help="'cosine' = the step size falls smoothly to zero by the last epoch (steadier on noisy data); "
              "'constant' = the same step throughout, as in the paper")
     momentum: float = param(0.9, minimum=0.0, maximum=1.0,
-                            help="SGD only: share of the previous step carried into the next (0-1, 0.9 typical); "
+                            help="SGD only: share of the previous step carried into the next (0.9 typical); "
                                  "not used by Adam")
     test_fraction: float = param(
         0.1, minimum=0.0, unit="fraction", label="held-out share",

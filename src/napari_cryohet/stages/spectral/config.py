@@ -113,7 +113,7 @@ class SpectralConfig(StageConfig):
         0.0, minimum=0.0, maximum=1.0, label="density correction (α)",
         help="Correct the graph for particles being more common in some shapes than others (diffusion maps, "
              "Coifman & Lafon 2006): 0 = no correction, as in Esteve-Yagüe et al. 2022; 1 = how often a shape "
-             "occurs is fully factored out; 0-1")
+             "occurs is fully factored out; 1 helps when some shapes are rare")
     order: str = param(
         "eigenvalue", choices=ORDERS, label="eigenvector order",
         help="Order of the eigenvectors: 'eigenvalue' = smoothest first; 'parsimonious' = new directions of "
