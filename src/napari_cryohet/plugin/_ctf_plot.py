@@ -1,7 +1,8 @@
 """The stack viewer's CTF plot: the matplotlib canvas and the 1D CTF curves drawn on it.
 
 ``_ctf_curves(meta, apix)`` evaluates :func:`napari_cryohet.core.ctf.compute_ctf_1d` along
-defocus U (and V when astigmatic) up to Nyquist for the metadata of one particle.
+defocus U (and V when astigmatic) up to Nyquist for the metadata of one particle;
+``_draw_ctf(ax, meta, apix)`` draws them with axes and legend in words and units.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from qtpy.QtWidgets import QSizePolicy
 
 __all__: list[str] = []
 
+#: Axis labels of the CTF plot (words and units).
+CTF_X_LABEL = "spatial frequency (1/Å)"
+CTF_Y_LABEL = "CTF value (−1 to 1)"
+
 
 def _make_ctf_canvas():
     from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -23,6 +28,23 @@ def _make_ctf_canvas():
     canvas.setMinimumHeight(150)
     canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
     return canvas, figure.add_subplot(1, 1, 1)
+
+
+def _draw_ctf(ax, meta: dict[str, Any] | None, apix: float) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Clear ``ax`` and draw the particle's CTF along defocus U (and V); returns the curves."""
+    ax.clear()
+    ax.set_xlabel(CTF_X_LABEL, fontsize=7)
+    ax.set_ylabel(CTF_Y_LABEL, fontsize=7)
+    ax.tick_params(labelsize=6)
+    curves = _ctf_curves(meta, apix) if meta else []
+    for freq, values, label in curves:
+        ax.plot(freq, values, lw=0.9, label=label)
+    if curves:
+        ax.axhline(0.0, color="0.6", lw=0.5)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlim(0, curves[0][0][-1])
+        ax.legend(title="defocus", title_fontsize=6, fontsize=6, loc="lower left", frameon=False)
+    return curves
 
 
 def _ctf_curves(meta: dict[str, Any], apix: float) -> list[tuple[np.ndarray, np.ndarray, str]]:

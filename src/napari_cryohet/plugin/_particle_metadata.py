@@ -55,29 +55,28 @@ def particle_metadata(dataset: ParticleDataset, i: int) -> dict[str, Any]:
     return meta
 
 
+#: key → (label in words, value format with unit).
 _LABELS = {
     "particle": ("particle", "{:d}"),
-    "root_index": ("root index", "{:d}"),
+    "root_index": ("index in full dataset", "{:d}"),
     "image_name": ("image", "{}"),
-    "rot_deg": ("rot", "{:.2f}°"),
-    "tilt_deg": ("tilt", "{:.2f}°"),
-    "psi_deg": ("psi", "{:.2f}°"),
+    "rot_deg": ("angle rot", "{:.2f}°"),
+    "tilt_deg": ("angle tilt", "{:.2f}°"),
+    "psi_deg": ("angle psi (in-plane)", "{:.2f}°"),
     "shift_x_a": ("shift x", "{:.2f} Å"),
     "shift_y_a": ("shift y", "{:.2f} Å"),
     "defocus_u_a": ("defocus U", "{:.1f} Å"),
     "defocus_v_a": ("defocus V", "{:.1f} Å"),
-    "defocus_angle_deg": ("astig. angle", "{:.2f}°"),
+    "defocus_angle_deg": ("astigmatism angle", "{:.2f}°"),
     "voltage_kv": ("voltage", "{:.0f} kV"),
-    "cs_mm": ("Cs", "{:.2f} mm"),
-    "amplitude_contrast": ("Q0", "{:.3f}"),
+    "cs_mm": ("spherical aberration", "{:.2f} mm"),
+    "amplitude_contrast": ("amplitude contrast", "{:.3f}"),
     "phase_shift_deg": ("phase shift", "{:.1f}°"),
 }
 
 
 def format_metadata(meta: dict[str, Any]) -> str:
-    """One ``label: value unit`` line per metadata entry."""
-    lines = []
-    for key, value in meta.items():
-        label, fmt = _LABELS.get(key, (key, "{}"))
-        lines.append(f"{label:>13}: {fmt.format(value)}")
-    return "\n".join(lines)
+    """One ``label: value unit`` line per metadata entry, labels right-aligned."""
+    rows = [(_LABELS.get(key, (key.replace("_", " "), "{}")), value) for key, value in meta.items()]
+    width = max((len(label) for (label, _), _ in rows), default=0)
+    return "\n".join(f"{label:>{width}}: {fmt.format(value)}" for (label, fmt), value in rows)
