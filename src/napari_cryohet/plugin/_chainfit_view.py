@@ -1,9 +1,13 @@
-"""What the chain-fit widget shows: chain layers, particle / projection images, metric curves.
+"""The scene of a chain-fit result, and its training curves.
 
-:class:`ChainView` owns the layers ``"chainfit <kind>"`` (points) and ``"chainfit <kind>
-path"`` (a shapes path) for ``kind`` in fit / truth / reference, the image layers
-``"chainfit particle"`` and ``"chainfit projection"`` (eq. 2.10), and the loss and error
-curves (eq. 2.11 per pixel; eq. 3.7 / 3.6 against ground truth).
+:func:`present` draws a :class:`~napari_cryohet.stages.chainfit.ChainFitResult` in a 3D
+scene of its own (Å, origin at the box centre — the frame of decoded volumes too, so a
+chain sits inside its density): for the particle shown, the fitted Cα chain (orange),
+its ground truth when the data are simulated (cyan) and the known reference conformation
+(magenta), each as atoms (points) and a backbone trace (a shapes path); beside them the
+particle image and the projection of the fit through its CTF (Esteve-Yagüe et al. 2022,
+eq. 2.10), so the fit can be judged by eye. :class:`ChainPlots` draws the loss and error
+curves (eq. 2.11 per pixel; mean and largest atom error against the truth, eq. 3.7 / 3.6).
 """
 
 from __future__ import annotations
@@ -12,74 +16,108 @@ from typing import Any
 
 import numpy as np
 
+from napari_cryohet.plugin.scenes import Scene, scene_name
 from napari_cryohet.stages.chainfit import ChainFitResult, predict_images
 from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError, dataset_indices
 
-__all__ = ["ChainView", "COLOURS"]
+__all__ = ["present", "show_particle", "dataset_rows", "ChainPlots", "COLOURS", "TITLE", "LAYER_PREFIX"]
 
 COLOURS = {"fit": "orange", "truth": "cyan", "reference": "magenta"}
+TITLE = "Chain fit"
+LAYER_PREFIX = "chainfit"
+_LABELS = ("z (Å)", "y (Å)", "x (Å)")
 
 
-class ChainView:
-    """Layers and plots of one chain-fit widget.
+def present(session: Any, result: ChainFitResult, *, show: bool = True, particle: int = 0) -> Scene:
+    """Draw ``result`` (particle ``particle``) in its 3D scene."""
+    scene = session.scenes.scene(scene_name(TITLE, result.run_id or "latest"), kind="model", ndisplay=3,
+                                 run_id=result.run_id)
+    show_particle(session, scene, result, particle)
+    if show:
+        session.scenes.show(scene)
+    return scene
+
+
+def dataset_rows(result: ChainFitResult, dataset: Any) -> np.ndarray | None:
+    """Position in ``dataset`` of each fitted particle (``None`` if the dataset lacks some)."""
+    if dataset is None or getattr(dataset, "rotations", None) is None:
+        return None
+    order = np.arange(len(dataset))
+    try:
+        return Embedding(order[:, None], dataset_indices(dataset), name="dataset rows").aligned_to(
+            result.particle_indices)[:, 0]
+    except ParticleMismatchError:
+        return None
+
+
+def show_particle(session: Any, scene: Scene, result: ChainFitResult, i: int, *, chains: np.ndarray | None = None) -> None:
+    """Show fitted particle ``i``: fitted / true / reference chains, its image and the fit's projection."""
+    chains = result.chains() if chains is None else chains
+    _chain(session, scene, "fit", chains[i])
+    _chain(session, scene, "reference", result.reference.coords_a)
+    dataset = session.dataset
+    rows = dataset_rows(result, dataset)
+    if rows is None:
+        return
+    truth = getattr(dataset, "ground_truth", None) or {}
+    if "coords_a" in truth and np.asarray(truth["coords_a"]).shape[1:] == chains.shape[1:]:
+        _chain(session, scene, "truth", np.asarray(truth["coords_a"][rows[i]]))
+    apix = float(dataset.apix)
+    field = dataset.box_size * apix
+    position = int(rows[i])
+    _image(session, scene, "particle", dataset.get_images(position), apix, offset_a=field)
+    _image(session, scene, "projection", predict_images(result, dataset, [position])[0], apix, offset_a=2 * field)
+
+
+def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray) -> None:
+    """Points + path layers ``chainfit <kind>`` for one chain ``(m, 3)`` (x, y, z) Å."""
+    from napari.layers import Points, Shapes
+
+    zyx = np.ascontiguousarray(np.asarray(coords_xyz)[:, ::-1], dtype=np.float64)
+    name, colour = f"{LAYER_PREFIX} {kind}", COLOURS[kind]
+
+    def set_points(layer):
+        layer.data = zyx
+
+    def set_path(layer):
+        layer.data = [zyx]
+
+    session.scenes.put(scene, f"{name} path", lambda: Shapes([zyx], shape_type="path", edge_color=colour,
+                                                             edge_width=0.8, axis_labels=_LABELS), set_path)
+    session.scenes.put(scene, name, lambda: Points(zyx, size=2.5, face_color=colour, border_width=0,
+                                                   axis_labels=_LABELS), set_points)
+
+
+def _image(session: Any, scene: Scene, kind: str, image: np.ndarray, apix: float, offset_a: float) -> None:
+    from napari.layers import Image
+
+    d = image.shape[-1]
+    translate = (-(d // 2) * apix, offset_a - (d // 2) * apix)
+
+    def update(layer):
+        layer.data = image
+
+    session.scenes.put(scene, f"{LAYER_PREFIX} {kind}", lambda: Image(
+        image, scale=(apix, apix), translate=translate, colormap="gray", axis_labels=_LABELS[1:]), update)
+
+
+class ChainPlots:
+    """Loss and error curves of a chain fit (a matplotlib canvas for the dock).
 
     Attributes
     ----------
     canvas, loss_axes, error_axes
-        The matplotlib canvas (added to the dock) and its two axes.
+        The canvas and its two axes.
     plotted
         Number of history records drawn last (``-1``: redraw).
     """
 
-    def __init__(self, viewer: Any, prefix: str) -> None:
-        self.viewer, self.prefix = viewer, prefix
+    def __init__(self) -> None:
         self.canvas, self.loss_axes, self.error_axes = _make_canvas()
         self.plotted = 0
 
-    # ------------------------------------------------------------------ layers
-    def show_chain(self, kind: str, coords_xyz: np.ndarray) -> None:
-        """Points + path layers ``<prefix> <kind>`` for one chain ``(m, 3)`` (x, y, z) Å."""
-        zyx = np.ascontiguousarray(coords_xyz[:, ::-1], dtype=np.float64)
-        name = f"{self.prefix} {kind}"
-        colour = COLOURS[kind]
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = zyx
-            self.viewer.layers[f"{name} path"].data = [zyx]
-            return
-        self.viewer.add_points(zyx, name=name, size=2.0, face_color=colour, border_width=0)
-        self.viewer.add_shapes([zyx], shape_type="path", name=f"{name} path", edge_color=colour, edge_width=0.6)
-
-    def _set_image(self, kind: str, image: np.ndarray, apix: float, offset_a: float) -> None:
-        name = f"{self.prefix} {kind}"
-        d = image.shape[-1]
-        translate = (-(d // 2) * apix, offset_a - (d // 2) * apix)
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = image
-            return
-        self.viewer.add_image(image, name=name, scale=(apix, apix), translate=translate, colormap="gray")
-
-    def show_images(self, result: ChainFitResult, dataset: Any, position: int) -> None:
-        """The image of the particle at ``position`` in ``dataset`` beside the projection of its fit."""
-        apix = float(dataset.apix)
-        field = dataset.box_size * apix
-        self._set_image("particle", dataset.get_images(position), apix, offset_a=field)
-        self._set_image("projection", predict_images(result, dataset, [position])[0], apix, offset_a=2 * field)
-
-    @staticmethod
-    def dataset_rows(result: ChainFitResult, dataset: Any) -> np.ndarray | None:
-        """Position in ``dataset`` of each fitted particle (``None`` if the dataset lacks some)."""
-        if dataset is None or getattr(dataset, "rotations", None) is None:
-            return None
-        order = np.arange(len(dataset))
-        indices = dataset_indices(dataset)
-        try:
-            return Embedding(order[:, None], indices, name="dataset rows").aligned_to(result.particle_indices)[:, 0]
-        except ParticleMismatchError:
-            return None
-
-    # ------------------------------------------------------------------ plots
     def plot_history(self, history: list[dict[str, float]]) -> None:
-        """Loss (train, test) and error (avg, max) curves of ``history``; skipped if unchanged."""
+        """Loss (training, held-out) and atom error (mean, largest) curves; skipped if unchanged."""
         if len(history) == self.plotted:
             return
         self.plotted = len(history)
@@ -88,22 +126,23 @@ class ChainView:
         epochs = [h["epoch"] for h in history]
         train = [(h["epoch"], h["train_loss"]) for h in history if "train_loss" in h]
         if train:
-            self.loss_axes.plot(*zip(*train, strict=True), "o-", ms=2, label="train")
+            self.loss_axes.plot(*zip(*train, strict=True), "o-", ms=2, label="training images")
         if any("test_loss" in h for h in history):
-            self.loss_axes.plot(epochs, [h.get("test_loss", np.nan) for h in history], "o-", ms=2, label="test")
+            self.loss_axes.plot(epochs, [h.get("test_loss", np.nan) for h in history], "o-", ms=2,
+                                label="held-out images")
         self.loss_axes.set_yscale("log")
-        self.loss_axes.set_xlabel("epoch")
-        self.loss_axes.set_title("loss (eq. 2.11 / pixel)", fontsize=8)
+        self.loss_axes.set_xlabel("epoch (pass over the images)", fontsize=7)
+        self.loss_axes.set_title("image mismatch per pixel", fontsize=8)
         if self.loss_axes.lines:  # none yet at the start of a run
-            self.loss_axes.legend(fontsize=7)
+            self.loss_axes.legend(fontsize=6)
         if any("avg_error_a" in h for h in history):
             self.error_axes.plot(epochs, [h.get("avg_error_a", np.nan) for h in history], "o-", ms=2,
-                                 label="avg (3.7)")
+                                 label="mean atom error")
             self.error_axes.plot(epochs, [h.get("max_error_a", np.nan) for h in history], "o-", ms=2,
-                                 label="max (3.6)")
-            self.error_axes.legend(fontsize=7)
-        self.error_axes.set_xlabel("epoch")
-        self.error_axes.set_title("error vs truth (Å)", fontsize=8)
+                                 label="largest atom error")
+            self.error_axes.legend(fontsize=6)
+        self.error_axes.set_xlabel("epoch (pass over the images)", fontsize=7)
+        self.error_axes.set_title("error against the truth (Å)", fontsize=8)
         self.canvas.figure.tight_layout()
         self.canvas.draw_idle()
 

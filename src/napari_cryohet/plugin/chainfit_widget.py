@@ -1,21 +1,19 @@
-"""Chain-fit dock widget: train, watch the curves, browse fitted chains particle by particle.
+"""Chain-fit dock widget (Esteve-Yagüe et al. 2022): train, watch the curves, browse fitted chains.
 
 Thin (docs/design.md): the settings form is generated from
-:class:`~napari_cryohet.stages.chainfit.ChainFitConfig` (:class:`ConfigForm`); with a
-workspace folder chosen the fit runs as a workspace run (``ws.run("chainfit", ...)``, kept
-in ``<workspace>/chainfit/NNNN`` and resumed with the same settings), else in memory; either
-way :class:`~napari_cryohet.plugin._runner.StageRunner` runs it off the GUI thread, and the
-result becomes layers (:mod:`napari_cryohet.plugin._chainfit_view`):
+:class:`~napari_cryohet.stages.chainfit.ChainFitConfig` (:class:`ConfigForm`); the fit
+runs through the window's :class:`~napari_cryohet.plugin.session.Session` — a workspace
+run ``chainfit/NNNN`` when a folder is chosen (kept, resumed with the same settings), in
+memory otherwise — off the GUI thread (:class:`~napari_cryohet.plugin._runner.StageRunner`).
+The eigenvectors come from the spectral run picked in "eigenvectors from" (none: the
+newest, or one computed with default settings first). The known conformation is the
+dataset's ground truth, or the reference model shipped beside its ``.star``
+(``reference_ca.pdb``), or a PDB/mmCIF file the user picks.
 
-* ``"chainfit fit"`` (points) + ``"chainfit fit path"`` (a shapes path) — the fitted Cα
-  chain of the current particle, model frame, (z, y, x) in Å;
-* ``"chainfit truth"`` / ``"chainfit truth path"`` — its ground-truth chain (synthetic data);
-* ``"chainfit reference"`` / ``"chainfit reference path"`` — the known conformation;
-* ``"chainfit particle"`` and ``"chainfit projection"`` — the particle image and the
-  CTF-filtered projection of the fit (eq. 2.10), side by side next to the chains.
-
-A particle slider swaps the layer data; loss and error curves (eq. 3.6 / 3.7) update live
-during training; "Export fitted chains" writes every fitted chain as one model of a PDB file.
+The result is drawn in its own 3D scene (:mod:`napari_cryohet.plugin._chainfit_view`):
+fitted, true and reference chains of one particle, its image and the fit's projection; a
+particle slider moves them; loss and error curves update while training runs; "Export
+fitted chains" writes every fitted chain as one model of a PDB file.
 """
 
 from __future__ import annotations
@@ -26,35 +24,39 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Slider
+from qtpy.QtCore import QTimer
 
-from napari_cryohet.plugin._chainfit_view import ChainView
+from napari_cryohet.plugin import _chainfit_view
 from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
+from napari_cryohet.plugin.presenters import present
+from napari_cryohet.plugin.session import Session
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
     ChainFitResult,
     ChainReference,
-    reference_from_dataset,
     reference_from_pdb,
-    run_chainfit,
 )
+from napari_cryohet.stages.chainfit.reference import reference_for
 from napari_cryohet.stages.chainfit.stage import default_spectral_config
 from napari_cryohet.stages.workspace import RunNotFoundError
 
-__all__ = ["ChainFitWidget", "LAYER_PREFIX", "EXPORT_NAME"]
+__all__ = ["ChainFitWidget", "LAYER_PREFIX"]
 
-LAYER_PREFIX = "chainfit"
-#: File name of an export when no path is given (in the workspace folder, else the working folder).
-EXPORT_NAME = "chainfit_fits.pdb"
+LAYER_PREFIX = _chainfit_view.LAYER_PREFIX
 #: Config fields the widget sets itself (reference picker, residue ranges).
 FORM_EXCLUDE = ("reference", "reference_chain", "fixed_angles", "rigid_angles", "varying_angles")
+#: How often the curves are redrawn while training (ms): drawing on every progress call
+#: would keep the GUI thread busy.
+PLOT_INTERVAL_MS = 1000
+AUTOMATIC = "automatic"
 
 
 class _EpochProgress:
     """A progress callback that also hands each epoch's metrics to the widget (``on_epoch``,
-    which ``run_chainfit`` reads from the progress callback of a workspace run)."""
+    which the chain-fit stage reads from its progress callback)."""
 
     def __init__(self, progress, on_epoch) -> None:
         self._progress, self.on_epoch = progress, on_epoch
@@ -68,94 +70,133 @@ class ChainFitWidget(Container):
 
     Attributes
     ----------
+    session
+        The window's :class:`Session`.
     dataset_picker
-        Image layers carrying a dataset (``layer.metadata["cryohet_dataset"]``).
+        The session's datasets.
     workspace
-        :class:`WorkspacePicker`: workspace folder (empty: in memory) and the spectral run
-        whose eigenvectors are used (none: the latest, or one with default settings).
+        :class:`WorkspacePicker`: the window's workspace folder and the spectral run whose
+        eigenvectors are used (none: the newest, or one with default settings).
     reference_source, reference_file, reference_chain
-        ``"dataset"`` (the dataset's known conformation) or ``"file"`` (PDB/mmCIF).
+        ``"automatic"`` (the dataset's ground truth, or the model shipped beside its .star)
+        or ``"file"`` (PDB/mmCIF in the frame of the poses).
     rigid_ranges, fixed_ranges, varying_ranges
         Residue-range masks (``"10-20,40-52"``), turned into angle indices.
     form
-        :class:`ConfigForm` of every other setting (``form.epochs``, ``form.learning_rate``,
-        ``form.lr_schedule``, ``form.device``, ``form.test_fraction`` …).
+        :class:`ConfigForm` of every other setting.
     run_button, runner
         Start button and the :class:`StageRunner`.
     particle
         Slider over the fitted particles; moves every chain and image layer.
     export_path, export_button
-        Multi-model PDB export of the fitted chains (empty path: ``chainfit_fits.pdb`` in
-        the workspace folder, else the working folder).
-    dataset, reference, result, history, chains
-        State: the dataset, the reference, the latest result, live metrics, fitted chains.
+        Multi-model PDB export of the fitted chains.
+    dataset, reference, result, history, chains, scene
+        State: the dataset, the reference, the latest result, live metrics, fitted chains,
+        the result's scene.
     """
 
     def __init__(self, napari_viewer, dataset: Any = None) -> None:
         self.viewer = napari_viewer
+        self.session = Session.for_viewer(napari_viewer)
+        self.dataset: Any = None
+        self.result: ChainFitResult | None = None
+        self.scene = None
         self.dataset_picker = DatasetPicker(napari_viewer, on_pick=self._on_pick)
-        self.workspace = WorkspacePicker("chainfit")
-        self.reference_source = ComboBox(label="reference", value="dataset", choices=["dataset", "file"],
-                                         tooltip="the known conformation the fit deforms: the dataset's own "
-                                                 "(simulated data) or a PDB/mmCIF model in the frame of the poses")
-        self.reference_file = FileEdit(label="reference file", filter="*.pdb *.cif *.ent *.mmcif *.gz")
-        self.reference_chain = LineEdit(label="chain (empty = first)", value="")
+        self.workspace = WorkspacePicker("chainfit", session=self.session)
+        self.reference_source = ComboBox(
+            label="known conformation", value=AUTOMATIC, choices=[AUTOMATIC, "file"],
+            tooltip="The structure the fit deforms (Esteve-Yagüe et al. 2022, §2): 'automatic' uses the dataset's "
+                    "ground truth (simulated data) or the model shipped beside its .star file (reference_ca.pdb); "
+                    "'file' a PDB/mmCIF model of your own, in the frame of the particle poses.")
+        self.reference_file = FileEdit(label="model file", filter="*.pdb *.cif *.ent *.mmcif *.gz",
+                                       tooltip="PDB or mmCIF model (Cα atoms are used), in the frame of the poses")
+        self.reference_chain = LineEdit(label="chain (empty = first)", value="",
+                                        tooltip="chain identifier in the model file, e.g. A")
         self.rigid_ranges = LineEdit(label="rigid residues", value="",
-                                     tooltip="residue ranges, e.g. 10-20,40-52, whose angles only get the constant "
-                                             "term (helices, strands)")
+                                     tooltip="residue ranges, e.g. 10-20,40-52, that move as rigid pieces (helices, "
+                                             "strands): their angles only get a constant change")
         self.fixed_ranges = LineEdit(label="fixed residues", value="",
-                                     tooltip="residue ranges whose angles stay at the reference")
-        self.varying_ranges = LineEdit(label="only these vary", value="",
-                                       tooltip="if given, only the angles of these residue ranges are fitted")
+                                     tooltip="residue ranges, e.g. 1-5, whose angles stay as in the known conformation")
+        self.varying_ranges = LineEdit(label="only these move", value="",
+                                       tooltip="if given (e.g. 30-60,120-160), only these residues' angles are fitted")
+        self.reference_note = Label(value="")
         self.form = ConfigForm(ChainFitConfig, exclude=FORM_EXCLUDE)
         self.run_button = PushButton(text="Fit chains")
         self.runner = StageRunner()
-        self.particle = Slider(label="particle", value=0, min=0, max=0)
-        self.export_path = FileEdit(label="export PDB", mode="w", filter="*.pdb")
+        self.particle = Slider(label="particle", value=0, min=0, max=0,
+                               tooltip="which fitted particle the chains and images show")
+        self.export_path = FileEdit(label="export to", mode="w", filter="*.pdb",
+                                    tooltip="PDB file to write every fitted chain to (one model per particle)")
         self.export_button = PushButton(text="Export fitted chains")
         self.info = Label(value="")
         super().__init__(widgets=[
-            self.dataset_picker, self.workspace, self.reference_source, self.reference_file, self.reference_chain,
-            self.rigid_ranges, self.fixed_ranges, self.varying_ranges, self.form, self.run_button, self.runner,
-            self.particle, self.export_path, self.export_button, self.info,
+            self.dataset_picker, self.workspace, self.reference_source, self.reference_note, self.reference_file,
+            self.reference_chain, self.rigid_ranges, self.fixed_ranges, self.varying_ranges, self.form,
+            self.run_button, self.runner, self.particle, self.export_path, self.export_button, self.info,
         ])
-        self.view = ChainView(napari_viewer, LAYER_PREFIX)
-        self.native.layout().addWidget(self.view.canvas)
-        self.dataset: Any = None
+        self.plots = _chainfit_view.ChainPlots()
+        self.native.layout().addWidget(self.plots.canvas)
         self.reference: ChainReference | None = None
-        self.result: ChainFitResult | None = None
         self.chains: np.ndarray | None = None
         self.history: list[dict[str, float]] = []
         self._history_lock = threading.Lock()
-        self._rows_in_dataset: np.ndarray | None = None
+        self._plot_timer = QTimer()
+        self._plot_timer.setInterval(PLOT_INTERVAL_MS)
+        self._plot_timer.timeout.connect(self._refresh_plots)
+        self.export_path.line_edit.value = ""  # FileEdit.value = "" would become the working folder
         self.run_button.changed.connect(self.run)
         self.particle.changed.connect(self.show_particle)
         self.export_button.changed.connect(self.export)
-        self.runner.progress_bar.changed.connect(self._refresh_plots)
+        self.reference_source.changed.connect(self._show_reference_choice)
         if dataset is not None:
             self.set_dataset(dataset)
         else:
             self.dataset_picker.deliver()
+        self._show_reference_choice()
+        latest = self.session.run_choices(("chainfit",))
+        if self.result is None and latest:  # a reopened workspace: its newest fit here too
+            self.show_result(self.session.result(latest[0][0]), show=False)
+
+    @property
+    def view(self):
+        """The curves (kept under this name for scripts written against older versions)."""
+        return self.plots
 
     # ------------------------------------------------------------------ dataset
     def _on_pick(self, picked: Any) -> None:
         if picked is not self.dataset:
-            self.set_dataset(picked)
+            self.dataset = picked
+            truth = getattr(picked, "ground_truth", None) or {}
+            self.form.anchor.choices = ["reference", "truth"] if "coords_a" in truth else ["reference"]
+            self.info.value = f"{len(picked)} particles, {getattr(picked, 'box_size', '?')} px"
+            self._show_reference_choice()
 
     def set_dataset(self, dataset: Any) -> None:
         """Fit ``dataset`` (a :class:`~napari_cryohet.core.particle_dataset.ParticleDataset`)."""
-        self.dataset = dataset
-        truth = getattr(dataset, "ground_truth", None) or {}
-        self.form.anchor.choices = ["reference", "truth"] if "coords_a" in truth else ["reference"]
-        self.info.value = f"{len(dataset)} particles, {dataset.box_size} px"
+        self.session.set_dataset(dataset)
+        self._on_pick(dataset)
+
+    def _show_reference_choice(self, *_: Any) -> None:
+        automatic = self.reference_source.value == AUTOMATIC
+        for w in (self.reference_file, self.reference_chain):
+            w.visible = not automatic
+        if not automatic or self.dataset is None:
+            self.reference_note.value = ""
+            return
+        try:
+            self.reference_note.value = reference_for(self.dataset)[1]
+        except ValueError as err:
+            self.reference_note.value = f"no known conformation: {err}"
 
     # ------------------------------------------------------------------ config
     def load_reference(self) -> ChainReference:
-        """The reference chosen in the form (dataset's known conformation or a file)."""
+        """The reference chosen in the form (automatic, or a file)."""
         if self.reference_source.value == "file":
-            path = Path(self.reference_file.value)
-            return reference_from_pdb(path, chain=self.reference_chain.value.strip() or None)
-        return reference_from_dataset(self.dataset)
+            text = str(self.reference_file.line_edit.value or "").strip()
+            if not text:
+                raise ValueError("known conformation: choose a PDB/mmCIF file, or pick 'automatic'")
+            return reference_from_pdb(Path(text), chain=self.reference_chain.value.strip() or None)
+        return reference_for(self.dataset)[0]
 
     def config(self, reference: ChainReference) -> ChainFitConfig:
         """A :class:`ChainFitConfig` from the form; residue ranges become angle indices."""
@@ -172,101 +213,90 @@ class ChainFitWidget(Container):
     def run(self, *_: Any) -> None:
         """Start the fit (the result arrives in :meth:`show_result`)."""
         if self.dataset is None:
-            self.info.value = "pick a dataset first"
+            self.info.value = "no dataset: open a .star file or a sample (File ▸ Open Sample)"
             return
         try:
             reference = self.load_reference()
             config = self.config(reference)
-            ws = self.workspace.workspace_for(self.dataset)
+            ws = self.workspace.workspace_for()
         except (ValueError, OSError) as err:
             self.info.value = f"error: {err}"
             return
-        dataset = self.dataset
+        dataset, session = self.dataset, self.session
         inputs = self.workspace.input_ids()
         with self._history_lock:
             self.history = []
-        self.view.plotted = -1
+        self.plots.plotted = -1
 
         def on_epoch(record: dict[str, float]) -> None:
             with self._history_lock:
                 self.history.append(record)
 
         def job(progress, cancel):
-            if ws is not None:
-                if "eigenvectors" not in inputs:
-                    inputs["eigenvectors"] = _default_spectral_run(ws, dataset, config.n_eigenvectors, progress,
-                                                                   cancel)
-                return ws.run("chainfit", config, inputs=inputs, progress=_EpochProgress(progress, on_epoch),
-                              cancel=cancel, dataset=dataset)
-            eigenvectors = _spectral_in_memory(dataset, config.n_eigenvectors, progress, cancel)
-            return run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference, progress=progress,
-                                cancel=cancel, on_epoch=on_epoch)
+            if "eigenvectors" not in inputs:
+                inputs["eigenvectors"] = _default_spectral_run(session, ws, dataset, config.n_eigenvectors, progress,
+                                                               cancel)
+            return session.run("chainfit", config, inputs=inputs, progress=_EpochProgress(progress, on_epoch),
+                               cancel=cancel, dataset=dataset)
 
         self.reference = reference
-        self.runner.start(job, self.show_result)
+        self._plot_timer.start()
+        self.runner.start(job, self.show_result, on_error=lambda _err: self._plot_timer.stop())
 
     # ------------------------------------------------------------------ result
-    def show_result(self, result: ChainFitResult) -> None:
-        """Turn a result into layers (chains of the current particle, images) and plots."""
+    def show_result(self, result: ChainFitResult, *, show: bool = True) -> None:
+        """Draw a result in its scene (chains of the current particle, images) and plot its curves."""
+        self._plot_timer.stop()
         self.result = result
         self.reference = result.reference
         self.chains = result.chains()  # (N, m, 3)
-        self._rows_in_dataset = self.view.dataset_rows(result, self.dataset)
         with self._history_lock:
             self.history = list(result.history)
-        self.view.plotted = -1
+        self.plots.plotted = -1
         self._refresh_plots()
-        self.particle.max = len(self.chains) - 1
-        self.show_particle()
-        last = result.history[-1]
-        text = f"test loss {last.get('test_loss', float('nan')):.3g}"
+        with self.particle.changed.blocked():
+            self.particle.max = len(self.chains) - 1
+            self.particle.value = min(int(self.particle.value), len(self.chains) - 1)
+        self.scene = present(self.session, result, show=show, particle=int(self.particle.value))
+        last = result.history[-1] if result.history else {}
+        text = f"held-out mismatch {last.get('test_loss', float('nan')):.3g}"
         if "avg_error_a" in last:
-            text += f", avg error {last['avg_error_a']:.2f} Å, max {last['max_error_a']:.2f} Å"
+            text += f", mean atom error {last['avg_error_a']:.2f} Å, largest {last['max_error_a']:.2f} Å"
         if result.run_id:
             text = f"{result.run_id}: {text}"
             if result.run_note:  # "resumed from epoch N of run chainfit/0003", or already done
                 text += f" ({result.run_note})"
-            self.workspace.refresh()
         self.info.value = text
 
     def show_particle(self, *_: Any) -> None:
         """Show particle ``self.particle.value``: fitted / true / reference chains, images."""
-        if self.result is None or self.chains is None:
+        if self.result is None or self.chains is None or self.scene is None:
             return
-        i = int(self.particle.value)
-        self.view.show_chain("fit", self.chains[i])
-        self.view.show_chain("reference", self.result.reference.coords_a)
-        rows = self._rows_in_dataset
-        if rows is None:
-            return
-        truth = getattr(self.dataset, "ground_truth", None) or {}
-        if "coords_a" in truth and truth["coords_a"].shape[1:] == self.chains.shape[1:]:
-            self.view.show_chain("truth", np.asarray(truth["coords_a"][rows[i]]))
-        self.view.show_images(self.result, self.dataset, int(rows[i]))
+        _chainfit_view.show_particle(self.session, self.scene, self.result, int(self.particle.value),
+                                     chains=self.chains)
 
     def _refresh_plots(self, *_: Any) -> None:
         with self._history_lock:
             history = list(self.history)
-        self.view.plot_history(history)
+        self.plots.plot_history(history)
 
     # ------------------------------------------------------------------ export
-    def export_target(self) -> Path:
-        """Where :meth:`export` writes: the form's path, or ``chainfit_fits.pdb`` in the workspace / working folder."""
-        text = str(self.export_path.value or "").strip()
-        path = Path(text) if text not in ("", ".") else None
-        if path is None or path.is_dir():
-            base = path if path is not None else (self.workspace.path or Path.cwd())
-            return base / EXPORT_NAME
-        return path if path.suffix.lower() == ".pdb" else path.with_suffix(".pdb")
-
     def export(self, *_: Any) -> Path | None:
-        """Write every fitted chain as one model of a PDB file (path from the form)."""
+        """Write every fitted chain as one model of a PDB file (the path in "export to")."""
         from napari_cryohet.io.pdb import write_chains_pdb
 
         if self.result is None or self.chains is None:
             self.info.value = "nothing to export: fit first"
             return None
-        path = self.export_target()
+        text = str(self.export_path.line_edit.value or "").strip()
+        if text in ("", "."):
+            self.info.value = "export: choose a file name in 'export to' first"
+            return None
+        path = Path(text).expanduser()
+        if path.is_dir():
+            self.info.value = f"export: {path} is a folder; give a file name ending in .pdb"
+            return None
+        path = path if path.suffix.lower() == ".pdb" else path.with_suffix(".pdb")
         ref = self.result.reference
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,26 +304,22 @@ class ChainFitWidget(Container):
         except (OSError, ValueError) as err:
             self.info.value = f"export failed: {err}"
             return None
+        path = path.resolve()
         self.info.value = f"wrote {len(self.chains)} models to {path}"
         return path
 
 
-def _default_spectral_run(ws, dataset, n_eigenvectors: int, progress, cancel) -> str:
-    """The latest finished spectral run of ``ws``, else a new one with default settings (worker thread)."""
-    try:
-        return ws.resolve("spectral")
-    except RunNotFoundError:
-        pass
-    progress(0.0, "no spectral run in this workspace: computing the embedding with default settings first")
-    return ws.run("spectral", default_spectral_config(n_eigenvectors, dataset), progress=progress, cancel=cancel,
-                  dataset=dataset).run_id
-
-
-def _spectral_in_memory(dataset, n_eigenvectors: int, progress, cancel):
-    """Eigenvectors of ``dataset`` from a spectral embedding with default settings (worker thread)."""
-    from napari_cryohet.stages.registry import stage_spec
-
-    progress(0.0, "computing the spectral embedding with default settings first")
-    result = stage_spec("spectral").run(dataset, default_spectral_config(n_eigenvectors, dataset), inputs={},
-                                        progress=progress, cancel=cancel, run_dir=None)
-    return result.embedding()
+def _default_spectral_run(session, ws, dataset, n_eigenvectors: int, progress, cancel) -> str:
+    """The newest finished spectral run of the session, else a new one with default settings (worker thread)."""
+    if ws is not None:
+        try:
+            return ws.resolve("spectral")
+        except RunNotFoundError:
+            pass
+    else:
+        mine = session.run_choices(("spectral",))
+        if mine:
+            return mine[0][0]
+    progress(0.0, "no spectral embedding yet: computing one with default settings first")
+    return session.run("spectral", default_spectral_config(n_eigenvectors, dataset), progress=progress, cancel=cancel,
+                       dataset=dataset).run_id

@@ -240,10 +240,11 @@ class Session:
             raise ValueError(f"inputs: {spec.title} needs {missing[0]!r} (a run of "
                              f"{' or '.join(spec.inputs[missing[0]].stages)})")
         result = spec.run(dataset, config, inputs=resolved, progress=progress, cancel=cancel, run_dir=None)
-        with self._lock:
-            result.run_id = f"{stage}/{IN_MEMORY}-{next(self._counter)}"
         result.memory_inputs = dict(inputs or {})
         result.memory_dataset = dataset
+        with self._lock:  # kept at once: a later step of the same job may take it as input
+            result.run_id = f"{stage}/{IN_MEMORY}-{next(self._counter)}"
+            self._memory[result.run_id] = result
         return result
 
     def add_result(self, result: StageResult) -> None:

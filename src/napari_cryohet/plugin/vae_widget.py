@@ -10,10 +10,13 @@ volume series (a 4D image layer whose first slider walks the path); particles in
 polygons of the ``latent selection`` shapes layer can be written as a RELION ``.star`` subset.
 
 The settings form is generated from :class:`~napari_cryohet.stages.vae.VAEConfig`
-(:class:`~napari_cryohet.plugin._config_form.ConfigForm`). With a workspace folder chosen
-(:class:`~napari_cryohet.plugin._workspace_picker.WorkspacePicker`) training runs as a
-workspace run (``<folder>/vae/NNNN``: kept, resumable, and its latents can feed the next
-stage); without one it runs in memory.
+(:class:`~napari_cryohet.plugin._config_form.ConfigForm`). Training runs through the
+window's :class:`~napari_cryohet.plugin.session.Session`: a workspace run
+(``<folder>/vae/NNNN``: kept, resumable, and its latents can feed the next stage) when a
+folder is chosen, in memory otherwise. Each view has its own scene
+(:mod:`napari_cryohet.plugin._vae_scene`): the latent space, the decoded volume (with a
+preview of its three projections in the dock) and the volume series; selecting latent
+points selects those particles in the stack viewer.
 
 Everything is reachable without clicking (for tests and scripts): :meth:`set_dataset`,
 :meth:`run`, :meth:`set_result`, :meth:`select_particle`, :meth:`make_path`,
@@ -30,10 +33,15 @@ import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
+from napari_cryohet.plugin import _vae_scene
 from napari_cryohet.plugin._config_form import ConfigForm
+from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
+from napari_cryohet.plugin._vae_scene import LATENT_LAYER, PATH_VOLUME_LAYER, SURFACE_LAYER, VOLUME_LAYER
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
+from napari_cryohet.plugin.presenters import present
+from napari_cryohet.plugin.session import Session
 from napari_cryohet.stages.particle_columns import particle_columns
 from napari_cryohet.stages.protocol import Embedding, dataset_indices
 from napari_cryohet.stages.vae import (
@@ -46,7 +54,6 @@ from napari_cryohet.stages.vae import (
     isosurface,
     latent_path,
     points_in_polygon,
-    train_vae,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,10 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["VAEExplorerWidget", "latent_features"]
 
 
-LATENT_LAYER = "VAE latents"
-VOLUME_LAYER = "VAE volume"
-SURFACE_LAYER = "VAE surface"
-PATH_VOLUME_LAYER = "VAE path volumes"
+__all__ += ["LATENT_LAYER", "VOLUME_LAYER", "SURFACE_LAYER", "PATH_VOLUME_LAYER"]
 PATH_SHAPES_LAYER = "latent path"
 SELECTION_SHAPES_LAYER = "latent selection"
 
@@ -101,15 +105,19 @@ class VAEExplorerWidget(Container):
 
     def __init__(self, napari_viewer: napari.Viewer, **kwargs: Any):
         self.viewer = napari_viewer
+        self.session = Session.for_viewer(napari_viewer)
+        self.scene = None
+        self.volume_scene = None
         self.dataset: ParticleDataset | None = None
         self.result: VAEResult | None = None
         self.embedding: np.ndarray | None = None
         self.current_volume: np.ndarray | None = None
         self.selected: list[int] = []
 
-        self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset layer")
+        self.dataset_layer = DatasetPicker(napari_viewer, kind=ParticleDataset, label="dataset",
+                                           on_pick=self._on_pick)
         self.form = ConfigForm(VAEConfig, label="VAE settings")
-        self.workspace = WorkspacePicker("vae")
+        self.workspace = WorkspacePicker("vae", session=self.session)
         self.train_button = PushButton(text="Train VAE")
         self.runner = StageRunner(label="training")
 
@@ -117,21 +125,32 @@ class VAEExplorerWidget(Container):
                                    tooltip="A VAE run folder (workspace/vae/0001), or a workspace (its newest "
                                            "VAE run)")
         self.load_button = PushButton(text="Load trained VAE")
-        self.method = ComboBox(label="embedding", choices=list(EMBEDDING_METHODS), value="pca2")
+        self.method = ComboBox(label="latent map", choices=[(d, k) for k, (d, _) in EMBEDDING_METHODS.items()],
+                               value="pca2", tooltip="how the latent vectors are drawn: PCA (instant) or UMAP "
+                                                     "(McInnes et al. 2018; compiles for 10–40 s on first use)")
         self._features = pd.DataFrame()
-        self.color_by = ComboBox(label="colour by", choices=self._colour_choices)
-        self.level = FloatSlider(label="surface level (σ)", value=2.0, min=0.0, max=8.0, step=0.1)
-        self.n_steps = SpinBox(label="path steps", value=10, min=2, max=500)
+        self.color_by = ComboBox(label="colour by", choices=self._colour_choices,
+                                 tooltip="per-particle value colouring the latent points (ground truth, defocus, "
+                                         ".star columns, other runs' vectors)")
+        self.level = FloatSlider(label="surface level (σ)", value=2.0, min=0.0, max=8.0, step=0.1,
+                                 tooltip="iso-surface of the decoded volume, in standard deviations above its mean")
+        self.n_steps = SpinBox(label="path steps", value=10, min=2, max=500,
+                               tooltip="number of volumes decoded along the latent path")
         self.path_button = PushButton(text="Volume series along path")
-        self.export_path = LineEdit(label="export .star", value="selection.star")
+        self.export_path = LineEdit(label="export .star", value="",
+                                    tooltip="file to write the selected particles to (RELION .star, every column)")
+        self.show_volume_button = PushButton(text="Show decoded volume in 3D")
         self.export_button = PushButton(text="Export selection as .star")
         self.info = Label(value="")
         self.worker_runner = StageRunner(label="explorer")
         super().__init__(widgets=[
             self.dataset_layer, self.form, self.workspace, self.train_button, self.runner,
             self.result_dir, self.load_button, self.method, self.color_by, self.level, self.n_steps,
-            self.path_button, self.export_path, self.export_button, self.info, self.worker_runner,
+            self.show_volume_button, self.path_button, self.export_path, self.export_button, self.info,
+            self.worker_runner,
         ], **kwargs)
+        self.preview_canvas, self.preview_axes = _make_preview()
+        self.native.layout().addWidget(self.preview_canvas)
         self.train_button.changed.connect(lambda *_: self.run())
         self.load_button.changed.connect(lambda *_: self.load_result(self.result_dir.value))
         self.method.changed.connect(lambda *_: self.show_latents())
@@ -139,22 +158,38 @@ class VAEExplorerWidget(Container):
         self.level.changed.connect(lambda *_: self._update_surface())
         self.path_button.changed.connect(lambda *_: self.make_path())
         self.export_button.changed.connect(lambda *_: self.export_selection(self.export_path.value))
+        self.show_volume_button.changed.connect(lambda *_: self.show_volume_scene())
+        self.session.runs_changed.connect(self.color_by.reset_choices)
+        self.dataset_layer.deliver()
+        latest = self.session.run_choices(("vae",))
+        if latest:  # a reopened workspace: its newest VAE here too
+            self.set_result(self.session.result(latest[0][0]), show=False)
 
     # ------------------------------------------------------------------ data
     def set_dataset(self, dataset: ParticleDataset) -> None:
-        """Use ``dataset`` for training (instead of a layer's)."""
+        """Use ``dataset`` for training (it becomes the window's dataset in use)."""
+        self.session.set_dataset(dataset)
         self.dataset = dataset
+
+    def _on_pick(self, picked: Any) -> None:
+        self.dataset = picked
 
     def _current_dataset(self) -> ParticleDataset:
         if self.dataset is not None:
             return self.dataset
         picked = self.dataset_layer.dataset
         if picked is None:
-            raise ValueError("no dataset: open a particle stack (or call set_dataset)")
+            raise ValueError("no dataset: open a .star file or a sample (File ▸ Open Sample)")
         return picked
 
+    @property
+    def layer(self):
+        """The latent points layer (``None`` before a result)."""
+        return None if self.scene is None else self.scene.layer(LATENT_LAYER)
+
     def _colour_choices(self, *_: Any) -> list[str]:
-        return list(self._features.columns)
+        layer = self.layer
+        return [] if layer is None or layer.features is None else list(layer.features.columns)
 
     def config(self) -> VAEConfig:
         """The :class:`VAEConfig` the form describes (``ValueError`` naming a bad entry)."""
@@ -170,19 +205,16 @@ class VAEExplorerWidget(Container):
         appear when it finishes."""
         try:
             dataset, cfg = self._current_dataset(), self.config()
-            ws = self.workspace.workspace_for(dataset)
+            self.workspace.workspace_for()
         except ValueError as err:
             self.info.value = str(err)
             return
-        self.dataset = dataset
-        if ws is None:
-            def job(progress, cancel):
-                return train_vae(dataset, cfg, progress=progress, cancel=cancel)
-        else:
-            inputs = self.workspace.input_ids()
+        self.dataset, session = dataset, self.session
+        inputs = self.workspace.input_ids()
 
-            def job(progress, cancel):
-                return ws.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
+        def job(progress, cancel):
+            return session.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
+
         self.runner.start(job, self.set_result)
 
     def load_result(self, folder: str | Path) -> None:
@@ -193,15 +225,17 @@ class VAEExplorerWidget(Container):
         except (OSError, ValueError) as err:
             self.info.value = f"error: {err}"
 
-    def set_result(self, result: VAEResult) -> None:
+    def set_result(self, result: VAEResult, *, show: bool = True) -> None:
         """Show a trained result's latents (and the settings that produced it in the form)."""
         self.result = result
         self.form.set_config(result.config)
-        features = latent_features(self.dataset if self._dataset_matches(result) else None, result.latents)
-        self._features = features
+        self.scene = present(self.session, result, show=show)
+        self.embedding = np.asarray(self.layer.data)
+        if not getattr(self.layer, "_cryohet_vae_linked", False):
+            self.layer.selected_data.events.items_changed.connect(self._on_select)
+            self.layer._cryohet_vae_linked = True
         self.color_by.reset_choices()
-        truth = [c for c in features.columns if c.startswith("truth_state")]
-        self.color_by.value = truth[0] if truth else features.columns[0]
+        self.color_by.value = preferred_column(self._colour_choices())
         last = result.history[-1] if result.history else None
         text = (f"{len(result.latents)} particles, zdim {result.model.shape.zdim}"
                 + (f", final loss {last['loss']:.4f}" if last else ""))
@@ -210,8 +244,8 @@ class VAEExplorerWidget(Container):
             if result.run_note:  # "resumed from epoch N of run vae/0003", or already done
                 text += f" ({result.run_note})"
         self.info.value = text
-        self.workspace.refresh()
-        self.show_latents()
+        if self.method.value != "pca2":  # the scene shows PCA at first; UMAP runs in a worker
+            self.show_latents()
 
     # ------------------------------------------------------------------ latents
     def show_latents(self) -> None:
@@ -219,31 +253,27 @@ class VAEExplorerWidget(Container):
         if self.result is None:
             return
         latents, method = self.result.latents, self.method.value
-        self.worker_runner.start(lambda progress, cancel: embed_latents(latents, method=method),
-                                 self._show_embedding, queue=True)
+
+        def job(progress, cancel):
+            if method.startswith("umap"):
+                progress(0.0, "UMAP: arranging the latent points (the first use compiles for 10–40 s)")
+            return embed_latents(latents, method=method)
+
+        self.worker_runner.start(job, self._show_embedding, queue=True)
 
     def _show_embedding(self, embedding: np.ndarray) -> None:
         self.embedding = embedding
-        spread = float(np.ptp(embedding, axis=0).max()) or 1.0
-        if LATENT_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(LATENT_LAYER)
-        layer = self.viewer.add_points(embedding, name=LATENT_LAYER, size=spread / 80.0,
-                                       features=self._features, border_width=0)
-        layer.selected_data.events.items_changed.connect(self._on_select)
-        self._recolour()
+        self.scene = _vae_scene.present(self.session, self.result, embedding=embedding, method=self.method.value,
+                                        colour_by=self.color_by.value)
+        if not getattr(self.layer, "_cryohet_vae_linked", False):
+            self.layer.selected_data.events.items_changed.connect(self._on_select)
+            self.layer._cryohet_vae_linked = True
 
     def _recolour(self) -> None:
-        column = self.color_by.value
-        if LATENT_LAYER not in self.viewer.layers or column is None:
-            return
-        layer = self.viewer.layers[LATENT_LAYER]
-        if column in layer.features:
-            layer.face_colormap = "turbo"
-            layer.face_color = column
-            layer.refresh()
+        colour_points(self.layer, self.color_by.value, "turbo")
 
     def _on_select(self, *_: Any) -> None:
-        layer = self.viewer.layers[LATENT_LAYER] if LATENT_LAYER in self.viewer.layers else None
+        layer = self.layer
         if layer is None or not layer.selected_data:
             return
         chosen = sorted(layer.selected_data)
@@ -269,36 +299,34 @@ class VAEExplorerWidget(Container):
             return vol, isosurface(vol, level_sigma=level, apix=apix)
 
         def done(out):
-            vol, (verts, faces) = out
+            vol, surface = out
             self.current_volume = vol
-            self._set_image(VOLUME_LAYER, vol)
-            self._set_surface(verts, faces)
-            self.info.value = f"decoded {label}"
+            self.volume_scene = _vae_scene.show_volume(self.session, self.result, vol, surface)
+            self._preview(vol)
+            self.info.value = f"decoded {label}: preview below; 'Show decoded volume in 3D' for the full view"
 
         self.worker_runner.start(job, done, queue=True)
 
-    def _set_image(self, name: str, data: np.ndarray) -> None:
-        apix = self.result.apix
-        scale = (apix,) * 3 if data.ndim == 3 else (1.0,) + (apix,) * 3
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale = scale
-            layer.contrast_limits = (float(data.min()), float(data.max()) or 1.0)
-        else:
-            self.viewer.add_image(data, name=name, scale=scale, rendering="mip", colormap="gray")
+    def show_volume_scene(self) -> None:
+        """Switch the canvas to the decoded volume (3D)."""
+        if self.volume_scene is None:
+            self.info.value = "select a latent point first: its volume is decoded"
+            return
+        self.session.scenes.show(self.volume_scene)
 
-    def _set_surface(self, verts: np.ndarray, faces: np.ndarray) -> None:
-        if SURFACE_LAYER in self.viewer.layers:
-            self.viewer.layers[SURFACE_LAYER].data = (verts, faces)
-        else:
-            self.viewer.add_surface((verts, faces), name=SURFACE_LAYER, colormap="bop orange", opacity=0.8)
+    def _preview(self, vol: np.ndarray) -> None:
+        for ax, axis, title in zip(self.preview_axes, (0, 1, 2), ("along z", "along y", "along x"), strict=True):
+            ax.clear()
+            ax.imshow(vol.sum(axis=axis), cmap="gray")
+            ax.set_title(f"projection {title}", fontsize=7)
+            ax.set_axis_off()
+        self.preview_canvas.draw_idle()
 
     def _update_surface(self) -> None:
         if self.current_volume is None or self.result is None:
             return
-        verts, faces = isosurface(self.current_volume, level_sigma=float(self.level.value), apix=self.result.apix)
-        self._set_surface(verts, faces)
+        surface = isosurface(self.current_volume, level_sigma=float(self.level.value), apix=self.result.apix)
+        self.volume_scene = _vae_scene.show_volume(self.session, self.result, self.current_volume, surface)
 
     # ------------------------------------------------------------------ paths and subsets
     def path_anchors(self) -> np.ndarray:
@@ -332,8 +360,8 @@ class VAEExplorerWidget(Container):
             return decode_volumes(model, latent_path(anchors, n))
 
         def done(series):
-            self._set_image(PATH_VOLUME_LAYER, series)
-            self.info.value = f"volume series of {len(series)} steps"
+            _vae_scene.show_series(self.session, self.result, series)
+            self.info.value = f"volume series of {len(series)} steps: the slider walks along the path"
 
         self.worker_runner.start(job, done, queue=True)
 
@@ -346,14 +374,17 @@ class VAEExplorerWidget(Container):
             inside = [points_in_polygon(self.embedding[:, :2], np.asarray(poly)[:, -2:])
                       for poly in self.viewer.layers[SELECTION_SHAPES_LAYER].data]
             return np.unique(np.concatenate(inside)).astype(np.int64)
-        if LATENT_LAYER in self.viewer.layers:
-            return np.array(sorted(self.viewer.layers[LATENT_LAYER].selected_data), dtype=np.int64)
+        if self.layer is not None:
+            return np.array(sorted(self.layer.selected_data), dtype=np.int64)
         return np.zeros(0, np.int64)
 
     def export_selection(self, path: str | Path) -> Path | None:
         """Write the selected particles as a RELION ``.star`` subset; returns its path."""
         from napari_cryohet.io.write_particles import write_dataset_star
 
+        if str(path or "").strip() in ("", "."):
+            self.info.value = "export: type a file name for the .star file first"
+            return None
         idx = self.selection_indices()
         if self.dataset is None or self.result is None or len(idx) == 0:
             self.info.value = "nothing selected (draw polygons in the 'latent selection' shapes layer)"
@@ -365,6 +396,20 @@ class VAEExplorerWidget(Container):
         except ValueError as err:
             self.info.value = f"error: {err}"
             return None
-        out = write_dataset_star(Path(path), self.dataset.subset(idx))
+        out = Path(write_dataset_star(Path(path).expanduser(), self.dataset.subset(idx))).resolve()
         self.info.value = f"wrote {len(idx)} particles to {out}"
         return out
+
+
+def _make_preview():
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.4, 1.3), dpi=90)
+    canvas = FigureCanvasQTAgg(fig)
+    canvas.setMinimumHeight(110)
+    axes = fig.subplots(1, 3)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return canvas, axes
