@@ -83,7 +83,8 @@ class ConfigForm(Container):
 
         self._advanced_form = Container(widgets=[self.inputs[n] for n in self.advanced_names])
         self._advanced_form.margins = (0, 0, 0, 0)
-        self.advanced_section = QCollapsible(f"Advanced settings ({len(self.advanced_names)})")
+        self.advanced_section = QCollapsible(f"Advanced settings ({len(self.advanced_names)})",
+                                             expandedIcon="▼", collapsedIcon="▶")
         self.advanced_section.setDuration(120)
         # a scroll area keeps the opened section within about 24 text lines (QScrollArea's
         # size hint), so an opened section does not push the rest of the dock off screen

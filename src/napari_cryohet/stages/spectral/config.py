@@ -66,7 +66,7 @@ class SpectralConfig(StageConfig):
         help="'lowres_volumes': width (standard deviation) of the Gaussian blob drawn for each atom; empty = "
              "the simulation's width, else 3 Å (as in Esteve-Yagüe et al. 2022); 2-6 Å typical")
     noise_var: float = param(
-        0.5, minimum=0.0, unit="(blob height)²", label="added noise variance",
+        0.5, minimum=0.0, unit="height²", label="added noise variance",
         help="'lowres_volumes' on 3-D data: variance of the noise added to the densities (each atom a blob of "
              "height 1) so that they mimic low-resolution reconstructions; 0.5 or 1 in Esteve-Yagüe et al. 2022; "
              "the 2-D box-with-two-arms sample carries its own noise")
@@ -80,12 +80,12 @@ class SpectralConfig(StageConfig):
         help="Strength of each link of the 'knn' graph: 'self_tuning' = falls with distance, scaled by each "
              "particle's distance to its k-th neighbour (adapts to dense and sparse regions); 'binary' = all 1; "
              "'gaussian' = falls with distance at the fixed width σ")
-    k: int = param(30, minimum=1, unit="neighbours", label="neighbours (k)",
+    k: int = param(30, minimum=1, unit="neighbours", label="neighbours k",
                    help="Number of nearest particles each particle is linked to; also sets the automatic graph "
                         "width; 8-100 typical: small (8-10) follows thin directions of change, large (30-100) "
                         "resists noise")
     sigma: float | None = param(
-        None, unit="description units", label="graph width (σ)",
+        None, unit="description units", label="graph width σ",
         help="Distance over which link weights fall off, in the units of the particle description; empty = the "
              "median distance to the k-th neighbour (Esteve-Yagüe et al. 2022 used 96 for the box-with-two-arms "
              "densities)")
@@ -110,7 +110,7 @@ class SpectralConfig(StageConfig):
     denoise_iter: int = param(3, minimum=1, unit="passes", label="denoising passes",
                               help="How many times the denoising is repeated; 1-5 typical")
     alpha: float = param(
-        0.0, minimum=0.0, maximum=1.0, label="density correction (α)",
+        0.0, minimum=0.0, maximum=1.0, label="density correction α",
         help="Correct the graph for particles being more common in some shapes than others (diffusion maps, "
              "Coifman & Lafon 2006): 0 = no correction, as in Esteve-Yagüe et al. 2022; 1 = how often a shape "
              "occurs is fully factored out; 1 helps when some shapes are rare")

@@ -63,7 +63,7 @@ class VAEConfig(StageConfig):
     zdim: int = param(ModelShape.zdim, minimum=1, unit="dimensions", label="latent dimensions",
                       help="Number of coordinates that describe each particle's shape after training (its "
                            "latent point); 8 in Kimanius, Jamali & Scheres 2022; 2-16 typical")
-    n_basis: int = param(ModelShape.n_basis, minimum=1, unit="volumes", label="basis volumes (K)",
+    n_basis: int = param(ModelShape.n_basis, minimum=1, unit="volumes", label="basis volumes K",
                          help="Number of building-block volumes the decoder mixes to make each particle's volume "
                               "(structural basis, K in eq. 3 of Kimanius, Jamali & Scheres 2022, who used 16); "
                               "more can express more shapes but trains slower; 8-32 typical")
@@ -80,7 +80,7 @@ class VAEConfig(StageConfig):
     lr_schedule: str = param("cosine", choices=LR_SCHEDULES, label="learning-rate schedule",
                              help="'cosine' = both learning rates fall smoothly to 0 by the last epoch; "
                                   "'constant' = they stay as set")
-    beta: float = param(0.1, minimum=0.0, label="latent prior weight (β)",
+    beta: float = param(0.1, minimum=0.0, label="latent prior weight β",
                         help="How strongly the latent points are pulled towards a standard normal cloud; "
                              "0.1-0.3 typical: they keep the differences between particles, while 1 collapsed the "
                              "latent points of noisy data (signal-to-noise 0.1)")
