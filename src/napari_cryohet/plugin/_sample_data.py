@@ -2,7 +2,10 @@
 
 Every sample is simulated from small parameters (a few seconds on a laptop CPU; nothing
 is stored in the repository) and returns napari layer data tuples. World coordinates are
-Å with the origin at the particle (box) centre, so the ground truth overlays the images:
+Å with the origin at the particle (box) centre, so the ground truth overlays the images.
+Each layer says where it belongs (``metadata["cryohet_role"]``,
+:mod:`napari_cryohet.plugin.scenes`): the stack and the per-particle overlays make the
+dataset's 2D particles scene, the 3D ground truth (volumes, surfaces) its own 3D scene:
 
 - the particle stack: image ``(N, D, D)`` (axes particle, y, x) carrying its
   :class:`~napari_cryohet.core.particle_dataset.ParticleDataset` in ``metadata`` (as the reader
@@ -11,8 +14,7 @@ is stored in the repository) and returns napari layer data tuples. World coordin
   pose, ``(R r)[:2] − shift``, i.e. where they project in that image;
 - chains as paths (shapes layer, ``shape_type="path"``), one per particle, same frame;
 - volumes as an image ``(C, D, D, D)`` (conformation, z, y, x) plus an iso-surface of the
-  first one (``skimage.measure.marching_cubes``), placed beside the particle images
-  (translated along x) so the two never overlap.
+  first one (``skimage.measure.marching_cubes``), in the ground-truth scene.
 
 :func:`box_arms_2d_sample` shows the 2D toy: its noisy low-dimensional densities
 ``(N, 64, 64)`` (model frame), the chains over them, and all 1D projections as an
@@ -26,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.plugin._reader import dataset_layer_data
+from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
+from napari_cryohet.plugin.scenes import PER_PARTICLE, ROLE_KEY, TRUTH_3D
 
 __all__ = [
     "box_arms_2d_sample",
@@ -97,7 +100,7 @@ def _points_layer(dataset: ParticleDataset, *, name: str, size_a: float, mask: n
     data = np.column_stack([particle[keep], yx[keep]]).astype(np.float32)  # (P, 3)
     kwargs: dict[str, Any] = {
         "name": name, "size": size_a, "face_color": _TRUTH_COLOUR, "border_width": 0, "opacity": 0.6,
-        "visible": True,
+        "visible": True, "metadata": {ROLE_KEY: PER_PARTICLE}, "axis_labels": ("particle", "y", "x"),
     }
     if parts is not None:
         labels = np.array([f"part {k}" for k in range(int(parts.max()) + 1)])
@@ -114,7 +117,8 @@ def _paths_layer(dataset: ParticleDataset, *, name: str) -> LayerData | None:
     yx = _projected_atoms(dataset, coords)  # (N, M, 2)
     n, m = yx.shape[:2]
     paths = [np.column_stack([np.full(m, i, dtype=np.float64), yx[i]]) for i in range(n)]
-    kwargs = {"name": name, "shape_type": "path", "edge_color": _TRUTH_COLOUR, "edge_width": 0.8, "opacity": 0.8}
+    kwargs = {"name": name, "shape_type": "path", "edge_color": _TRUTH_COLOUR, "edge_width": 0.8, "opacity": 0.8,
+              "metadata": {ROLE_KEY: PER_PARTICLE}, "axis_labels": ("particle", "y", "x")}
     return paths, kwargs, "shapes"
 
 
@@ -134,12 +138,12 @@ def _volume_layers(dataset: ParticleDataset, *, name: str) -> list[LayerData]:
     volumes = np.asarray(truth["global/volumes"], dtype=np.float32)  # (C, D, D, D)
     d, apix = volumes.shape[-1], float(dataset.apix)
     c = _centre_a(dataset)
-    offset_x = (d + 8) * apix  # beside the particle images
-    translate = (0.0, -c, -c, -c + offset_x)
+    translate = (0.0, -c, -c, -c)  # Å about the box centre, like atomic models and decoded volumes
     layers: list[LayerData] = [(volumes, {
         "name": f"{name} volumes", "scale": (1.0, apix, apix, apix), "translate": translate,
-        "colormap": "magma", "axis_labels": ("conformation", "z", "y", "x"),
+        "colormap": "magma", "axis_labels": ("conformation", "z (Å)", "y (Å)", "x (Å)"),
         "contrast_limits": (0.0, float(volumes.max()) or 1.0), "rendering": "mip",
+        "metadata": {ROLE_KEY: TRUTH_3D},
     }, "image")]
     try:
         from skimage.measure import marching_cubes
@@ -151,6 +155,7 @@ def _volume_layers(dataset: ParticleDataset, *, name: str) -> list[LayerData]:
         verts = verts * apix + np.asarray(translate[1:])  # (V, 3) z, y, x in Å
         layers.append(((verts.astype(np.float32), faces.astype(np.int64)), {
             "name": f"{name} surface (conformation 0)", "colormap": "bop orange", "opacity": 0.7,
+            "metadata": {ROLE_KEY: TRUTH_3D}, "axis_labels": ("z (Å)", "y (Å)", "x (Å)"),
         }, "surface"))
     return layers
 
@@ -206,9 +211,10 @@ def pretzel_sample() -> list[LayerData]:
 
 def box_arms_2d_sample() -> list[LayerData]:
     """The 2D box with two arms (seed 000 §3.1): densities, chains, 1D projections."""
-    from napari_cryohet.stages.simulate import box_arms_2d
+    from napari_cryohet.stages.simulate.stage import SimulateConfig, make_dataset
 
-    ds = box_arms_2d(**SAMPLE_SIZES["box_arms_2d"])
+    # through the simulate stage, so the dataset records its recipe and a workspace can remake it
+    ds = make_dataset(SimulateConfig.from_recipe("box_arms_2d", dict(SAMPLE_SIZES["box_arms_2d"])))
     n, g = ds.low_dim.shape[:2]
     spacing = float(ds.low_dim_grid_a[1] - ds.low_dim_grid_a[0])
     origin = float(ds.low_dim_grid_a[0])
@@ -216,22 +222,23 @@ def box_arms_2d_sample() -> list[LayerData]:
     densities = (ds.low_dim, {
         "name": f"box_arms_2d densities (noisy, {ds.low_dim_frame} frame)", "scale": (1.0, spacing, spacing),
         "translate": (0.0, origin, origin), "colormap": "gray", "contrast_limits": (float(lo), float(hi)),
-        "axis_labels": ("particle", "y", "x"),
+        "axis_labels": ("particle", "y", "x"), "metadata": {DATASET_KEY: ds, ROLE_KEY: PER_PARTICLE},
     }, "image")
     m = ds.coords.shape[1]
     yx = ds.low_dim_coords()[..., ::-1]  # (N, m, 2) (y, x) in Å, in the densities' frame
     paths = [np.column_stack([np.full(m, i, dtype=np.float32), yx[i]]) for i in range(n)]
     chain = (paths, {"name": "box_arms_2d chains (truth)", "shape_type": "path", "edge_color": _TRUTH_COLOUR,
-                     "edge_width": 2.0}, "shapes")
+                     "edge_width": 2.0, "metadata": {ROLE_KEY: PER_PARTICLE}}, "shapes")
     particle = np.repeat(np.arange(n, dtype=np.float32), m)
     pts = (np.column_stack([particle, yx.reshape(-1, 2)]), {
         "name": "box_arms_2d atoms (truth)", "size": 3.0, "face_color": "cyan", "border_width": 0, "opacity": 0.7,
+        "metadata": {ROLE_KEY: PER_PARTICLE},
     }, "points")
     grid_spacing = float(ds.grid_x_a[1] - ds.grid_x_a[0])
     plo, phi = np.percentile(ds.projections, [0.5, 99.5])
     projections = (ds.projections, {
         "name": "box_arms_2d 1D projections (rows = particles)", "scale": (1.0, grid_spacing),
         "translate": (-origin + 2 * spacing, float(ds.grid_x_a[0])), "colormap": "gray",
-        "contrast_limits": (float(plo), float(phi)),
+        "contrast_limits": (float(plo), float(phi)), "metadata": {ROLE_KEY: PER_PARTICLE},
     }, "image")
     return [densities, chain, pts, projections]

@@ -111,6 +111,14 @@ class SceneManager:
             self.viewer.layers.remove(layer)
         return layer
 
+    def claim(self, scene: Scene, layer: Any) -> Any:
+        """Record ``layer`` as part of ``scene`` without moving it (inside napari's own
+        insert event, where a layer must not be removed); the next :meth:`show` settles it."""
+        layer.metadata[SCENE_KEY] = scene.name
+        if layer not in scene.layers:
+            scene.layers.append(layer)
+        return layer
+
     def put(self, scene: Scene, name: str, make: Callable[[], Any], update: Callable[[Any], None] | None = None):
         """The scene's layer ``name``: updated with ``update(layer)`` if it exists, else made by ``make()``."""
         layer = scene.layer(name)
@@ -165,8 +173,10 @@ class SceneManager:
         if self.current is None:
             return
         shown = [lyr for lyr in self.current.layers if lyr in self.viewer.layers and lyr.visible]
-        if shown:
+        if shown and all(lyr.ndim == self.viewer.dims.ndim for lyr in shown):
             self.viewer.reset_view(layers=shown)
+        elif shown:  # napari frames a subset only when it spans every dimension
+            self.viewer.reset_view()
 
     def _insert(self, layer: Any) -> None:
         # result layers on top, the user's own layers below them

@@ -109,7 +109,8 @@ class Session:
         return session
 
     # ------------------------------------------------------------------ datasets
-    def add_dataset(self, dataset: Any, name: str | None = None, *, layer: Any = None, show: bool = True) -> Scene:
+    def add_dataset(self, dataset: Any, name: str | None = None, *, layer: Any = None, show: bool = True,
+                    _inserting: bool = False) -> Scene:
         """Register ``dataset`` (its particles scene holds ``layer`` or a new stack layer) and use it."""
         name = name or (layer.name if layer is not None else str(getattr(dataset, "meta", {}).get("name", "particles")))
         for known, ds in self.datasets.items():
@@ -126,7 +127,7 @@ class Session:
             layer = stack_layer(dataset, name)
         if layer is not None:
             layer.metadata.setdefault(ROLE_KEY, PER_PARTICLE)
-            self.scenes.add(scene, layer)
+            (self.scenes.claim if _inserting else self.scenes.add)(scene, layer)
         self._last_particles = scene
         self.set_dataset(dataset)
         if show:
@@ -160,18 +161,25 @@ class Session:
         self._adopt(event.value)
 
     def _adopt(self, layer: Any) -> None:
-        """Give a layer that arrived from the reader or sample data its scene."""
+        """Give a layer that arrived from the reader or sample data its scene (recorded now,
+        settled once napari has finished inserting it: the dataset's particles scene is shown)."""
         if SCENE_KEY in layer.metadata:
             return
         dataset = layer.metadata.get(DATASET_KEY)
         if dataset is not None:
-            self.add_dataset(dataset, layer.name, layer=layer, show=False)
-            _later(lambda: self.scenes.show(self._last_particles) if self._last_particles else None)
+            self.add_dataset(dataset, layer.name, layer=layer, show=False, _inserting=True)
+            _later(self._settle)
         elif layer.metadata.get(ROLE_KEY) == PER_PARTICLE and self._last_particles is not None:
-            self.scenes.add(self._last_particles, layer)
+            self.scenes.claim(self._last_particles, layer)
         elif layer.metadata.get(ROLE_KEY) == TRUTH_3D and self.dataset is not None:
             truth = self.scenes.scene(scene_name("Ground truth", self.dataset_name()), kind="truth", ndisplay=3)
-            _later(lambda: self.scenes.add(truth, layer))
+            self.scenes.claim(truth, layer)
+            _later(self._settle)
+
+    def _settle(self) -> None:
+        """Show the newest dataset's particles scene (layers of other scenes leave the viewer)."""
+        if self._last_particles is not None and self._last_particles.name in self.scenes.scenes:
+            self.scenes.show(self._last_particles)
 
     # ------------------------------------------------------------------ workspace
     def use_workspace(self, path: str | Path | None) -> Workspace | None:

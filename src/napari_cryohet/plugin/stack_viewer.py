@@ -51,7 +51,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.plugin._ctf_plot import _ctf_curves, _make_ctf_canvas
+from napari_cryohet.plugin._ctf_plot import _draw_ctf, _make_ctf_canvas
 from napari_cryohet.plugin._particle_filter import _filter_rows
 from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata
 from napari_cryohet.plugin._particle_table import ParticleTableModel, display_table
@@ -258,19 +258,7 @@ class StackViewerWidget(QWidget):
         return self.metadata_label.text()
 
     def _draw_ctf(self, meta: dict[str, Any] | None) -> None:
-        ax = self.ctf_axes
-        ax.clear()
-        ax.set_xlabel("spatial frequency (1/Å)", fontsize=7)
-        ax.set_ylabel("CTF", fontsize=7)
-        ax.tick_params(labelsize=6)
-        curves = _ctf_curves(meta, self.dataset.apix if self.dataset is not None else 1.0) if meta else []
-        for freq, values, label in curves:
-            ax.plot(freq, values, lw=0.9, label=label)
-        if curves:
-            ax.axhline(0.0, color="0.6", lw=0.5)
-            ax.set_ylim(-1.05, 1.05)
-            ax.set_xlim(0, curves[0][0][-1])
-            ax.legend(fontsize=6, loc="lower left", frameon=False)
+        _draw_ctf(self.ctf_axes, meta, self.dataset.apix if self.dataset is not None else 1.0)
         self.ctf_canvas.draw_idle()
 
     # ------------------------------------------------------------------ table
