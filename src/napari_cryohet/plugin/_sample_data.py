@@ -136,7 +136,7 @@ def _volume_layers(dataset: ParticleDataset, *, name: str) -> list[LayerData]:
     if "global/volumes" not in truth:
         return []
     volumes = np.asarray(truth["global/volumes"], dtype=np.float32)  # (C, D, D, D)
-    d, apix = volumes.shape[-1], float(dataset.apix)
+    _d, apix = volumes.shape[-1], float(dataset.apix)
     c = _centre_a(dataset)
     translate = (0.0, -c, -c, -c)  # Å about the box centre, like atomic models and decoded volumes
     layers: list[LayerData] = [(volumes, {

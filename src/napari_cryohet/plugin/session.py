@@ -31,9 +31,22 @@ import numpy as np
 from psygnal import Signal
 
 from napari_cryohet.plugin._reader import DATASET_KEY, dataset_layer_data
-from napari_cryohet.plugin.scenes import PER_PARTICLE, ROLE_KEY, SCENE_KEY, TRUTH_3D, Scene, SceneManager, scene_name
+from napari_cryohet.plugin.scenes import (
+    PER_PARTICLE,
+    ROLE_KEY,
+    SCENE_KEY,
+    TRUTH_3D,
+    Scene,
+    SceneManager,
+    scene_name,
+)
 from napari_cryohet.stages.particle_columns import particle_columns
-from napari_cryohet.stages.protocol import Embedding, ParticleMismatchError, StageResult, dataset_indices
+from napari_cryohet.stages.protocol import (
+    Embedding,
+    ParticleMismatchError,
+    StageResult,
+    dataset_indices,
+)
 from napari_cryohet.stages.registry import stage_spec
 from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace, dataset_source
 

@@ -37,8 +37,13 @@ from napari_cryohet.plugin import _vae_scene
 from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._vae_scene import (
+    LATENT_LAYER,
+    PATH_VOLUME_LAYER,
+    SURFACE_LAYER,
+    VOLUME_LAYER,
+)
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
-from napari_cryohet.plugin._vae_scene import LATENT_LAYER, PATH_VOLUME_LAYER, SURFACE_LAYER, VOLUME_LAYER
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.plugin.presenters import present
 from napari_cryohet.plugin.session import Session
