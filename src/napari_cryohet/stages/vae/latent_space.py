@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_cryohet.stages._common import (
+    CancelToken,
+    ProgressCallback,
+    check_cancel,
+    report,
+    report_busy,
+)
+
 __all__ = ["EMBEDDING_METHODS", "embed_latents", "embedding_to_latent", "latent_path", "points_in_polygon"]
 
 #: Embedding name → (description, n_components).
@@ -21,8 +29,15 @@ EMBEDDING_METHODS: dict[str, tuple[str, int]] = {
 }
 
 
-def embed_latents(latents: np.ndarray, *, method: str = "pca2", seed: int = 0) -> np.ndarray:
+def embed_latents(latents: np.ndarray, *, method: str = "pca2", seed: int = 0,
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
     """Low-dimensional view of the latents for display.
+
+    UMAP reports a busy state (``report_busy``: an indeterminate bar with a message) while
+    it loads, compiles and runs, since none of these steps reports its progress; its numba
+    functions are compiled once per computer and kept in numba's on-disk cache
+    (:func:`~napari_cryohet.core.numba_cache.cache_numba_functions`), so only the very
+    first UMAP view takes the ~10 s of compiling.
 
     Parameters
     ----------
@@ -33,6 +48,9 @@ def embed_latents(latents: np.ndarray, *, method: str = "pca2", seed: int = 0) -
         zero-padded.
     seed
         UMAP's random state.
+    progress, cancel
+        Progress callback and cancel token (``stages._common``); cancel is checked before
+        UMAP starts (UMAP itself cannot be interrupted).
 
     Returns
     -------
@@ -49,12 +67,31 @@ def embed_latents(latents: np.ndarray, *, method: str = "pca2", seed: int = 0) -
         _, _, vt = np.linalg.svd(xc, full_matrices=False)
         emb = xc @ vt[:k].T
     else:
-        import umap
-
-        emb = umap.UMAP(n_components=k, random_state=int(seed), n_neighbors=min(15, len(x) - 1)).fit_transform(x)
+        emb = _umap(x, k, int(seed), progress, cancel)
     if emb.shape[1] < k:
         emb = np.pad(emb, ((0, 0), (0, k - emb.shape[1])))
     return emb.astype(np.float32)
+
+
+def _umap(x: np.ndarray, k: int, seed: int, progress: ProgressCallback | None,
+          cancel: CancelToken | None) -> np.ndarray:
+    """UMAP of ``x`` into ``k`` dimensions, its compiled code cached on disk across sessions."""
+    from napari_cryohet.core.numba_cache import cache_numba_functions, configure_numba_cache
+
+    cache = configure_numba_cache()  # before numba / pynndescent are imported
+    compiled = cache.is_dir() and any(cache.rglob("umap_.*.nbi"))
+    report_busy(progress, "loading UMAP (McInnes et al. 2018)" if compiled else
+                "preparing UMAP (McInnes et al. 2018) for first use on this computer: compiling takes "
+                "10-60 s once, later sessions reuse it")
+    import umap
+
+    cache_numba_functions("umap", "pynndescent")
+    check_cancel(cancel)
+    report_busy(progress, f"UMAP of {len(x)} latent vectors into {k} dimensions"
+                + ("" if compiled else " (compiling on first use)"))
+    emb = umap.UMAP(n_components=k, random_state=seed, n_neighbors=min(15, len(x) - 1)).fit_transform(x)
+    report(progress, 1.0, "UMAP done")
+    return emb
 
 
 def embedding_to_latent(points: np.ndarray, embedding: np.ndarray, latents: np.ndarray, *,
