@@ -1,31 +1,37 @@
 """Screenshot of the particle stack viewer for docs/viewer.md → docs/figures/viewer.png.
 
-Run under a display (or ``xvfb-run -a .venv/bin/python docs/figures/viewer.py``; ``make
-docs-figures`` does it for every figure script). Opens the bundled sample
-(``sample_data/adk_small/particles.star``) through the plugin's reader, docks the stack
-viewer from the plugin manifest, filters the table with an expression and moves to one
-of the hits, then captures the whole window (all through
-:func:`napari_cryohet.cli.demo.run_demo`, what ``cryohet demo`` runs).
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/figures/viewer.py
+
+Opens the bundled sample (``sample_data/adk_small/particles.star``) through the plugin's
+reader in a 1600 × 1000 window with the session dock on the left and the stack viewer on
+the right, filters the table with an expression, moves to one of the hits and captures
+the whole window: the particles scene (2D, slider "particle"), the particle's metadata
+and CTF, the filtered table.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from _figure import SESSION, STACK, STAR, dock, new_viewer, settle, shot
 
-from napari_cryohet.cli.demo import run_demo
-
-ROOT = Path(__file__).resolve().parents[2]
-STAR = ROOT / "sample_data" / "adk_small" / "particles.star"
-OUT = Path(__file__).with_suffix(".png")
+from napari_cryohet.plugin.session_widget import SessionWidget
+from napari_cryohet.plugin.stack_viewer import StackViewerWidget
 
 
-def main() -> Path:
-    viewer, _ = run_demo(STAR, screenshot=OUT, particle=2, query="rlnDefocusU > 20000 and rlnAngleTilt < 90",
-                         title="napari-cryohet: particle stack viewer", size=(1300, 820))
+def main() -> None:
+    viewer = new_viewer("napari-cryohet: particle stack viewer")
+    session = SessionWidget(viewer)
+    stack = StackViewerWidget(viewer)
+    dock(viewer, session, SESSION, area="left")
+    dock(viewer, stack, STACK)
+    viewer.open(str(STAR), plugin="napari-cryohet")
+    settle(1.0)
+    rows = stack.apply_filter("rlnDefocusU > 20000 and rlnAngleTilt < 90")
+    stack.index = int(rows[2])
+    settle(0.5)
+    viewer.reset_view()
+    shot(viewer, "viewer")
     viewer.close()
-    return OUT
 
 
 if __name__ == "__main__":
-    path = main()
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    main()
