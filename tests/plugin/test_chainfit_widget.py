@@ -74,7 +74,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "pa
 
 def test_widget_runs_in_a_workspace_on_the_bundled_sample(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """The form comes from ChainFitConfig; with a workspace folder the fit is a workspace run
-    (a default spectral run made first), and exporting with the default path works."""
+    (a default spectral run made first); export refuses an empty path and reports the full one."""
     viewer = make_napari_viewer()
     ds = load_dataset(SAMPLE)
     viewer.add_image(ds.get_images(np.arange(len(ds))), name="adk sample", metadata={DATASET_KEY: ds})
@@ -116,12 +116,19 @@ def test_widget_runs_in_a_workspace_on_the_bundled_sample(make_napari_viewer, qt
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
     assert "already done with these settings" in widget.info.value
 
-    # export with the default (empty) path: <workspace>/chainfit_fits.pdb, then <cwd>/chainfit_fits.pdb
+    # export refuses an empty path with a message (no default path); a given one is reported in full
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
+    widget.export_path.line_edit.value = ""
+    assert widget.export() is None
+    assert "choose a file name" in widget.info.value
+    assert not list(elsewhere.iterdir()) and not (ws_dir / "chainfit_fits.pdb").exists()
+    widget.export_path.line_edit.value = "fits"  # relative, no suffix: <cwd>/fits.pdb
     path = widget.export()
-    assert path == ws_dir / "chainfit_fits.pdb" and len(gemmi.read_structure(str(path))) == 200
-    widget.workspace.folder.value = ""
-    assert widget.export() == Path.cwd() / "chainfit_fits.pdb"
-    assert (elsewhere / "chainfit_fits.pdb").is_file()
+    assert path == (elsewhere / "fits.pdb").resolve() and path.is_absolute()
+    assert str(path) in widget.info.value
+    st = gemmi.read_structure(str(path))
+    assert len(st) == 200
+    ca = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in st[3]["A"] for a in r])
+    np.testing.assert_allclose(ca, widget.chains[3], atol=1e-3)

@@ -41,12 +41,16 @@ def test_spectral_widget_triple_and_colours(make_napari_viewer, qtbot):
     ds = _dataset()
     widget = SpectralWidget(viewer, dataset=ds)
     _table_settings(widget, 8)
+    widget.form.columns.value = "cx, cy"
     widget.form.n_eigenvectors.value = 5
-    widget.run(features=Embedding.for_dataset(np.c_[ds.table["cx"], ds.table["cy"]], ds))
+    widget.run_button.native.click()  # the widget's own button
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=60000)
     assert widget.runner.last_error is None
     result = widget.result
-    assert result.eigenvectors.shape == (150, 5) and result.run_id is None  # in memory: no folder chosen
+    # in memory (no folder chosen): a run id of this window, listed for the next stages
+    assert result.eigenvectors.shape == (150, 5) and result.run_id == "spectral/in-memory-1"
+    assert widget.session.run_choices(("spectral",))[0][0] == "spectral/in-memory-1"
+    assert widget.session.result("spectral/in-memory-1") is result
     assert "spectral" not in ds.meta
     layer = widget.layer
     assert layer in viewer.layers
@@ -56,7 +60,7 @@ def test_spectral_widget_triple_and_colours(make_napari_viewer, qtbot):
     widget.phi_a.value, widget.phi_b.value, widget.phi_c.value = 0, 2, 4
     assert widget.layer is layer and widget.result is result
     np.testing.assert_allclose(layer.data, scale * result.eigenvectors[:, [0, 2, 4]])
-    assert "φ0 φ2 φ4" in layer.name
+    assert tuple(layer.axis_labels) == ("eigenvector 0", "eigenvector 2", "eigenvector 4")
     # colours follow the chosen column through the colormap
     widget.color_by.value = "truth_state"
     state = ds.ground_truth["state"]
@@ -84,7 +88,7 @@ def test_selection_shows_particles_in_stack_viewer(make_napari_viewer, qtbot):
     viewer.window.add_dock_widget(stack, name="stack")
     stack.load_dataset(ds)
     widget = SpectralWidget(viewer, dataset=ds)
-    assert widget.find_stack_viewer() is stack
+    assert widget.session is stack.session  # one session per window links them, no dock scanning
     _table_settings(widget, 6)
     widget.form.columns.value = "cx, cy"  # the table's own columns this time
     widget.form.n_eigenvectors.value = 4
@@ -93,7 +97,8 @@ def test_selection_shows_particles_in_stack_viewer(make_napari_viewer, qtbot):
     assert widget.runner.last_error is None
     assert widget.result.config.columns == ("cx", "cy")
     widget.layer.selected_data = {5, 17, 42}
-    np.testing.assert_array_equal(stack.table_model.rows, [5, 17, 42])
+    np.testing.assert_array_equal(widget.session.selection, [5, 17, 42])
+    np.testing.assert_array_equal(stack.visible_rows, [5, 17, 42])
     assert stack.index == 5
 
 
@@ -108,8 +113,7 @@ def test_form_is_generated_from_the_config_and_shows_a_results_settings(make_nap
     widget = SpectralWidget(viewer, dataset=ds)
     assert list(widget.form.inputs) == [f.name for f in dataclasses.fields(SpectralConfig)]
     assert widget.config() == SpectralConfig()
-    assert "Numeric columns: cx, cy, defocus" in widget.form.columns.tooltip
-    assert widget.form.lowpass_a.label == "lowpass a (Å)"
+    assert widget.form.lowpass_a.label.endswith("(Å)") and "_" not in widget.form.lowpass_a.label  # words, unit
     config = SpectralConfig(representation="table", n_components=None, k=7, n_eigenvectors=6, denoise_dim=1,
                             denoise_k=20, alpha=1.0, order="parsimonious", n_candidates=12, device="cpu")
     result = run_spectral(ds, config, features=Embedding.for_dataset(np.c_[ds.table["cx"], ds.table["cy"]], ds))
@@ -130,8 +134,6 @@ def test_sample_star_with_text_columns_colours_by_table_and_truth(make_napari_vi
     viewer = make_napari_viewer()
     ds = load_dataset(STAR)
     widget = SpectralWidget(viewer, dataset=ds)
-    assert widget.color_by.value == "truth_state"
-    assert "rlnImageName" not in widget.color_by.choices and "rlnDefocusU" in widget.color_by.choices
     widget.form.k.value = 10
     widget.form.n_components.value = "10"
     widget.form.n_eigenvectors.value = 4
@@ -139,6 +141,8 @@ def test_sample_star_with_text_columns_colours_by_table_and_truth(make_napari_vi
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=60000)
     assert widget.runner.last_error is None
     assert widget.result.eigenvectors.shape == (200, 4)
+    assert widget.color_by.value == "truth_state"  # ground truth first when known
+    assert "rlnImageName" not in widget.color_by.choices and "rlnDefocusU" in widget.color_by.choices
     for column in ("rlnDefocusU", "defocus_a", "truth_state_params", "rlnAngleRot"):
         widget.color_by.value = column
         colors = np.asarray(widget.layer.face_color)

@@ -141,11 +141,15 @@ def test_table_filter_expression_substring_and_show_particles(make_napari_viewer
     widget.apply_filter("")
     assert widget.table_model.rowCount() == 60
 
-    # picking the other dataset in the combo box switches back
+    # picking the other dataset in the combo box switches back, for the whole window
     widget.dataset_picker.setCurrentIndex(0)
-    assert widget.dataset is ds
-    viewer.layers.remove(widget.layer)
-    assert widget.dataset is ds2 or widget.dataset is None
+    assert widget.dataset is ds and widget.session.dataset is ds
+    # each dataset's stack lives in its own particles scene: one in the viewer at a time
+    scenes = widget.session.scenes
+    scenes.show(widget.session.particles_scene(ds))
+    assert list(viewer.layers) == [widget.layer]
+    scenes.show(widget.session.particles_scene(ds2))
+    assert [lyr.metadata[DATASET_KEY] for lyr in viewer.layers] == [ds2]
 
 
 def test_large_stack_is_not_read_up_front(make_napari_viewer, qtbot):

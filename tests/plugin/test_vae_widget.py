@@ -37,7 +37,8 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
     assert widget.runner.last_error is None, widget.runner.last_error
     qtbot.waitUntil(lambda: not widget.worker_runner.busy, timeout=60_000)
-    assert widget.result.run_id is None and widget.result.config == widget.config()
+    # in memory (no folder chosen): a run id of this window
+    assert widget.result.run_id == "vae/in-memory-1" and widget.result.config == widget.config()
 
     # latents as points, one per particle, coloured by the ground-truth conformation
     points = viewer.layers[LATENT_LAYER]
@@ -49,7 +50,11 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
 
     # selecting a point decodes its volume (image) and an isosurface (surface)
     points.selected_data = {3}
-    qtbot.waitUntil(lambda: VOLUME_LAYER in viewer.layers and not widget.worker_runner.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.volume_scene is not None and not widget.worker_runner.busy, timeout=60_000)
+    assert VOLUME_LAYER not in viewer.layers  # its own scene; the latents stay on screen
+    widget.show_volume_button.native.click()
+    assert widget.session.scenes.current is widget.volume_scene and viewer.dims.ndisplay == 3
+    assert points not in viewer.layers
     vol = viewer.layers[VOLUME_LAYER]
     assert vol.data.shape == (16, 16, 16)
     expected = widget.result.decode(widget.result.latents[3:4])[0]
@@ -57,7 +62,10 @@ def test_train_select_path_export(make_napari_viewer, qtbot, tmp_path):
     np.testing.assert_allclose(vol.data, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     verts, faces = viewer.layers[SURFACE_LAYER].data[:2]
     assert verts.shape[1] == 3 and len(faces) > 0
-    assert verts.min() >= 0 and verts.max() <= 15 * ds.apix  # inside the box, in Å
+    # inside the box, in Å about its centre (voxel 8 at 0): the frame of fitted chains
+    assert verts.min() >= -8 * ds.apix and verts.max() <= 7 * ds.apix
+    np.testing.assert_allclose(vol.data_to_world([8, 8, 8]), [0, 0, 0])
+    np.testing.assert_allclose(vol.scale, [ds.apix] * 3)
     n_faces = len(faces)
     widget.level.value = 0.5  # a lower level encloses more: a larger surface
     assert len(viewer.layers[SURFACE_LAYER].data[1]) > n_faces
