@@ -23,7 +23,10 @@ def _make_ctf_canvas():
     from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(3.6, 1.8), dpi=100, layout="constrained")
+    # fixed margins, not layout="constrained": the constrained layout is recomputed at every
+    # draw (~90 ms), and the plot is redrawn for every particle shown
+    figure = Figure(figsize=(3.6, 1.8), dpi=100)
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.27, top=0.95)
     canvas = FigureCanvasQTAgg(figure)
     canvas.setMinimumHeight(150)
     canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)

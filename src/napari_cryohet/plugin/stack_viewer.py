@@ -253,11 +253,20 @@ class StackViewerWidget(QWidget):
         self.metadata_label.setText(format_metadata(self.current_metadata))
         self._draw_ctf(self.current_metadata)
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if getattr(self, "_ctf_stale", False):
+            self._draw_ctf(self.current_metadata or None)
+
     def metadata_text(self) -> str:
         """The metadata panel's text for the current particle."""
         return self.metadata_label.text()
 
     def _draw_ctf(self, meta: dict[str, Any] | None) -> None:
+        if not self.isVisible() and meta is not None:  # drawn when the dock is shown (showEvent)
+            self._ctf_stale = True
+            return
+        self._ctf_stale = False
         _draw_ctf(self.ctf_axes, meta, self.dataset.apix if self.dataset is not None else 1.0)
         self.ctf_canvas.draw_idle()
 
