@@ -51,16 +51,30 @@ class Heartbeat:
 
 
 class ProgressWatch:
-    """Times at which a runner's progress bar value or status text changed."""
+    """Times at which a runner's progress bar value or status text changed on screen.
 
-    def __init__(self, runner: Any) -> None:
+    Polled every ``interval_ms`` on the GUI thread (magicgui's ``Label`` emits no signal
+    when its text is set from code, and a blocked GUI thread shows no change anyway).
+    """
+
+    def __init__(self, runner: Any, interval_ms: int = 20) -> None:
         self.events: list[tuple[float, float, str]] = []
         self.runner = runner
-        runner.progress_bar.changed.connect(self._record)
-        runner.status.changed.connect(self._record)
+        self._last = self._state()
+        self._timer = QTimer()
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
 
-    def _record(self, *_: Any) -> None:
-        self.events.append((time.perf_counter(), float(self.runner.progress_bar.value), str(self.runner.status.value)))
+    def _state(self) -> tuple[float, float, str]:
+        bar = self.runner.progress_bar
+        return float(bar.value), float(bar.max), str(self.runner.status.value)
+
+    def _poll(self) -> None:
+        state = self._state()
+        if state != self._last:
+            self._last = state
+            self.events.append((time.perf_counter(), state[0], state[2]))
 
     def longest_gap_s(self, t0: float, t1: float) -> tuple[float, str]:
         """Longest time in ``[t0, t1]`` without a visible change, and the status shown during it."""
@@ -71,8 +85,8 @@ class ProgressWatch:
         return float(gaps[i]), texts[i]
 
     def disconnect(self) -> None:
-        self.runner.progress_bar.changed.disconnect(self._record)
-        self.runner.status.changed.disconnect(self._record)
+        self._poll()
+        self._timer.stop()
 
 
 def block_stats(blocks_ms: np.ndarray) -> dict[str, float]:

@@ -151,6 +151,7 @@ def main() -> None:
     except ImportError:  # before the package had its numba cache helper
         cache = {"dir": os.environ.get("NUMBA_CACHE_DIR"), "index_files_before": None}
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results, data_name = run_stages(args.quick, stages, args.diagnose)
     for name, r in results.items():
         r["meets_targets"] = all(r[k] <= v for k, v in TARGETS.items()) and r["error"] is None
@@ -158,7 +159,9 @@ def main() -> None:
               f"progress gap {r['longest_progress_gap_s']:5.1f} s ({r['status_during_gap'][:60]!r})  "
               f"{r['seconds']:6.1f} s  {r['error'] or ''}", file=sys.stderr)
     report = {"stages": results, "targets": TARGETS, "data": data_name, "quick": args.quick,
-              "umap_cache": cache, "cpu_count": os.cpu_count(), "total_seconds": time.perf_counter() - t0}
+              "umap_cache": cache, "cpu_count": os.cpu_count(),
+              "load_average_1min": {"before": load_before, "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+              "total_seconds": time.perf_counter() - t0}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)

@@ -19,6 +19,11 @@ Responsiveness (issue 12, measured by ``benchmarks/gui_responsiveness.py``):
 - *Heartbeat.* When no new message arrived for :data:`HEARTBEAT_S` s the status line reads
   "<last message> — still working (12 s)", counting up, so the user sees the job is alive
   even during a long call that reports nothing.
+- *Results shown in steps.* ``on_result`` may be a generator function: each ``yield``
+  gives the event loop a turn (a zero-delay timer runs the next step), so a widget that
+  adds several layers (each costs 0.1-0.5 s: a new vispy visual, its shaders, its layer
+  controls) can yield between them instead of freezing the window for their sum. The
+  runner stays ``busy`` until the last step has run.
 - *Threads.* The job runs inside ``limit_threads(gui_worker_threads())``: torch and BLAS
   use every core but one, which is left to the Qt event loop (on 2 cores: one compute
   thread).
@@ -26,9 +31,10 @@ Responsiveness (issue 12, measured by ``benchmarks/gui_responsiveness.py``):
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
@@ -105,11 +111,12 @@ class StageRunner(Container):
         self.last_result: Any = None
         self.last_error: BaseException | None = None
         self._pending: tuple | None = None
+        self._showing: Generator | None = None
 
     @property
     def busy(self) -> bool:
-        """A job runs or waits to run."""
-        return self.worker is not None or self._pending is not None
+        """A job runs, waits to run, or its result is still being shown."""
+        return self.worker is not None or self._pending is not None or self._showing is not None
 
     def start(
         self,
@@ -120,6 +127,9 @@ class StageRunner(Container):
         queue: bool = False,
     ) -> None:
         """Run ``job(progress, cancel)`` in a thread; ``on_result(result)`` in the GUI thread.
+
+        ``on_result`` may be a generator function; its steps (between ``yield``) then run
+        one per event-loop turn.
 
         While a job runs, a new one is refused (``queue=False``, for long stages the user
         must cancel first) or kept to run next (``queue=True``, for quick interactive jobs
@@ -152,9 +162,14 @@ class StageRunner(Container):
             self.progress_bar.value = 1000
             self.status.value = "done"
             try:
-                on_result(result)
+                outcome = on_result(result)
             except Exception as err:  # a bad layer update must not kill napari
                 self._show_error(err, on_error)
+                return
+            if inspect.isgenerator(outcome):
+                self.status.value = "showing the result…"
+                self._showing = outcome
+                QTimer.singleShot(0, lambda: self._show_step(on_error))
 
         def errored(err: BaseException) -> None:
             self._stop_updates()
@@ -169,9 +184,7 @@ class StageRunner(Container):
             self._stop_updates()
             self.worker = None
             self.cancel_button.enabled = False
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                self.start(pending[0], pending[1], on_error=pending[2])
+            self._start_pending()
 
         worker.returned.connect(returned)
         worker.errored.connect(errored)
@@ -184,6 +197,30 @@ class StageRunner(Container):
         self._message, self._message_time, self._shown_seconds = "running…", time.perf_counter(), -1
         self._timer.start()
         worker.start()
+
+    def _start_pending(self) -> None:
+        if self.worker is None and self._showing is None:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.start(pending[0], pending[1], on_error=pending[2])
+
+    def _show_step(self, on_error) -> None:
+        """Run the next step of a generator ``on_result``; schedule the one after."""
+        steps = self._showing
+        if steps is None:
+            return
+        try:
+            next(steps)
+        except StopIteration:
+            self._showing = None
+            self.status.value = "done"
+        except Exception as err:  # a bad layer update must not kill napari
+            self._showing = None
+            self._show_error(err, on_error)
+        else:
+            QTimer.singleShot(0, lambda: self._show_step(on_error))
+            return
+        self._start_pending()
 
     def cancel(self, *_: Any) -> None:
         """Ask the running job to stop (it stops within one batch)."""
