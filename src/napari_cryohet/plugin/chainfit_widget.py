@@ -28,6 +28,7 @@ from qtpy.QtCore import QTimer
 
 from napari_cryohet.plugin import _chainfit_view
 from napari_cryohet.plugin._config_form import ConfigForm
+from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
@@ -43,7 +44,7 @@ from napari_cryohet.stages.chainfit.reference import reference_for
 from napari_cryohet.stages.chainfit.stage import default_spectral_config
 from napari_cryohet.stages.workspace import RunNotFoundError
 
-__all__ = ["ChainFitWidget", "LAYER_PREFIX"]
+__all__ = ["ChainFitWidget", "ChainFitDock", "LAYER_PREFIX"]
 
 LAYER_PREFIX = _chainfit_view.LAYER_PREFIX
 #: Config fields the widget sets itself (reference picker, residue ranges).
@@ -323,3 +324,12 @@ def _default_spectral_run(session, ws, dataset, n_eigenvectors: int, progress, c
     progress(0.0, "no spectral embedding yet: computing one with default settings first")
     return session.run("spectral", default_spectral_config(n_eigenvectors, dataset), progress=progress, cancel=cancel,
                        dataset=dataset).run_id
+
+
+
+class ChainFitDock(ScrollDock):
+    """The Plugins-menu entry: :class:`ChainFitWidget` in a scroll area, tabbed with the other stages
+    (:mod:`napari_cryohet.plugin._docking`)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(ChainFitWidget(napari_viewer))

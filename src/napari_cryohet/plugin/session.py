@@ -113,7 +113,12 @@ class Session:
 
     @classmethod
     def for_viewer(cls, viewer: Any) -> Session:
-        """The session of ``viewer`` (made on first use)."""
+        """The session of ``viewer`` (made on first use).
+
+        napari hands plugin widgets a proxy of the viewer (``PublicOnlyProxy``), a new one
+        per widget; the session belongs to the viewer behind it.
+        """
+        viewer = getattr(viewer, "__wrapped__", viewer)
         key = id(viewer)
         session = _SESSIONS.get(key)
         if session is None or session.viewer is not viewer:

@@ -23,6 +23,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
 from napari_cryohet.plugin import _spectral_scene
 from napari_cryohet.plugin._config_form import ConfigForm
+from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
@@ -31,7 +32,7 @@ from napari_cryohet.plugin.presenters import present
 from napari_cryohet.plugin.session import Session
 from napari_cryohet.stages.spectral import SpectralConfig, SpectralResult
 
-__all__ = ["SpectralWidget", "LAYER_NAME"]
+__all__ = ["SpectralWidget", "SpectralDock", "LAYER_NAME"]
 
 LAYER_NAME = _spectral_scene.LAYER_NAME
 
@@ -216,3 +217,12 @@ def _make_canvas():
     canvas = FigureCanvasQTAgg(fig)
     canvas.setMinimumHeight(150)
     return canvas, fig.add_subplot(111)
+
+
+
+class SpectralDock(ScrollDock):
+    """The Plugins-menu entry: :class:`SpectralWidget` in a scroll area, tabbed with the other stages
+    (:mod:`napari_cryohet.plugin._docking`)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(SpectralWidget(napari_viewer))

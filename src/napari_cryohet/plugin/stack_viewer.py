@@ -52,6 +52,7 @@ from qtpy.QtWidgets import (
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin._ctf_plot import _draw_ctf, _make_ctf_canvas
+from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._particle_filter import _filter_rows
 from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata
 from napari_cryohet.plugin._particle_table import ParticleTableModel, display_table
@@ -61,7 +62,7 @@ from napari_cryohet.plugin.session import Session
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["StackViewerWidget"]
+__all__ = ["StackViewerWidget", "StackViewerDock"]
 
 
 # ----------------------------------------------------------------------------- the widget
@@ -368,3 +369,10 @@ class StackViewerWidget(QWidget):
 
                 show_error(f"export failed: {err}")
 
+
+class StackViewerDock(ScrollDock):
+    """The Plugins-menu entry: :class:`StackViewerWidget` in a scroll area
+    (:mod:`napari_cryohet.plugin._docking`), so it shrinks beside the other docks."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(StackViewerWidget(napari_viewer), stage=False)

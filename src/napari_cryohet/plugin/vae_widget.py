@@ -35,6 +35,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, 
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin import _vae_scene
 from napari_cryohet.plugin._config_form import ConfigForm
+from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._vae_scene import (
@@ -64,7 +65,7 @@ from napari_cryohet.stages.vae import (
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["VAEExplorerWidget", "latent_features"]
+__all__ = ["VAEExplorerWidget", "VAEDock", "latent_features"]
 
 
 __all__ += ["LATENT_LAYER", "VOLUME_LAYER", "SURFACE_LAYER", "PATH_VOLUME_LAYER"]
@@ -418,3 +419,12 @@ def _make_preview():
         ax.set_axis_off()
     fig.tight_layout()
     return canvas, axes
+
+
+
+class VAEDock(ScrollDock):
+    """The Plugins-menu entry: :class:`VAEExplorerWidget` in a scroll area, tabbed with the other stages
+    (:mod:`napari_cryohet.plugin._docking`)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(VAEExplorerWidget(napari_viewer))
