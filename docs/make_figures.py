@@ -1,6 +1,6 @@
 """Regenerate every documentation figure: run each ``docs/figures/*.py`` script.
 
-Each script writes its PNG beside itself. Without a display (no ``DISPLAY`` /
+Each script writes its PNG beside itself (``_*.py`` are helpers they share, not figures). Without a display (no ``DISPLAY`` /
 ``WAYLAND_DISPLAY``) the scripts run under one virtual X display (Xvfb via
 pyvirtualdisplay). Usage: ``.venv/bin/python docs/make_figures.py [NAME ...]`` (names
 without ``.py``; default all); exits non-zero when a script fails. ``make docs-figures``
@@ -21,7 +21,7 @@ ROOT = FIGURES.parents[1]
 
 
 def main(argv: list[str]) -> int:
-    scripts = sorted(FIGURES.glob("*.py"))
+    scripts = sorted(s for s in FIGURES.glob("*.py") if not s.name.startswith("_"))  # _figure.py: shared helpers
     if argv:
         scripts = [s for s in scripts if s.stem in set(argv)]
     headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

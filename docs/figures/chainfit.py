@@ -1,73 +1,59 @@
-"""Screenshot for docs/chainfit.md: reference, truth and fitted AdK chains overlaid.
+"""Screenshot for docs/chainfit.md: a backbone chain fitted to one particle of the bundled sample.
 
-    xvfb-run -a .venv/bin/python docs/figures/chainfit.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/figures/chainfit.py
 
-Simulates 800 AdK particles (seed 000 §3.2: σ = 3 Å, 64 px, 200 kV, SNR 0.056), computes
-10 Laplacian eigenvectors of their 16³ low-resolution densities (spectral stage), fits the
-chains for 8 epochs, hands the result to the chain-fit dock widget and captures the
-window: the fitted chain (orange), the true chain (cyan) and the reference frame 0
-(magenta) of one test particle in 3D, its image and the CTF-filtered projection of the
-fit beside them, and the loss / error curves in the dock.
+Opens the bundled ``sample_data/adk_small/particles.star`` (200 simulated adenylate-kinase
+particles) through the plugin's reader, docks the session (left) and the chain-fit widget
+(right) and presses *Fit chains* with the default settings: the known conformation is
+found automatically (the dataset's ground truth, else ``reference_ca.pdb`` beside the
+``.star``) and, with no spectral run yet, an embedding with default settings is computed
+first (Esteve-Yagüe et al. 2022). When the fit ends its 3D scene is on the canvas, framed:
+for one held-out particle, the fitted chain (orange), the true chain (cyan) and the
+known conformation it started from (magenta), with the particle's image and the fit's
+projection beside them; the dock shows the loss and error curves. ``chainfit_chains.png``
+is the same scene's canvas turned and zoomed onto the three chains.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import napari
 import numpy as np
-import torch
-from qtpy.QtWidgets import QApplication
+from _figure import CHAINFIT, SESSION, STAR, camera, dock, label, new_viewer, settle, shot, wait
 
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
-from napari_cryohet.stages.chainfit import ChainFitConfig, reference_from_dataset, run_chainfit
-from napari_cryohet.stages.simulate import adk_chain
-from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
-
-OUT = Path(__file__).resolve().parent / "chainfit.png"
+from napari_cryohet.plugin.session_widget import SessionWidget
 
 
-def _settle() -> None:
-    for _ in range(5):
-        QApplication.processEvents()
-
-
-def main() -> Path:
-    torch.set_num_threads(1)
-    ds = adk_chain(800, snr=0.056, seed=0)
-    phi = run_spectral(ds, SpectralConfig(representation="lowres_volumes", noise_var=0.5, n_components=None,
-                                          graph="gaussian", sigma=80 * np.sqrt(0.5), n_eigenvectors=10)).embedding()
-    result = run_chainfit(ds, ChainFitConfig(epochs=8, batch_size=100), eigenvectors=phi,
-                          reference=reference_from_dataset(ds))
-    viewer = napari.Viewer(title="napari-cryohet: chain fit", show=True)
-    widget = ChainFitWidget(viewer, dataset=ds)
-    viewer.window.add_dock_widget(widget, name="3 · Chain-fit trainer", area="right")
-    widget.show_result(result)
-    # a test particle far from the reference conformation (open state)
-    test = result.test_indices
-    frame = ds.ground_truth["state"][test]
-    widget.particle.value = int(test[np.argmax(frame)])
-    viewer.window.resize(1400, 850)
-    viewer.dims.ndisplay = 3
-    for name in ("chainfit particle", "chainfit projection"):  # the widget shows them beside the chains;
-        viewer.layers[name].visible = False  # hidden here so the chains fill the canvas
-    for kind in ("fit", "truth", "reference"):
-        viewer.layers[f"chainfit {kind}"].size = 1.2
-        viewer.layers[f"chainfit {kind} path"].edge_width = 0.7
-    viewer.text_overlay.visible = True
-    viewer.text_overlay.text = "fit (orange) · truth (cyan) · reference = frame 0 (magenta)"
-    viewer.text_overlay.font_size = 11
-    viewer.text_overlay.color = "white"
-    _settle()
-    viewer.camera.center = (0.0, 0.0, 0.0)
-    viewer.camera.angles = (0.0, 30.0, 80.0)
-    viewer.camera.zoom = 7.0
-    _settle()
-    viewer.screenshot(str(OUT), canvas_only=False, flash=False)
+def main() -> None:
+    viewer = new_viewer("napari-cryohet: backbone chain fit")
+    dock(viewer, SessionWidget(viewer), SESSION, area="left")
+    viewer.open(str(STAR), plugin="napari-cryohet")
+    settle(1.0)
+    widget = ChainFitWidget(viewer)
+    dock(viewer, widget, CHAINFIT)
+    print("known conformation:", widget.reference_note.value)
+    widget.run()
+    wait(widget.runner)
+    result = widget.result
+    print(widget.info.value)
+    # the held-out particle whose true chain is farthest from the known conformation
+    truth = widget.dataset.ground_truth["coords_a"]
+    rows = result.particle_indices  # the bundled sample's particles are in dataset order
+    test = np.asarray(result.test_indices)
+    far = np.linalg.norm(truth[rows[test]] - result.reference.coords_a, axis=-1).mean(-1)
+    widget.particle.value = int(test[np.argmax(far)])
+    settle(0.5)
+    widget.session.scenes.frame()  # the scene's own framing: looking down z, chains left, images right
+    label(viewer, "fit (orange) · truth (cyan) · known conformation (magenta)", size=10)
+    shot(viewer, "chainfit")
+    # the chains close up, turned (scroll and drag do this by hand): the canvas only
+    chains = [lyr for lyr in viewer.layers if lyr.name.startswith("chainfit") and lyr._type_string == "points"]
+    viewer.reset_view(layers=chains)
+    camera(viewer).angles = (0.0, 30.0, 80.0)
+    camera(viewer).zoom *= 0.9
+    label(viewer, "orange: fit · cyan: truth · magenta: start", size=12)
+    shot(viewer, "chainfit_chains", canvas_only=True)
     viewer.close()
-    return OUT
 
 
 if __name__ == "__main__":
-    path = main()
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    main()

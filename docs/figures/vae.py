@@ -1,76 +1,78 @@
-"""Screenshots for docs/vae.md: latent space, a decoded volume, a latent path.
+"""Screenshots for docs/vae.md: the latent space, a decoded volume, a volume series along a path.
 
-    xvfb-run -a .venv/bin/python docs/figures/vae.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/figures/vae.py
 
-Trains the structural-basis VAE (seed 004) on ``adk_volumes`` (2000 particles, 4 AdK
-conformations along closed→open, 40 px, SNR 0.1) for 15 epochs, opens the VAE explorer
-widget and writes ``vae_latents.png`` (PCA of the latents coloured by the true
-conformation), ``vae_volume.png`` (decoded volume of one particle: iso-surface) and
-``vae_path.png`` (five iso-surfaces along the latent path between the two end states).
+Simulates adenylate kinase in 4 conformations along closed → open (2000 particles, 40 px,
+SNR 0.1), docks the session (left) and the VAE widget (right), sets 15 epochs in the form
+and presses *Train VAE* (the structural-basis VAE of Kimanius, Jamali & Scheres 2022).
+Writes
+
+- ``vae_latents.png``: the window once training ends: the latent-space scene (PCA of the
+  latents, 2D, one point per particle coloured by its true conformation);
+- ``vae_volume.png``: one particle of the open state selected, its decoded volume's scene
+  (3D, volume and iso-surface in Å about the box centre), with the three projections
+  previewed in the dock;
+- ``vae_path.png``: the volume-series scene along the latent path from a closed to an
+  open particle, at three positions of its slider "conformation along the path" (canvas).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import napari
 import numpy as np
 import torch
+from _figure import HERE, SESSION, VAE, camera, dock, label, new_viewer, settle, shot, wait
+from PIL import Image
 
-from napari_cryohet.plugin.vae_widget import LATENT_LAYER, VOLUME_LAYER, VAEExplorerWidget
+from napari_cryohet.plugin.session_widget import SessionWidget
+from napari_cryohet.plugin.vae_widget import VAEExplorerWidget
 from napari_cryohet.stages.simulate import adk_volumes
-from napari_cryohet.stages.vae import VAEConfig, isosurface, latent_path, train_vae
-
-HERE = Path(__file__).parent
 
 
-def _wait(viewer, widget) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    while widget.worker_runner.busy or widget.runner.busy:
-        QApplication.processEvents()
+def _turn(viewer) -> None:
+    """Turn the framed box so its three axes show; zoom out so its corners stay inside the canvas."""
+    camera(viewer).angles = (0.0, 30.0, 60.0)
+    camera(viewer).zoom *= 0.7
 
 
 def main() -> None:
     torch.set_num_threads(1)
     ds = adk_volumes(2000, n_conformations=4, box_size=40, apix=2.4, snr=0.1, seed=0)
-    result = train_vae(ds, VAEConfig(epochs=15, seed=0),
-                       progress=lambda f, m: print(m) if m.startswith("epoch") and ":" in m else None)
-    viewer = napari.Viewer(show=True)
+    viewer = new_viewer("napari-cryohet: VAE and latent space")
+    dock(viewer, SessionWidget(viewer), SESSION, area="left")
     widget = VAEExplorerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="VAE explorer")
+    dock(viewer, widget, VAE)
     widget.set_dataset(ds)
-    widget.set_result(result)
-    _wait(viewer, widget)
-    viewer.window.resize(1300, 800)
-    viewer.reset_view()
-    viewer.screenshot(str(HERE / "vae_latents.png"), canvas_only=False, flash=False)
+    widget.form.epochs.value = 15
+    widget.run()
+    wait(widget.runner)
+    wait(widget.worker_runner)
+    print(widget.info.value)
+    label(viewer, "latents (PCA) · colour: true conformation", size=11)
+    shot(viewer, "vae_latents")
 
     states = ds.ground_truth["state"]
-    first = int(np.flatnonzero(states == 3)[0])
-    widget.select_particle(first)
-    _wait(viewer, widget)
-    viewer.layers[LATENT_LAYER].visible = False
-    viewer.layers[VOLUME_LAYER].visible = False
-    viewer.dims.ndisplay = 3
-    viewer.camera.angles = (0, 30, 60)
-    viewer.reset_view()
-    viewer.screenshot(str(HERE / "vae_volume.png"), canvas_only=True, flash=False)
+    open_one, closed_one = int(np.flatnonzero(states == 3)[0]), int(np.flatnonzero(states == 0)[0])
+    widget.select_particle(open_one)
+    wait(widget.worker_runner)
+    widget.show_volume_scene()  # the scene frames the box looking down z
+    _turn(viewer)
+    label(viewer, f"decoded at particle {open_one} (open state)", size=11)
+    shot(viewer, "vae_volume")
 
-    # five surfaces along the path between the mean latents of the two end states
-    for layer in list(viewer.layers):
-        viewer.layers.remove(layer)
-    ends = np.stack([result.latents[states == 0].mean(0), result.latents[states == 3].mean(0)])
-    series = result.decode(latent_path(ends, 5))
-    for i, vol in enumerate(series):
-        verts, faces = isosurface(vol, level_sigma=2.0, apix=ds.apix)
-        viewer.add_surface((verts, faces), name=f"step {i}", colormap="bop orange")
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, 5)
-    viewer.camera.angles = (0, 30, 60)
-    viewer.window.resize(1500, 450)
-    viewer.reset_view()
-    viewer.screenshot(str(HERE / "vae_path.png"), canvas_only=True, flash=False)
+    widget.make_path(anchors=widget.result.latents[[closed_one, open_one]], n_steps=10)
+    wait(widget.worker_runner)
+    _turn(viewer)
+    panels = []
+    for step in (0, 5, 9):
+        viewer.dims.set_point(0, float(step))
+        label(viewer, f"conformation along the path: {step} of 0-9", size=14)
+        settle(0.5)
+        panels.append(viewer.screenshot(canvas_only=True, flash=False, size=(600, 560))[..., :3])
+    gap = np.full((panels[0].shape[0], 6, 3), 255, dtype=np.uint8)
+    row = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    path = HERE / "vae_path.png"
+    Image.fromarray(row).quantize(colors=160, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    print("wrote", path.name)
     viewer.close()
 
 
