@@ -48,6 +48,13 @@ class ScrollDock(QScrollArea):
             raise AttributeError(name)
         return getattr(self.__dict__["inner"], name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        inner = self.__dict__.get("inner")
+        if inner is not None and not hasattr(QScrollArea, name) and hasattr(inner, name):
+            setattr(inner, name, value)  # ``dock.index = 3`` sets the stage widget's attribute
+        else:
+            super().__setattr__(name, value)
+
 
 def _dock_of(widget: Any) -> QDockWidget | None:
     parent = widget.parentWidget() if widget is not None else None
