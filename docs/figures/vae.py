@@ -28,10 +28,10 @@ from napari_cryohet.plugin.vae_widget import VAEExplorerWidget
 from napari_cryohet.stages.simulate import adk_volumes
 
 
-def _turn(viewer) -> None:
+def _turn(viewer, zoom: float = 0.7) -> None:
     """Turn the framed box so its three axes show; zoom out so its corners stay inside the canvas."""
     camera(viewer).angles = (0.0, 30.0, 60.0)
-    camera(viewer).zoom *= 0.7
+    camera(viewer).zoom *= zoom
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
 
     widget.make_path(anchors=widget.result.latents[[closed_one, open_one]], n_steps=10)
     wait(widget.worker_runner)
-    _turn(viewer)
+    _turn(viewer, 0.5)  # the panels below are wider than the canvas is tall
     panels = []
     for step in (0, 5, 9):
         viewer.dims.set_point(0, float(step))
