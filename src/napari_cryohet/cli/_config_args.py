@@ -168,7 +168,9 @@ def input_ids(args: argparse.Namespace) -> dict[str, str]:
 def print_progress(every_batch: bool = False):
     """A progress callback printing stage messages (not every batch unless asked)."""
     def progress(fraction: float, message: str) -> None:
-        if every_batch or "batch" not in message:
+        if fraction < 0:  # busy, no fraction known (stages._common.BUSY)
+            print(f"[  ...] {message}", flush=True)
+        elif every_batch or "batch" not in message:
             print(f"[{100 * fraction:5.1f}%] {message}", flush=True)
 
     return progress

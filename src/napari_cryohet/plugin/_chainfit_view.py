@@ -4,7 +4,7 @@
 scene of its own (Å, origin at the box centre — the frame of decoded volumes too, so a
 chain sits inside its density): for the particle shown, the fitted Cα chain (orange),
 its ground truth when the data are simulated (cyan) and the known reference conformation
-(magenta), each as atoms (points) and a backbone trace (a shapes path); beside them the
+(magenta), each as atoms (points) and a backbone trace (one line per bond); beside them the
 particle image and the projection of the fit through its CTF (Esteve-Yagüe et al. 2022,
 eq. 2.10), so the fit can be judged by eye. :class:`ChainPlots` draws the loss and error
 curves (eq. 2.11 per pixel; mean and largest atom error against the truth, eq. 3.7 / 3.6).
@@ -30,12 +30,26 @@ _LABELS = ("z (Å)", "y (Å)", "x (Å)")
 
 def present(session: Any, result: ChainFitResult, *, show: bool = True, particle: int = 0) -> Scene:
     """Draw ``result`` (particle ``particle``) in its 3D scene."""
-    scene = session.scenes.scene(scene_name(TITLE, result.run_id or "latest"), kind="model", ndisplay=3,
-                                 run_id=result.run_id)
-    show_particle(session, scene, result, particle)
+    steps = present_steps(session, result, show=show, particle=particle)
+    for _ in steps:
+        pass
+    return result_scene(session, result)
+
+
+def result_scene(session: Any, result: ChainFitResult) -> Scene:
+    """The (possibly empty) 3D scene of ``result``."""
+    return session.scenes.scene(scene_name(TITLE, result.run_id or "latest"), kind="model", ndisplay=3,
+                                run_id=result.run_id)
+
+
+def present_steps(session: Any, result: ChainFitResult, *, show: bool = True, particle: int = 0,
+                  chains: np.ndarray | None = None):
+    """:func:`present` one layer at a time (a generator): a widget yields to the event loop
+    between layers, so the window stays responsive while their shaders are built."""
+    scene = result_scene(session, result)
+    yield from show_particle_steps(session, scene, result, particle, chains=chains)
     if show:
         session.scenes.show(scene)
-    return scene
 
 
 def dataset_rows(result: ChainFitResult, dataset: Any) -> np.ndarray | None:
@@ -52,26 +66,42 @@ def dataset_rows(result: ChainFitResult, dataset: Any) -> np.ndarray | None:
 
 def show_particle(session: Any, scene: Scene, result: ChainFitResult, i: int, *, chains: np.ndarray | None = None) -> None:
     """Show fitted particle ``i``: fitted / true / reference chains, its image and the fit's projection."""
+    for _ in show_particle_steps(session, scene, result, i, chains=chains):
+        pass
+
+
+def show_particle_steps(session: Any, scene: Scene, result: ChainFitResult, i: int, *,
+                        chains: np.ndarray | None = None):
+    """:func:`show_particle` as a generator, one layer per step."""
     chains = result.chains() if chains is None else chains
-    _chain(session, scene, "fit", chains[i])
-    _chain(session, scene, "reference", result.reference.coords_a)
+    yield from _chain(session, scene, "fit", chains[i])
+    yield from _chain(session, scene, "reference", result.reference.coords_a)
     dataset = session.dataset
     rows = dataset_rows(result, dataset)
     if rows is None:
         return
     truth = getattr(dataset, "ground_truth", None) or {}
     if "coords_a" in truth and np.asarray(truth["coords_a"]).shape[1:] == chains.shape[1:]:
-        _chain(session, scene, "truth", np.asarray(truth["coords_a"][rows[i]]))
+        yield from _chain(session, scene, "truth", np.asarray(truth["coords_a"][rows[i]]))
     apix = float(dataset.apix)
     field = dataset.box_size * apix
     position = int(rows[i])
     _image(session, scene, "particle", dataset.get_images(position), apix, offset_a=field)
+    yield
     _image(session, scene, "projection", predict_images(result, dataset, [position])[0], apix, offset_a=2 * field)
+    yield
 
 
-def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray) -> None:
-    """Points + path layers ``chainfit <kind>`` for one chain ``(m, 3)`` (x, y, z) Å."""
-    from napari.layers import Points, Shapes
+def backbone_vectors(zyx: np.ndarray) -> np.ndarray:
+    """``(m-1, 2, 3)`` napari vectors (start, step) joining consecutive atoms."""
+    return np.stack([zyx[:-1], np.diff(zyx, axis=0)], axis=1)
+
+
+def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray):
+    """Points + backbone layers ``chainfit <kind>`` / ``chainfit <kind> path`` for one chain
+    ``(m, 3)`` (x, y, z) Å; yields after each. The backbone is a vectors layer (one line per
+    bond): a shapes path would build a tube mesh, seconds of GUI time for a few chains."""
+    from napari.layers import Points, Vectors
 
     zyx = np.ascontiguousarray(np.asarray(coords_xyz)[:, ::-1], dtype=np.float64)
     name, colour = f"{LAYER_PREFIX} {kind}", COLOURS[kind]
@@ -80,12 +110,15 @@ def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray) -> Non
         layer.data = zyx
 
     def set_path(layer):
-        layer.data = [zyx]
+        layer.data = backbone_vectors(zyx)
 
-    session.scenes.put(scene, f"{name} path", lambda: Shapes([zyx], shape_type="path", edge_color=colour,
-                                                             edge_width=0.8, axis_labels=_LABELS), set_path)
+    session.scenes.put(scene, f"{name} path", lambda: Vectors(backbone_vectors(zyx), edge_color=colour,
+                                                              edge_width=0.8, vector_style="line",
+                                                              axis_labels=_LABELS), set_path)
+    yield
     session.scenes.put(scene, name, lambda: Points(zyx, size=2.5, face_color=colour, border_width=0,
                                                    axis_labels=_LABELS), set_points)
+    yield
 
 
 def _image(session: Any, scene: Scene, kind: str, image: np.ndarray, apix: float, offset_a: float) -> None:
@@ -115,6 +148,7 @@ class ChainPlots:
     def __init__(self) -> None:
         self.canvas, self.loss_axes, self.error_axes = _make_canvas()
         self.plotted = 0
+        self.canvas.figure.subplots_adjust(left=0.17, right=0.98, bottom=0.2, top=0.88, wspace=0.45)
 
     def plot_history(self, history: list[dict[str, float]]) -> None:
         """Loss (training, held-out) and atom error (mean, largest) curves; skipped if unchanged."""
@@ -130,7 +164,11 @@ class ChainPlots:
         if any("test_loss" in h for h in history):
             self.loss_axes.plot(epochs, [h.get("test_loss", np.nan) for h in history], "o-", ms=2,
                                 label="held-out images")
-        self.loss_axes.set_yscale("log")
+        values = [v for line in self.loss_axes.lines for v in line.get_ydata() if np.isfinite(v) and v > 0]
+        if values and max(values) > 10 * min(values):  # several decades: log scale
+            self.loss_axes.set_yscale("log")
+        else:
+            self.loss_axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         self.loss_axes.set_xlabel("epoch (pass over the images)", fontsize=7)
         self.loss_axes.set_title("image mismatch per pixel", fontsize=8)
         if self.loss_axes.lines:  # none yet at the start of a run
@@ -143,8 +181,9 @@ class ChainPlots:
             self.error_axes.legend(fontsize=6)
         self.error_axes.set_xlabel("epoch (pass over the images)", fontsize=7)
         self.error_axes.set_title("error against the truth (Å)", fontsize=8)
-        self.canvas.figure.tight_layout()
-        self.canvas.draw_idle()
+        for ax in (self.loss_axes, self.error_axes):
+            ax.tick_params(labelsize=6)
+        self.canvas.draw_idle()  # fixed margins: tight_layout at every redraw costs ~100 ms
 
 
 def _make_canvas():

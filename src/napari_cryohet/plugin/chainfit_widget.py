@@ -32,7 +32,6 @@ from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
-from napari_cryohet.plugin.presenters import present
 from napari_cryohet.plugin.session import Session
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
@@ -242,23 +241,33 @@ class ChainFitWidget(Container):
 
         self.reference = reference
         self._plot_timer.start()
-        self.runner.start(job, self.show_result, on_error=lambda _err: self._plot_timer.stop())
+        self.runner.start(job, self.show_result_steps, on_error=lambda _err: self._plot_timer.stop())
 
     # ------------------------------------------------------------------ result
     def show_result(self, result: ChainFitResult, *, show: bool = True) -> None:
         """Draw a result in its scene (chains of the current particle, images) and plot its curves."""
+        for _ in self.show_result_steps(result, show=show):
+            pass
+
+    def show_result_steps(self, result: ChainFitResult, *, show: bool = True):
+        """:meth:`show_result` as a generator (the runner yields to the event loop between layers)."""
         self._plot_timer.stop()
-        self.result = result
-        self.reference = result.reference
-        self.chains = result.chains()  # (N, m, 3)
+        self.result, self.reference, self.chains = result, result.reference, result.chains()  # (N, m, 3)
         with self._history_lock:
             self.history = list(result.history)
         self.plots.plotted = -1
         self._refresh_plots()
+        yield
         with self.particle.changed.blocked():
             self.particle.max = len(self.chains) - 1
             self.particle.value = min(int(self.particle.value), len(self.chains) - 1)
-        self.scene = present(self.session, result, show=show, particle=int(self.particle.value))
+        yield from self._show_steps(result, show)
+
+    def _show_steps(self, result: ChainFitResult, show: bool):
+        self.session.add_result(result)
+        yield from _chainfit_view.present_steps(self.session, result, show=show, particle=int(self.particle.value),
+                                                chains=self.chains)
+        self.scene = _chainfit_view.result_scene(self.session, result)
         last = result.history[-1] if result.history else {}
         text = f"held-out mismatch {last.get('test_loss', float('nan')):.3g}"
         if "avg_error_a" in last:

@@ -261,9 +261,7 @@ class VAEExplorerWidget(Container):
         latents, method = self.result.latents, self.method.value
 
         def job(progress, cancel):
-            if method.startswith("umap"):
-                progress(0.0, "UMAP: arranging the latent points (the first use compiles for 10–40 s)")
-            return embed_latents(latents, method=method)
+            return embed_latents(latents, method=method, progress=progress, cancel=cancel)
 
         self.worker_runner.start(job, self._show_embedding, queue=True)
 
