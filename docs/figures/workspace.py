@@ -18,7 +18,19 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from _figure import CHAINFIT, SESSION, SPECTRAL, STAR, VAE, dock, label, new_viewer, settle, shot, wait
+from _figure import (
+    CHAINFIT,
+    SESSION,
+    SPECTRAL,
+    STAR,
+    VAE,
+    dock,
+    label,
+    new_viewer,
+    settle,
+    shot,
+    wait,
+)
 
 from napari_cryohet.cli.ws import list_runs
 from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
