@@ -79,3 +79,51 @@ def write_mrc_file():
 def star_project():
     """The :func:`write_star_project` function."""
     return write_star_project
+
+
+@pytest.fixture(scope="module")
+def module_viewer(qapp):
+    """``make(show=False) -> napari.Viewer`` kept for the whole module (``make_napari_viewer``
+    is per test): for test modules whose inputs are slow to make (simulated samples, trained
+    runs). Like napari's fixture, the viewers get an app model of their own (so napari's
+    plugin commands are registered once per app) and are closed at the end of the module.
+    Do not mix with ``make_napari_viewer`` in the same module."""
+    import gc
+    from unittest.mock import patch
+
+    import napari
+    from app_model import Application
+    from napari._app_model._app import NapariApplication, _napari_names
+    from napari._qt._qapp_model.qactions import init_qactions
+    from napari._qt.qt_viewer import QtViewer
+    from napari.plugins import _initialize_plugins
+    from napari.settings import get_settings
+
+    name = f"napari-cryohet-tests-{id(qapp)}"
+    get_settings().reset()
+    _initialize_plugins.cache_clear()
+    init_qactions.cache_clear()
+    app = NapariApplication(name)
+    app.injection_store.namespace = _napari_names
+    viewers = []
+
+    def make(show: bool = False):
+        viewer = napari.Viewer(show=show)
+        viewers.append(viewer)
+        return viewer
+
+    with patch.object(NapariApplication, "get_app_model", return_value=app):
+        try:
+            yield make
+        finally:
+            for viewer in viewers:
+                viewer.close()
+            viewers.clear()
+            gc.collect()
+            qapp.processEvents()
+            gc.collect()
+            QtViewer._instances.clear()  # closed above; a late collection is not a leak of the next test
+            Application.destroy(name)
+            _initialize_plugins.cache_clear()
+            init_qactions.cache_clear()
+            get_settings().reset()

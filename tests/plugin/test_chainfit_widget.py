@@ -40,7 +40,8 @@ def test_widget_trains_and_browses_chains(make_napari_viewer, qtbot, tmp_path):
         points = viewer.layers[f"chainfit {kind}"]
         path = viewer.layers[f"chainfit {kind} path"]
         assert points.data.shape == (214, 3)
-        assert path.data[0].shape == (214, 3)
+        assert path.data.shape == (213, 2, 3)  # one (start, step) vector per bond
+        np.testing.assert_allclose(path.data[:, 0] + path.data[:, 1], points.data[1:], atol=1e-4)
     np.testing.assert_allclose(viewer.layers["chainfit truth"].data[:, ::-1], ds.ground_truth["coords_a"][0],
                                atol=1e-4)
     particle = viewer.layers["chainfit particle"].data

@@ -11,7 +11,6 @@ restore tests.
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def _three_d_check(viewer, qapp, session) -> dict:
 
 
 @pytest.fixture(scope="module")
-def window(qapp, tmp_path_factory):
+def window(qapp, tmp_path_factory, module_viewer):
     """A shown viewer after the bundled .star went through every stage in a workspace folder.
 
     Screenshots are taken as each result appears. The chain fit runs last and the window is
@@ -105,7 +104,6 @@ def window(qapp, tmp_path_factory):
     (segmentation fault, intermittent; reported), which would take the whole test run down.
     """
     import torch
-    from napari import Viewer
 
     from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
     from napari_cryohet.plugin.spectral_widget import SpectralWidget
@@ -114,7 +112,7 @@ def window(qapp, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("scenes") / "workspace"
-    viewer = Viewer(show=True)
+    viewer = module_viewer(show=True)
     w = {"viewer": viewer, "folder": folder, "legibility": {}, "widgets": []}
     try:
         [stack_layer] = viewer.open(str(STAR), plugin="napari-cryohet")
@@ -153,33 +151,19 @@ def window(qapp, tmp_path_factory):
         yield w
     finally:
         torch.set_num_threads(threads)
-        _close(qapp, [viewer], w.pop("widgets", []))
+        for widget in w.pop("widgets", []):
+            widget.native.deleteLater()
         w.clear()
 
 
-def _close(qapp, viewers, widgets=()) -> None:
-    from napari._qt.qt_viewer import QtViewer
-
-    for widget in widgets:
-        widget.native.deleteLater()
-    for viewer in viewers:
-        viewer.close()
-    gc.collect()
-    _settle(qapp)
-    gc.collect()
-    QtViewer._instances.clear()  # closed above; napari's fixture would take a late collection for a leak
-
-
 @pytest.fixture(scope="module")
-def reopened(window, qapp):
+def reopened(window, qapp, module_viewer):
     """A second (hidden) viewer that reopened the first one's workspace folder, with a stack
     viewer and a VAE widget."""
-    from napari import Viewer
-
     from napari_cryohet.plugin.stack_viewer import StackViewerWidget
     from napari_cryohet.plugin.vae_widget import VAEExplorerWidget
 
-    viewer = Viewer(show=False)
+    viewer = module_viewer()
     session = Session.for_viewer(viewer)
     ws = session.use_workspace(window["folder"])
     _settle(qapp)
@@ -188,7 +172,7 @@ def reopened(window, qapp):
          "dataset": session.dataset}
     yield r
     stack.deleteLater()
-    _close(qapp, [viewer], [vae])
+    vae.native.deleteLater()
 
 
 # ---------------------------------------------------------------------------- legibility

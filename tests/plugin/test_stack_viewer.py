@@ -61,6 +61,8 @@ def test_widget_follows_slider_and_shows_metadata(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = StackViewerWidget(viewer)
     qtbot.addWidget(widget)
+    widget.show()  # the CTF profile is drawn while the dock is shown
+    qtbot.waitExposed(widget)
     ds = synthetic_dataset()
     layer = widget.load_dataset(ds, name="toy")
 

@@ -14,7 +14,6 @@ a user's would.
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +52,17 @@ def _settle(qapp, rounds: int = 5) -> None:
 
 
 @pytest.fixture(scope="module")
-def opened(qapp):
+def opened(qapp, module_viewer):
     """``opened(key) -> (viewer, dataset)``: a viewer (one per input, kept for the module)
     holding the bundled .star (``"star"``: load_dataset; ``"star_reader"``: napari's reader)
     or a napari sample (``"adk_chain"``, ...)."""
-    import napari
-    from napari._qt.qt_viewer import QtViewer
-
     from napari_cryohet.io.load_particles import load_dataset
 
     cache: dict[str, tuple] = {}
 
     def open_case(key: str):
         if key not in cache:
-            viewer = napari.Viewer(show=False)
+            viewer = module_viewer()
             if key == "star":
                 dataset = load_dataset(STAR)
                 Session.for_viewer(viewer).add_dataset(dataset, "particles")
@@ -81,13 +77,7 @@ def opened(qapp):
         return cache[key]
 
     yield open_case
-    for viewer, _ in cache.values():
-        viewer.close()
     cache.clear()
-    gc.collect()
-    _settle(qapp)
-    gc.collect()
-    QtViewer._instances.clear()  # closed above; napari's fixture would take a late collection for a leak
 
 
 def _wait_run(qtbot, runner) -> None:
@@ -228,7 +218,10 @@ def test_chainfit(key, opened, qtbot, tmp_path):
         fit = scene.layer("chainfit fit")
         assert fit in viewer.layers and fit.data.shape == (n_atoms, 3)
         np.testing.assert_allclose(fit.data, chains[i][:, ::-1], atol=1e-5)  # x, y, z → z, y, x
-        np.testing.assert_allclose(scene.layer("chainfit fit path").data[0], chains[i][:, ::-1], atol=1e-5)
+        bonds = scene.layer("chainfit fit path").data  # (start, step) per bond: the backbone
+        assert bonds.shape == (n_atoms - 1, 2, 3)
+        np.testing.assert_allclose(bonds[:, 0], chains[i][:-1, ::-1], atol=1e-5)
+        np.testing.assert_allclose(bonds[:, 0] + bonds[:, 1], chains[i][1:, ::-1], atol=1e-4)
         np.testing.assert_allclose(scene.layer("chainfit particle").data, ds.get_images(int(rows[i])))
         if truth is not None:
             np.testing.assert_allclose(scene.layer("chainfit truth").data[:, ::-1], truth[rows[i]], atol=1e-4)
