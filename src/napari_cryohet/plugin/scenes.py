@@ -90,6 +90,7 @@ class SceneManager:
         self.scenes: dict[str, Scene] = {}
         self.current: Scene | None = None
         self._switching = False
+        self._retired: list = []  # drawing objects of removed layers (see _remove)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
 
     # ------------------------------------------------------------------ building
@@ -132,9 +133,7 @@ class SceneManager:
 
     def remove(self, scene: Scene) -> None:
         """Forget ``scene`` and take its layers out of the viewer."""
-        for layer in scene.layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        self._remove([layer for layer in scene.layers if layer in self.viewer.layers])
         self.scenes.pop(scene.name, None)
         if self.current is scene:
             self.current = None
@@ -151,10 +150,8 @@ class SceneManager:
         scene = self.scenes[scene] if isinstance(scene, str) else scene
         self._switching = True
         try:
-            for layer in list(self.viewer.layers):
-                owner = self.owner(layer)
-                if owner is not None and owner is not scene:
-                    self.viewer.layers.remove(layer)
+            self._remove([layer for layer in self.viewer.layers
+                          if self.owner(layer) is not None and self.owner(layer) is not scene])
             self.current = scene
             self.viewer.dims.ndisplay = scene.ndisplay
             for layer in scene.layers:
@@ -178,9 +175,32 @@ class SceneManager:
         elif shown:  # napari frames a subset only when it spans every dimension
             self.viewer.reset_view()
 
+    def _remove(self, layers: list) -> None:
+        """Take ``layers`` out of the viewer, keeping their drawing objects alive.
+
+        napari deletes a layer's OpenGL objects when the layer leaves the viewer. Under the
+        software OpenGL of headless machines (Mesa llvmpipe, what Xvfb gives CI and
+        screenshot scripts), deleting those of two or more layers makes a later update of
+        another points layer crash the process (segmentation fault in the driver;
+        reproduced with plain napari 0.9.2 / vispy 0.17: two points layers removed, a new
+        points layer recoloured twice). Holding the removed layers' visuals (small:
+        vertex buffers, textures of one result) prevents it; they are freed with the
+        session's window.
+        """
+        visuals = _layer_visuals(self.viewer)
+        for layer in layers:
+            if layer in visuals:
+                self._retired.append(visuals[layer])
+            self.viewer.layers.remove(layer)
+
     def _insert(self, layer: Any) -> None:
-        # result layers on top, the user's own layers below them
-        self.viewer.layers.append(layer)
+        """Images at the bottom of the layer list, markers and models over them."""
+        from napari.layers import Image
+
+        if isinstance(layer, Image):
+            self.viewer.layers.insert(0, layer)
+        else:
+            self.viewer.layers.append(layer)
 
     def _on_ndisplay(self, event: Any = None) -> None:
         if not self._switching:
@@ -198,3 +218,11 @@ class SceneManager:
                 elif not three_d and hidden_by_us:
                     layer.visible = True
                     layer.metadata["cryohet_hidden_3d"] = False
+
+
+def _layer_visuals(viewer: Any) -> dict:
+    """napari's layer → drawing object map of the viewer's canvas (empty without a window)."""
+    try:
+        return viewer.window._qt_viewer.canvas.layer_to_visual
+    except AttributeError:
+        return {}
