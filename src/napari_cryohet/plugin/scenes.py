@@ -22,6 +22,7 @@ block.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,10 +189,12 @@ class SceneManager:
         session's window.
         """
         visuals = _layer_visuals(self.viewer)
-        for layer in layers:
-            if layer in visuals:
-                self._retired.append(visuals[layer])
-            self.viewer.layers.remove(layer)
+        batched = getattr(self.viewer.layers, "batched_update", None)  # one scene-graph update, not one per layer
+        with batched() if batched is not None else contextlib.nullcontext():
+            for layer in layers:
+                if layer in visuals:
+                    self._retired.append(visuals[layer])
+                self.viewer.layers.remove(layer)
 
     def _insert(self, layer: Any) -> None:
         """Images at the bottom of the layer list, markers and models over them."""
