@@ -11,11 +11,9 @@ import pytest
 
 from napari_cryohet.cli._config_args import add_config_args, config_from_args
 from napari_cryohet.plugin._config_form import ConfigForm
-from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
 from napari_cryohet.stages.chainfit import ChainFitConfig
 from napari_cryohet.stages.spectral import SpectralConfig
 from napari_cryohet.stages.vae import VAEConfig
-from napari_cryohet.stages.workspace import Workspace
 
 STAGE_CONFIGS = (SpectralConfig, ChainFitConfig, VAEConfig)
 
@@ -94,24 +92,3 @@ def test_cli_flags_come_from_the_same_fields(toy):
         parser.parse_args(["--mode", "other"])
     help_text = parser.format_help()
     assert "--rate" in help_text and "step size" in help_text
-
-
-def test_workspace_picker_lists_finished_runs_of_accepted_stages(toy, tmp_path, qtbot):
-    from napari_cryohet.io.load_particles import load_dataset
-
-    picker = WorkspacePicker("toy")
-    assert picker.workspace_for(None) is None  # no folder: in memory
-    dataset = load_dataset(STAR)
-    picker.folder.value = str(tmp_path / "ws")
-    ws = picker.workspace_for(dataset)
-    assert isinstance(ws, Workspace) and Path(ws.info["source"]["path"]) == STAR.resolve()
-    ws._dataset = toy.toy_dataset(len(dataset))
-    ws.run("toy", toy.ToyConfig(epochs=1))
-    ws.run("toy", toy.ToyConfig(epochs=2))
-    picker.refresh()
-    assert list(picker.inputs["target"].choices) == [NO_RUN, "toy/0002", "toy/0001"]
-    assert picker.input_ids() == {}  # an optional input starts at "(none)"
-    picker.inputs["target"].value = "toy/0001"
-    assert picker.input_ids() == {"target": "toy/0001"}
-    picker.inputs["target"].value = NO_RUN
-    assert picker.input_ids() == {}

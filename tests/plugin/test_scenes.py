@@ -176,13 +176,8 @@ def reopened(window, qapp, module_viewer):
 
 
 # ---------------------------------------------------------------------------- legibility
-_SMALL_POINTS = pytest.mark.xfail(strict=True, reason=(
-    "src: embedding points are drawn at POINT_FRACTION = 1.5 % of the cloud's extent "
-    "(_embedding_layer.py): the 200 particles of the bundled .star cover 3.9 % (spectral, 3D) and 3.3 % (VAE latents, 2D) of the canvas, below the 10 % the issue asks"))
 
-
-@pytest.mark.parametrize("stage", ["particles", pytest.param("spectral", marks=_SMALL_POINTS),
-                                   pytest.param("vae", marks=_SMALL_POINTS), "chainfit"])
+@pytest.mark.parametrize("stage", ["particles", "spectral", "vae", "chainfit"])
 def test_result_is_what_the_user_sees(window, stage):
     """Hiding the layers of the result that just appeared changes ≥ 10 % of the canvas."""
     seen = window["legibility"][stage]

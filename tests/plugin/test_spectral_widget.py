@@ -112,7 +112,10 @@ def test_form_is_generated_from_the_config_and_shows_a_results_settings(make_nap
     ds = _dataset(120)
     widget = SpectralWidget(viewer, dataset=ds)
     assert list(widget.form.inputs) == [f.name for f in dataclasses.fields(SpectralConfig)]
-    assert widget.config() == SpectralConfig()
+    # defaults, except the particle description: the paper's low-resolution volumes need the
+    # simulation's atoms, which this dataset lacks, so the widget starts at image PCA
+    assert "coords_a" not in (ds.ground_truth or {})
+    assert widget.config() == SpectralConfig(representation="pca_images")
     assert widget.form.lowpass_a.label.endswith("(Å)") and "_" not in widget.form.lowpass_a.label  # words, unit
     config = SpectralConfig(representation="table", n_components=None, k=7, n_eigenvectors=6, denoise_dim=1,
                             denoise_k=20, alpha=1.0, order="parsimonious", n_candidates=12, device="cpu")

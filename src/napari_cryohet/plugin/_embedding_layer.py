@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["embedding_points", "colour_points", "link_selection", "POINT_FRACTION", "preferred_column"]
+__all__ = ["embedding_points", "colour_points", "link_selection", "POINT_FRACTION", "preferred_column",
+           "column_label", "column_choices"]
 
-#: Point diameter as a fraction of the cloud's largest extent.
-POINT_FRACTION = 0.015
+#: Point diameter as a fraction of the cloud's largest extent for N points: ``N^-0.4``
+#: clipped to [0.006, 0.06] — 6 % for a few hundred particles (each one visible, the
+#: cloud covers the canvas), 1 % at 10^5 (a cloud, not a blob).
+POINT_FRACTION = (0.006, 0.06)
 #: Columns shown first when present: what a student wants to see the embedding against.
 PREFERRED = ("truth_state", "truth_state_0", "truth_state_params", "truth_state_params_0", "labels", "defocus_a",
              "rlnDefocusU")
@@ -33,7 +36,41 @@ def preferred_column(columns: Any) -> str | None:
 
 def _size(data: np.ndarray) -> float:
     span = float(np.ptp(data, axis=0).max()) if len(data) else 1.0
-    return max(span, 1e-6) * POINT_FRACTION
+    fraction = float(np.clip(max(len(data), 1) ** -0.4, *POINT_FRACTION))
+    return max(span, 1e-6) * fraction
+
+
+#: Words for the per-particle columns the project makes (star columns keep their names).
+COLUMN_WORDS = {
+    "truth_state": "true conformation (simulation)",
+    "truth_state_0": "true state, parameter 1 (simulation)",
+    "truth_state_1": "true state, parameter 2 (simulation)",
+    "truth_state_params": "true position along the motion (simulation)",
+    "truth_state_params_0": "true angle of arm 1 (simulation)",
+    "truth_state_params_1": "true angle of arm 2 (simulation)",
+    "truth_state_params_2": "true box angle (simulation)",
+    "defocus_a": "defocus (Å)",
+    "index": "particle number",
+    "labels": "class",
+}
+
+
+def column_label(name: str) -> str:
+    """How a per-particle column is listed for the user (``"vae/0001 latents 0"`` → ``"vae/0001 latent 1"``)."""
+    if name in COLUMN_WORDS:
+        return COLUMN_WORDS[name]
+    run, _, rest = name.partition(" ")
+    if "/" in run and rest:
+        kind, _, j = rest.rpartition(" ")
+        word = {"latents": "latent", "eigenvectors": "eigenvector"}.get(kind, kind)
+        number = int(j) + (1 if kind == "latents" else 0) if j.isdigit() else j
+        return f"{word} {number} of run {run}"
+    return name
+
+
+def column_choices(columns: Any) -> list[tuple[str, str]]:
+    """``(words, column)`` pairs for a colour-by combo box."""
+    return [(column_label(c), c) for c in columns]
 
 
 def embedding_points(data: np.ndarray, *, name: str, columns: dict[str, np.ndarray], axis_labels: tuple[str, ...],

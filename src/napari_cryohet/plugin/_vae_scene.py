@@ -33,9 +33,9 @@ _ZYX = ("z (Å)", "y (Å)", "x (Å)")
 
 
 def axis_labels(method: str, ndim: int) -> tuple[str, ...]:
-    """``("UMAP 1", "UMAP 2")`` / ``("PCA 1", "PCA 2", "PCA 3")``."""
+    """``("UMAP 1 (scaled)", "UMAP 2 (scaled)")`` / ``("PCA 1 (scaled)", ...)`` (see :func:`equal_spread`)."""
     name = "UMAP" if method.startswith("umap") else "PCA"
-    return tuple(f"{name} {j + 1}" for j in range(ndim))
+    return tuple(f"{name} {j + 1} (scaled)" for j in range(ndim))
 
 
 def present(session: Any, result: Any, *, show: bool = True, embedding: np.ndarray | None = None,
@@ -45,6 +45,7 @@ def present(session: Any, result: Any, *, show: bool = True, embedding: np.ndarr
 
     if embedding is None:  # PCA: instant, no compilation (UMAP is the widget's choice, in a worker)
         embedding, method = embed_latents(result.latents, method="pca2"), "pca2"
+    embedding = equal_spread(embedding)
     ndim = embedding.shape[1]
     scene = session.scenes.scene(scene_name("VAE latent space", result.run_id or "latest"), kind="embedding",
                                  ndisplay=ndim, run_id=result.run_id)
@@ -70,6 +71,22 @@ def present(session: Any, result: Any, *, show: bool = True, embedding: np.ndarr
     return scene
 
 
+def density_limits(volume: np.ndarray) -> tuple[float, float]:
+    """Contrast limits that show the molecule, not its box: from the 70th percentile (the
+    solvent and noise, most of the box, stay black in a maximum-intensity view) to the 99.9th."""
+    lo, hi = np.percentile(np.asarray(volume, dtype=np.float32), [70.0, 99.9])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def equal_spread(embedding: np.ndarray) -> np.ndarray:
+    """Each axis centred and scaled to unit standard deviation, as a scatter plot scales its
+    axes: the first principal component of latents often spreads several times more than
+    the second, which would draw the cloud as a thin stripe in napari's equal-aspect view."""
+    x = np.asarray(embedding, dtype=np.float64)
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
 def _centred(d: int, apix: float) -> tuple[float, float, float]:
     return (-(d // 2) * apix,) * 3
 
@@ -85,7 +102,7 @@ def show_volume(session: Any, result: Any, volume: np.ndarray, surface: tuple[np
     verts = np.asarray(verts, dtype=np.float32) + shift.astype(np.float32)
     scene = session.scenes.scene(scene_name("VAE decoded volume", result.run_id or "latest"), kind="volume",
                                  ndisplay=3, run_id=result.run_id)
-    limits = (float(volume.min()), float(volume.max()) if volume.max() > volume.min() else float(volume.min()) + 1)
+    limits = density_limits(volume)
 
     def update_image(layer):
         layer.data = volume
@@ -113,12 +130,15 @@ def show_series(session: Any, result: Any, series: np.ndarray, *, show: bool = T
     scene = session.scenes.scene(scene_name("VAE volume series", result.run_id or "latest"), kind="volume",
                                  ndisplay=3, run_id=result.run_id)
 
+    limits = density_limits(series)
+
     def update(layer):
         layer.data = series
+        layer.contrast_limits = limits
 
     session.scenes.put(scene, PATH_VOLUME_LAYER, lambda: Image(
         series, scale=(1.0,) + (apix,) * 3, translate=(0.0, *_centred(d, apix)), rendering="mip", colormap="gray",
-        axis_labels=("conformation along the path", *_ZYX)), update)
+        contrast_limits=limits, axis_labels=("conformation along the path", *_ZYX)), update)
     if show:
         session.scenes.show(scene)
     return scene

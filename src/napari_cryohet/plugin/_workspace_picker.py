@@ -50,9 +50,12 @@ class WorkspacePicker(Container):
         self.note = Label(value="")
         self.inputs: dict[str, ComboBox] = {}
         for name, ispec in self.spec.inputs.items():
-            self.inputs[name] = ComboBox(label=f"{name.replace('_', ' ')} from", choices=[(NO_RUN, NO_RUN)],
-                                         value=NO_RUN, tooltip=ispec.help or f"a finished run of "
-                                         f"{' or '.join(ispec.stages)}")
+            # choices as a function: napari calls reset_choices() on docked widgets whenever a
+            # layer is added or removed (every scene switch), which would reset a fixed list
+            self.inputs[name] = ComboBox(label=f"{name.replace('_', ' ')} from",
+                                         choices=lambda _w, ispec=ispec: self._choices(ispec),
+                                         tooltip=ispec.help or f"a finished run of {' or '.join(ispec.stages)}")
+        self.folder.line_edit.native.setMinimumWidth(150)
         super().__init__(widgets=[self.folder, self.note, *self.inputs.values()], **kwargs)
         self._syncing = False
         # applied when chosen with the button, set by a script, or when typing ends (Enter / focus
@@ -90,7 +93,7 @@ class WorkspacePicker(Container):
             self.folder.line_edit.value = "" if ws is None else str(ws.root)
         finally:
             self._syncing = False
-        self.note.value = "results kept in memory (no folder)" if ws is None else f"{len(ws.runs())} runs in this folder"
+        self.note.value = "results kept in memory (no folder)"
         self.refresh()
 
     def workspace_for(self, dataset: Any = None):
@@ -102,14 +105,20 @@ class WorkspacePicker(Container):
         """Input name → picked run id (inputs left at "(none)" are left out)."""
         return {name: box.value for name, box in self.inputs.items() if box.value not in (None, NO_RUN)}
 
+    def _choices(self, ispec: Any) -> list[tuple[str, str]]:
+        runs = self.session.run_choices(ispec.stages)
+        return [(NO_RUN, NO_RUN)] + [(f"{rid} · {summary}", rid) for rid, summary in runs]
+
     def refresh(self, *_: Any) -> None:
-        """Re-list the finished runs that fit each input."""
+        """Re-list the finished runs that fit each input (a required one starts at the newest)."""
+        ws = self.session.workspace
+        if ws is not None:
+            self.note.value = f"{sum(m.get('status') == 'done' for m in ws.runs())} finished runs in this folder"
         for name, box in self.inputs.items():
             ispec = self.spec.inputs[name]
-            runs = self.session.run_choices(ispec.stages)
             current = box.value
-            box.choices = [(NO_RUN, NO_RUN)] + [(f"{rid} · {summary}", rid) for rid, summary in runs]
-            ids = [rid for rid, _ in runs]
+            box.reset_choices()
+            ids = [value for _, value in self._choices(ispec)][1:]
             if current not in ids or (current == NO_RUN and ispec.required):
                 current = ids[0] if ids and ispec.required else NO_RUN
             box.value = current

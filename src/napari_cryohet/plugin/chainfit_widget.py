@@ -120,6 +120,7 @@ class ChainFitWidget(Container):
         self.varying_ranges = LineEdit(label="only these move", value="",
                                        tooltip="if given (e.g. 30-60,120-160), only these residues' angles are fitted")
         self.reference_note = Label(value="")
+        self.reference_note.native.setWordWrap(True)
         self.form = ConfigForm(ChainFitConfig, exclude=FORM_EXCLUDE)
         self.run_button = PushButton(text="Fit chains")
         self.runner = StageRunner()
@@ -129,6 +130,7 @@ class ChainFitWidget(Container):
                                     tooltip="PDB file to write every fitted chain to (one model per particle)")
         self.export_button = PushButton(text="Export fitted chains")
         self.info = Label(value="")
+        self.info.native.setWordWrap(True)
         super().__init__(widgets=[
             self.dataset_picker, self.workspace, self.reference_source, self.reference_note, self.reference_file,
             self.reference_chain, self.rigid_ranges, self.fixed_ranges, self.varying_ranges, self.form,

@@ -171,10 +171,11 @@ class SceneManager:
         if self.current is None:
             return
         shown = [lyr for lyr in self.current.layers if lyr in self.viewer.layers and lyr.visible]
+        # a 10 % margin: napari fits point centres, so edge points would be cut in half
         if shown and all(lyr.ndim == self.viewer.dims.ndim for lyr in shown):
-            self.viewer.reset_view(layers=shown)
+            self.viewer.reset_view(layers=shown, margin=0.1)
         elif shown:  # napari frames a subset only when it spans every dimension
-            self.viewer.reset_view()
+            self.viewer.reset_view(margin=0.1)
 
     def _remove(self, layers: list) -> None:
         """Take ``layers`` out of the viewer, keeping their drawing objects alive.

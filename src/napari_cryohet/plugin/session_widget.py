@@ -45,6 +45,7 @@ class SessionWidget(Container):
                                             "original column (RELION format)")
         self.export_button = PushButton(text="Export selected particles as .star")
         self.message = Label(value="")
+        self.message.native.setWordWrap(True)
         super().__init__(widgets=[self.workspace, self.frame_button, self.selection_label, self.export_path,
                                   self.export_button, self.message])
         self.scene_list = QListWidget()

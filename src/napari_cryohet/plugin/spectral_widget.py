@@ -24,7 +24,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari_cryohet.plugin import _spectral_scene
 from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._docking import ScrollDock
-from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
+from napari_cryohet.plugin._embedding_layer import colour_points, column_choices, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
@@ -104,6 +104,13 @@ class SpectralWidget(Container):
         if picked is not self.dataset:
             self.dataset = picked
             self.info.value = f"{len(picked)} particles"
+            truth = getattr(picked, "ground_truth", None) or {}
+            if (self.form.representation.value == "lowres_volumes" and "coords_a" not in truth
+                    and getattr(picked, "low_dim", None) is None):
+                # the paper's low-resolution volumes need the atoms (simulated data only)
+                self.form.representation.value = "pca_images"
+                self.info.value += ("; particle description set to image principal components (low-resolution "
+                                    "volumes need the simulation's atoms)")
 
     def set_dataset(self, dataset: Any) -> None:
         """Use ``dataset`` (a ParticleDataset or the box-arms Toy2DDataset) in this window."""
@@ -148,8 +155,10 @@ class SpectralWidget(Container):
         first = self.layer is None
         self.scene = present(self.session, result, show=show, triple=self.triple())
         self.color_by.reset_choices()
-        if first or self.color_by.value not in self._colour_choices():
-            self.color_by.value = preferred_column(self._colour_choices())
+        columns = [c for _, c in self._colour_choices()]
+        if first or self.color_by.value not in columns:
+            with self.color_by.changed.blocked():  # present() coloured the points already
+                self.color_by.value = preferred_column(columns)
         self.update_colors()
         where = f" (run {result.run_id}" + (f": {result.run_note}" if result.run_note else "") + ")"
         self.info.value = f"{len(result.indices)} particles, {k} eigenvectors{where}"
@@ -173,9 +182,9 @@ class SpectralWidget(Container):
             present(self.session, self.result, show=self.session.scenes.current is self.scene,
                     triple=self.triple(), colour_by=self.color_by.value)
 
-    def _colour_choices(self, *_: Any) -> list[str]:
+    def _colour_choices(self, *_: Any) -> list[tuple[str, str]]:
         layer = self.layer
-        return [] if layer is None or layer.features is None else list(layer.features.columns)
+        return [] if layer is None or layer.features is None else column_choices(layer.features.columns)
 
     def update_colors(self, *_: Any) -> None:
         """Colour the points by the chosen per-particle column."""

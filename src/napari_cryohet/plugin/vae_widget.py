@@ -36,7 +36,7 @@ from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.plugin import _vae_scene
 from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._docking import ScrollDock
-from napari_cryohet.plugin._embedding_layer import colour_points, preferred_column
+from napari_cryohet.plugin._embedding_layer import colour_points, column_choices, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._vae_scene import (
     LATENT_LAYER,
@@ -193,9 +193,9 @@ class VAEExplorerWidget(Container):
         """The latent points layer (``None`` before a result)."""
         return None if self.scene is None else self.scene.layer(LATENT_LAYER)
 
-    def _colour_choices(self, *_: Any) -> list[str]:
+    def _colour_choices(self, *_: Any) -> list[tuple[str, str]]:
         layer = self.layer
-        return [] if layer is None or layer.features is None else list(layer.features.columns)
+        return [] if layer is None or layer.features is None else column_choices(layer.features.columns)
 
     def config(self) -> VAEConfig:
         """The :class:`VAEConfig` the form describes (``ValueError`` naming a bad entry)."""
@@ -240,8 +240,9 @@ class VAEExplorerWidget(Container):
         if not getattr(self.layer, "_cryohet_vae_linked", False):
             self.layer.selected_data.events.items_changed.connect(self._on_select)
             self.layer._cryohet_vae_linked = True
-        self.color_by.reset_choices()
-        self.color_by.value = preferred_column(self._colour_choices())
+        with self.color_by.changed.blocked():  # present() coloured the points already
+            self.color_by.reset_choices()
+            self.color_by.value = preferred_column([c for _, c in self._colour_choices()])
         last = result.history[-1] if result.history else None
         text = (f"{len(result.latents)} particles, zdim {result.model.shape.zdim}"
                 + (f", final loss {last['loss']:.4f}" if last else ""))
@@ -266,9 +267,9 @@ class VAEExplorerWidget(Container):
         self.worker_runner.start(job, self._show_embedding, queue=True)
 
     def _show_embedding(self, embedding: np.ndarray) -> None:
-        self.embedding = embedding
         self.scene = _vae_scene.present(self.session, self.result, embedding=embedding, method=self.method.value,
                                         colour_by=self.color_by.value)
+        self.embedding = np.asarray(self.layer.data)  # as drawn (axes scaled to equal spread)
         if not getattr(self.layer, "_cryohet_vae_linked", False):
             self.layer.selected_data.events.items_changed.connect(self._on_select)
             self.layer._cryohet_vae_linked = True

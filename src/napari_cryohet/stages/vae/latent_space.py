@@ -22,10 +22,10 @@ __all__ = ["EMBEDDING_METHODS", "embed_latents", "embedding_to_latent", "latent_
 
 #: Embedding name → (description, n_components).
 EMBEDDING_METHODS: dict[str, tuple[str, int]] = {
-    "pca2": ("PCA, first 2 components", 2),
-    "pca3": ("PCA, first 3 components", 3),
-    "umap2": ("UMAP, 2D (McInnes et al. 2018; §5.1 of Kimanius, Jamali, Scheres 2022)", 2),
-    "umap3": ("UMAP, 3D", 3),
+    "pca2": ("PCA, 2D (instant)", 2),
+    "pca3": ("PCA, 3D (instant)", 3),
+    "umap2": ("UMAP, 2D (McInnes et al. 2018)", 2),
+    "umap3": ("UMAP, 3D (McInnes et al. 2018)", 3),
 }
 
 
