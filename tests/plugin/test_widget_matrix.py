@@ -30,15 +30,10 @@ pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_thread")]
 STAR = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
 TIMEOUT_MS = 120_000
 
-_NO_PLANAR_CHAINFIT = pytest.mark.xfail(strict=True, reason=(
-    "src: the chain-fit widget cannot fit the 2D box-with-arms toy: reference_for(Toy2DDataset) raises (no "
-    "ground_truth) and default_spectral_config picks 'pca_images' for it; stages/chainfit/planar.py is not "
-    "wired into the chain-fit stage"))
-
 STACK_CASES = ["star", "star_reader", "adk_chain", "cat", "pretzel", "adk_volumes"]
 SPECTRAL_CASES = ["star", "star_reader", "box_arms_2d", "adk_chain", "cat", "pretzel",
                   "adk_volumes"]
-CHAINFIT_CASES = ["star", "adk_chain", pytest.param("box_arms_2d", marks=_NO_PLANAR_CHAINFIT)]
+CHAINFIT_CASES = ["star", "adk_chain", "box_arms_2d"]
 VAE_CASES = ["star", "adk_chain", "cat", "pretzel", "adk_volumes"]
 
 
@@ -206,24 +201,28 @@ def test_chainfit(key, opened, qtbot, tmp_path):
     assert [h["epoch"] for h in result.history] == [0, 1]
     chains = result.chains()
     n_atoms = result.reference.coords_a.shape[0]
-    assert chains.shape == (len(ds), n_atoms, 3)
+    planar = key == "box_arms_2d"  # the 2D box with two arms: planar chains, a 2D scene
+    dim = 2 if planar else 3
+    assert chains.shape == (len(ds), n_atoms, dim)
 
     scene = widget.scene
-    assert widget.session.scenes.current is scene and viewer.dims.ndisplay == 3
-    rows = _dataset_rows(ds, result.particle_indices)
-    truth = (ds.ground_truth or {}).get("coords_a")
+    assert widget.session.scenes.current is scene and viewer.dims.ndisplay == dim
+    rows = None if planar else _dataset_rows(ds, result.particle_indices)
+    truth = ds.coords if planar else (ds.ground_truth or {}).get("coords_a")
     for i in (0, len(chains) - 1):
         widget.particle.value = i
         fit = scene.layer("chainfit fit")
-        assert fit in viewer.layers and fit.data.shape == (n_atoms, 3)
-        np.testing.assert_allclose(fit.data, chains[i][:, ::-1], atol=1e-5)  # x, y, z → z, y, x
+        assert fit in viewer.layers and fit.data.shape == (n_atoms, dim)
+        np.testing.assert_allclose(fit.data, chains[i][:, ::-1], atol=1e-5)  # x, y(, z) → (z,) y, x
         bonds = scene.layer("chainfit fit path").data  # (start, step) per bond: the backbone
-        assert bonds.shape == (n_atoms - 1, 2, 3)
+        assert bonds.shape == (n_atoms - 1, 2, dim)
         np.testing.assert_allclose(bonds[:, 0], chains[i][:-1, ::-1], atol=1e-5)
         np.testing.assert_allclose(bonds[:, 0] + bonds[:, 1], chains[i][1:, ::-1], atol=1e-4)
-        np.testing.assert_allclose(scene.layer("chainfit particle").data, ds.get_images(int(rows[i])))
+        if not planar:
+            np.testing.assert_allclose(scene.layer("chainfit particle").data, ds.get_images(int(rows[i])))
         if truth is not None:
-            np.testing.assert_allclose(scene.layer("chainfit truth").data[:, ::-1], truth[rows[i]], atol=1e-4)
+            expected = truth[i] if planar else truth[rows[i]]
+            np.testing.assert_allclose(scene.layer("chainfit truth").data[:, ::-1], expected, atol=1e-4)
     np.testing.assert_allclose(scene.layer("chainfit reference").data[:, ::-1], result.reference.coords_a,
                                atol=1e-5)
 
@@ -235,7 +234,9 @@ def test_chainfit(key, opened, qtbot, tmp_path):
     st = gemmi.read_structure(str(path))
     assert len(st) == len(chains)
     ca = np.array([[a.pos.x, a.pos.y, a.pos.z] for r in st[len(chains) - 1][0] for a in r])
-    np.testing.assert_allclose(ca, chains[-1], atol=1e-3)
+    np.testing.assert_allclose(ca[:, :dim], chains[-1], atol=1e-3)
+    if planar:  # planar chains are written in the z = 0 plane
+        np.testing.assert_allclose(ca[:, 2], 0.0, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------- VAE

@@ -37,9 +37,9 @@ def present(session: Any, result: ChainFitResult, *, show: bool = True, particle
 
 
 def result_scene(session: Any, result: ChainFitResult) -> Scene:
-    """The (possibly empty) 3D scene of ``result``."""
-    return session.scenes.scene(scene_name(TITLE, result.run_id or "latest"), kind="model", ndisplay=3,
-                                run_id=result.run_id)
+    """The (possibly empty) scene of ``result``: 3D, or 2D for planar chains (the box with two arms)."""
+    return session.scenes.scene(scene_name(TITLE, result.run_id or "latest"), kind="model",
+                                ndisplay=2 if result.planar else 3, run_id=result.run_id)
 
 
 def present_steps(session: Any, result: ChainFitResult, *, show: bool = True, particle: int = 0,
@@ -77,6 +77,8 @@ def show_particle_steps(session: Any, scene: Scene, result: ChainFitResult, i: i
     yield from _chain(session, scene, "fit", chains[i])
     yield from _chain(session, scene, "reference", result.reference.coords_a)
     dataset = session.dataset
+    if result.planar and getattr(dataset, "coords", None) is not None and len(dataset.coords) == len(chains):
+        yield from _chain(session, scene, "truth", np.asarray(dataset.coords[i]))  # the toy's own frame
     rows = dataset_rows(result, dataset)
     if rows is None:
         return
@@ -105,6 +107,7 @@ def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray):
 
     zyx = np.ascontiguousarray(np.asarray(coords_xyz)[:, ::-1], dtype=np.float64)
     name, colour = f"{LAYER_PREFIX} {kind}", COLOURS[kind]
+    labels = _LABELS[-zyx.shape[1]:]  # (y, x) for planar chains
 
     def set_points(layer):
         layer.data = zyx
@@ -114,10 +117,10 @@ def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray):
 
     session.scenes.put(scene, f"{name} path", lambda: Vectors(backbone_vectors(zyx), edge_color=colour,
                                                               edge_width=0.8, vector_style="line",
-                                                              axis_labels=_LABELS), set_path)
+                                                              axis_labels=labels), set_path)
     yield
     session.scenes.put(scene, name, lambda: Points(zyx, size=2.5, face_color=colour, border_width=0,
-                                                   axis_labels=_LABELS), set_points)
+                                                   axis_labels=labels), set_points)
     yield
 
 

@@ -312,7 +312,10 @@ class ChainFitWidget(Container):
         ref = self.result.reference
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_chains_pdb(path, self.chains, resnames=ref.resnames, resids=ref.resids)
+            chains = self.chains
+            if chains.shape[-1] == 2:  # planar chains (the box with two arms) in the z = 0 plane
+                chains = np.concatenate([chains, np.zeros(chains.shape[:-1] + (1,), chains.dtype)], axis=-1)
+            write_chains_pdb(path, chains, resnames=ref.resnames, resids=ref.resids)
         except (OSError, ValueError) as err:
             self.info.value = f"export failed: {err}"
             return None

@@ -27,6 +27,11 @@ def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None =
     inputs = inputs or {}
     if "eigenvectors" not in inputs:
         raise ValueError("inputs: the chain fit needs 'eigenvectors' (a spectral run)")
+    if getattr(dataset, "low_dim", None) is not None:  # the planar box with two arms (§3.1)
+        from napari_cryohet.stages.chainfit.planar import run_chainfit_2d
+
+        return run_chainfit_2d(dataset, config, eigenvectors=inputs["eigenvectors"], run_dir=run_dir,
+                               progress=progress, cancel=cancel, on_epoch=getattr(progress, "on_epoch", None))
     return run_chainfit(dataset, config, eigenvectors=inputs["eigenvectors"], run_dir=run_dir,
                         progress=progress, cancel=cancel)
 
@@ -40,7 +45,8 @@ def default_spectral_config(n_eigenvectors: int, dataset: Any = None) -> Any:
 
     config_cls = stage_spec("spectral").config
     truth = getattr(dataset, "ground_truth", None) or {}
-    representation = "lowres_volumes" if dataset is None or "coords_a" in truth else "pca_images"
+    simulated = dataset is None or "coords_a" in truth or getattr(dataset, "low_dim", None) is not None
+    representation = "lowres_volumes" if simulated else "pca_images"
     return config_cls(n_eigenvectors=max(int(config_cls().n_eigenvectors), int(n_eigenvectors)),
                       representation=representation)
 
