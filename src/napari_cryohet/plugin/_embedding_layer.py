@@ -81,7 +81,7 @@ def embedding_points(data: np.ndarray, *, name: str, columns: dict[str, np.ndarr
     data = np.asarray(data, dtype=np.float64)
     features = pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}) if columns else None
     return Points(data, name=name, size=_size(data), features=features, border_width=0, face_color="#4fc3f7",
-                  out_of_slice_display=True, axis_labels=axis_labels,
+                  axis_labels=axis_labels,
                   metadata={"cryohet_indices": np.asarray(indices, dtype=np.int64)})
 
 

@@ -87,6 +87,21 @@ def equal_spread(embedding: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
+def _put_density(session: Any, scene: Scene, name: str, data: np.ndarray, scale: tuple, translate: tuple,
+                 labels: tuple) -> None:
+    """The scene's density image ``name`` (maximum intensity, :func:`density_limits`), made or updated."""
+    from napari.layers import Image
+
+    limits = density_limits(data)
+
+    def update(layer):
+        layer.data = data
+        layer.contrast_limits = limits
+
+    session.scenes.put(scene, name, lambda: Image(data, scale=scale, translate=translate, rendering="mip",
+                                                  colormap="gray", contrast_limits=limits, axis_labels=labels), update)
+
+
 def _centred(d: int, apix: float) -> tuple[float, float, float]:
     return (-(d // 2) * apix,) * 3
 
@@ -94,7 +109,7 @@ def _centred(d: int, apix: float) -> tuple[float, float, float]:
 def show_volume(session: Any, result: Any, volume: np.ndarray, surface: tuple[np.ndarray, np.ndarray],
                 *, show: bool = False) -> Scene:
     """The decoded ``volume`` (and its iso-surface, vertices in Å from voxel 0) in the run's volume scene."""
-    from napari.layers import Image, Surface
+    from napari.layers import Surface
 
     apix, d = float(result.apix), volume.shape[-1]
     shift = np.asarray(_centred(d, apix))
@@ -102,15 +117,7 @@ def show_volume(session: Any, result: Any, volume: np.ndarray, surface: tuple[np
     verts = np.asarray(verts, dtype=np.float32) + shift.astype(np.float32)
     scene = session.scenes.scene(scene_name("VAE decoded volume", result.run_id or "latest"), kind="volume",
                                  ndisplay=3, run_id=result.run_id)
-    limits = density_limits(volume)
-
-    def update_image(layer):
-        layer.data = volume
-        layer.contrast_limits = limits
-
-    session.scenes.put(scene, VOLUME_LAYER, lambda: Image(volume, scale=(apix,) * 3, translate=tuple(shift),
-                                                          rendering="mip", colormap="gray", contrast_limits=limits,
-                                                          axis_labels=_ZYX), update_image)
+    _put_density(session, scene, VOLUME_LAYER, volume, (apix,) * 3, tuple(shift), _ZYX)
 
     def update_surface(layer):
         layer.data = (verts, faces)
@@ -124,21 +131,13 @@ def show_volume(session: Any, result: Any, volume: np.ndarray, surface: tuple[np
 
 def show_series(session: Any, result: Any, series: np.ndarray, *, show: bool = True) -> Scene:
     """A ``(steps, D, D, D)`` volume series along a latent path; the slider is the conformation."""
-    from napari.layers import Image
 
     apix, d = float(result.apix), series.shape[-1]
     scene = session.scenes.scene(scene_name("VAE volume series", result.run_id or "latest"), kind="volume",
                                  ndisplay=3, run_id=result.run_id)
 
-    limits = density_limits(series)
-
-    def update(layer):
-        layer.data = series
-        layer.contrast_limits = limits
-
-    session.scenes.put(scene, PATH_VOLUME_LAYER, lambda: Image(
-        series, scale=(1.0,) + (apix,) * 3, translate=(0.0, *_centred(d, apix)), rendering="mip", colormap="gray",
-        contrast_limits=limits, axis_labels=("conformation along the path", *_ZYX)), update)
+    _put_density(session, scene, PATH_VOLUME_LAYER, series, (1.0,) + (apix,) * 3, (0.0, *_centred(d, apix)),
+                 ("conformation along the path", *_ZYX))
     if show:
         session.scenes.show(scene)
     return scene

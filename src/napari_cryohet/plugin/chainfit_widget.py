@@ -32,7 +32,7 @@ from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._runner import StageRunner
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
-from napari_cryohet.plugin.session import Session
+from napari_cryohet.plugin.session import Session, export_target
 from napari_cryohet.stages.chainfit import (
     ChainFitConfig,
     ChainFitResult,
@@ -300,26 +300,16 @@ class ChainFitWidget(Container):
         if self.result is None or self.chains is None:
             self.info.value = "nothing to export: fit first"
             return None
-        text = str(self.export_path.line_edit.value or "").strip()
-        if text in ("", "."):
-            self.info.value = "export: choose a file name in 'export to' first"
-            return None
-        path = Path(text).expanduser()
-        if path.is_dir():
-            self.info.value = f"export: {path} is a folder; give a file name ending in .pdb"
-            return None
-        path = path if path.suffix.lower() == ".pdb" else path.with_suffix(".pdb")
         ref = self.result.reference
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = export_target(self.export_path.line_edit.value, ".pdb")
             chains = self.chains
             if chains.shape[-1] == 2:  # planar chains (the box with two arms) in the z = 0 plane
                 chains = np.concatenate([chains, np.zeros(chains.shape[:-1] + (1,), chains.dtype)], axis=-1)
             write_chains_pdb(path, chains, resnames=ref.resnames, resids=ref.resids)
         except (OSError, ValueError) as err:
-            self.info.value = f"export failed: {err}"
+            self.info.value = f"export failed: {err}" if not str(err).startswith("export:") else str(err)
             return None
-        path = path.resolve()
         self.info.value = f"wrote {len(self.chains)} models to {path}"
         return path
 

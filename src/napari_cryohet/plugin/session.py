@@ -50,7 +50,7 @@ from napari_cryohet.stages.protocol import (
 from napari_cryohet.stages.registry import stage_spec
 from napari_cryohet.stages.workspace import WORKSPACE_FILE, Workspace, dataset_source
 
-__all__ = ["Session", "run_summary", "IN_MEMORY"]
+__all__ = ["Session", "run_summary", "export_target", "IN_MEMORY"]
 
 #: Marks run ids of results kept in memory (no workspace folder): ``"spectral/in-memory-1"``.
 IN_MEMORY = "in-memory"
@@ -367,20 +367,30 @@ class Session:
         """Write the selected particles (every original column) as a RELION ``.star``; returns the full path."""
         from napari_cryohet.io.write_particles import write_dataset_star
 
-        text = str(path or "").strip()
-        if text in ("", "."):
-            raise ValueError("export: choose a file name for the .star file first")
+        target = export_target(path, ".star")
         rows = self.selected_rows()
         if not len(rows):
             raise ValueError("export: no particles selected (select points in an embedding first)")
-        target = Path(text).expanduser()
-        if target.is_dir():
-            raise ValueError(f"export: {target} is a folder; give a file name ending in .star")
-        if target.suffix.lower() != ".star":
-            target = target.with_suffix(".star")
-        target.parent.mkdir(parents=True, exist_ok=True)
         write_dataset_star(target, self.dataset.subset(rows))
-        return target.resolve()
+        return target
+
+
+def export_target(path: Any, suffix: str) -> Path:
+    """The full path an export writes to: ``path`` with ``suffix`` (its folder made).
+
+    Raises ``ValueError`` saying what to give when ``path`` is empty or a folder (every
+    export button of the plugin refuses those with this message, not a traceback).
+    """
+    text = str(path or "").strip()
+    if text in ("", "."):
+        raise ValueError(f"export: choose a file name for the {suffix} file first")
+    target = Path(text).expanduser()
+    if target.is_dir():
+        raise ValueError(f"export: {target} is a folder; give a file name ending in {suffix}")
+    if target.suffix.lower() != suffix:
+        target = target.with_suffix(suffix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.resolve()
 
 
 def stack_layer(dataset: Any, name: str) -> Any:

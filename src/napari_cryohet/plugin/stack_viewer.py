@@ -57,7 +57,7 @@ from napari_cryohet.plugin._particle_filter import _filter_rows
 from napari_cryohet.plugin._particle_metadata import format_metadata, particle_metadata
 from napari_cryohet.plugin._particle_table import ParticleTableModel, display_table
 from napari_cryohet.plugin._reader import DATASET_KEY
-from napari_cryohet.plugin.session import Session
+from napari_cryohet.plugin.session import Session, export_target
 
 if TYPE_CHECKING:
     import napari
@@ -341,18 +341,10 @@ class StackViewerWidget(QWidget):
             rows = self.selected_rows()
             if len(rows) == 0:
                 rows = self.visible_rows
-        text = str(path or "").strip()
-        if text in ("", "."):
-            raise ValueError("export: choose a file name for the .star file first")
-        path = Path(text).expanduser()
-        if path.is_dir():
-            raise ValueError(f"export: {path} is a folder; give a file name ending in .star")
-        if path.suffix.lower() != ".star":
-            path = path.with_suffix(".star")
+        path = export_target(path, ".star")
         if len(rows) == 0:
             raise ValueError("export: no particles to write (the filter matches none)")
         write_dataset_star(path, self.dataset.subset(np.asarray(rows, dtype=np.int64)))
-        path = path.resolve()
         self.filter_status.setText(f"exported {len(rows)} particles to {path}")
         return path
 
