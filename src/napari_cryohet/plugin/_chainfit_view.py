@@ -4,8 +4,8 @@
 scene of its own (Å, origin at the box centre — the frame of decoded volumes too, so a
 chain sits inside its density): for the particle shown, the fitted Cα chain (orange),
 its ground truth when the data are simulated (cyan) and the known reference conformation
-(magenta), each as atoms (points) and a backbone trace (one line per bond); beside them the
-particle image and the projection of the fit through its CTF (Esteve-Yagüe et al. 2022,
+(magenta), each as atoms (points) and a backbone trace (one line per bond); to their right
+the particle image above the projection of the fit through its CTF (Esteve-Yagüe et al. 2022,
 eq. 2.10), so the fit can be judged by eye. :class:`ChainPlots` draws the loss and error
 curves (eq. 2.11 per pixel; mean and largest atom error against the truth, eq. 3.7 / 3.6).
 """
@@ -88,9 +88,11 @@ def show_particle_steps(session: Any, scene: Scene, result: ChainFitResult, i: i
     apix = float(dataset.apix)
     field = dataset.box_size * apix
     position = int(rows[i])
-    _image(session, scene, "particle", dataset.get_images(position), apix, offset_a=field)
+    # a column to the right of the chains: the particle above, the fit's projection below
+    _image(session, scene, "particle", dataset.get_images(position), apix, offset_a=(-field / 2, field))
     yield
-    _image(session, scene, "projection", predict_images(result, dataset, [position])[0], apix, offset_a=2 * field)
+    _image(session, scene, "projection", predict_images(result, dataset, [position])[0], apix,
+           offset_a=(field / 2, field))
     yield
 
 
@@ -124,11 +126,13 @@ def _chain(session: Any, scene: Scene, kind: str, coords_xyz: np.ndarray):
     yield
 
 
-def _image(session: Any, scene: Scene, kind: str, image: np.ndarray, apix: float, offset_a: float) -> None:
+def _image(session: Any, scene: Scene, kind: str, image: np.ndarray, apix: float,
+           offset_a: tuple[float, float]) -> None:
+    """Image layer ``chainfit <kind>`` with its centre at ``offset_a`` (y, x) Å from the chains' origin."""
     from napari.layers import Image
 
     d = image.shape[-1]
-    translate = (-(d // 2) * apix, offset_a - (d // 2) * apix)
+    translate = (offset_a[0] - (d // 2) * apix, offset_a[1] - (d // 2) * apix)
 
     def update(layer):
         layer.data = image
