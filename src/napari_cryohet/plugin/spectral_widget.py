@@ -143,26 +143,36 @@ class SpectralWidget(Container):
         def job(progress, cancel):
             return session.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
 
-        self.runner.start(job, self.show_result)
+        self.runner.start(job, self.show_result_steps)
 
     def show_result(self, result: SpectralResult, *, show: bool = True) -> None:
         """Draw ``result`` in its scene, plot the spectrum; the form shows its settings."""
+        for _ in self.show_result_steps(result, show=show):
+            pass
+
+    def show_result_steps(self, result: SpectralResult, *, show: bool = True):
+        """:meth:`show_result` as a generator: the runner gives the event loop a turn between
+        the plot, building the layer and showing its scene."""
         self.result = result
         self.form.set_config(result.config)
         k = result.eigenvectors.shape[1]
         for w in (self.phi_a, self.phi_b, self.phi_c):
             w.max = k - 1
+        self._plot_eigenvalues()
+        yield
         first = self.layer is None
-        self.scene = present(self.session, result, show=show, triple=self.triple())
-        self.color_by.reset_choices()
+        self.scene = present(self.session, result, show=False, triple=self.triple(),
+                             colour_by=None if first else self.color_by.value)
+        yield
         columns = [c for _, c in self._colour_choices()]
-        if first or self.color_by.value not in columns:
-            with self.color_by.changed.blocked():  # present() coloured the points already
+        with self.color_by.changed.blocked():  # present() coloured the points already
+            self.color_by.reset_choices()
+            if first or self.color_by.value not in columns:
                 self.color_by.value = preferred_column(columns)
-        self.update_colors()
         where = f" (run {result.run_id}" + (f": {result.run_note}" if result.run_note else "") + ")"
         self.info.value = f"{len(result.indices)} particles, {k} eigenvectors{where}"
-        self._plot_eigenvalues()
+        if show:
+            self.session.scenes.show(self.scene)
 
     @property
     def layer(self):

@@ -221,7 +221,7 @@ class VAEExplorerWidget(Container):
         def job(progress, cancel):
             return session.run("vae", cfg, inputs=inputs, dataset=dataset, progress=progress, cancel=cancel)
 
-        self.runner.start(job, self.set_result)
+        self.runner.start(job, self.set_result_steps)
 
     def load_result(self, folder: str | Path) -> None:
         """Load a trained VAE: a run folder (``<workspace>/vae/0001``), a workspace (its newest
@@ -233,9 +233,18 @@ class VAEExplorerWidget(Container):
 
     def set_result(self, result: VAEResult, *, show: bool = True) -> None:
         """Show a trained result's latents (and the settings that produced it in the form)."""
+        for _ in self.set_result_steps(result, show=show):
+            pass
+
+    def set_result_steps(self, result: VAEResult, *, show: bool = True):
+        """:meth:`set_result` as a generator (the runner yields to the event loop between steps)."""
         self.result = result
         self.form.set_config(result.config)
-        self.scene = present(self.session, result, show=show)
+        yield
+        self.scene = present(self.session, result, show=False)
+        yield
+        if show:
+            self.session.scenes.show(self.scene)
         self.embedding = np.asarray(self.layer.data)
         if not getattr(self.layer, "_cryohet_vae_linked", False):
             self.layer.selected_data.events.items_changed.connect(self._on_select)
