@@ -49,7 +49,7 @@ def present_steps(session: Any, result: ChainFitResult, *, show: bool = True, pa
     scene = result_scene(session, result)
     yield from show_particle_steps(session, scene, result, particle, chains=chains)
     if show:
-        session.scenes.show(scene)
+        yield from session.scenes.show_steps(scene)
 
 
 def dataset_rows(result: ChainFitResult, dataset: Any) -> np.ndarray | None:

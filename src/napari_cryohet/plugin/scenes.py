@@ -148,6 +148,14 @@ class SceneManager:
     def show(self, scene: Scene | str, *, frame: bool = True) -> Scene:
         """Make ``scene`` the one in the viewer: its layers in, every other scene's out,
         its 2D/3D set, the camera framed on it."""
+        for _ in self.show_steps(scene, frame=frame):
+            pass
+        return self.current
+
+    def show_steps(self, scene: Scene | str, *, frame: bool = True):
+        """:meth:`show` as a generator, one layer per step: a widget's result handler yields
+        to the event loop between them (each new layer builds its drawing, under software
+        OpenGL a fraction of a second), so the window keeps answering."""
         scene = self.scenes[scene] if isinstance(scene, str) else scene
         self._switching = True
         try:
@@ -158,13 +166,16 @@ class SceneManager:
             for layer in scene.layers:
                 if layer not in self.viewer.layers:
                     self._insert(layer)
+                    self._apply_ndisplay()
+                    self._switching = False
+                    yield
+                    self._switching = True
             self._apply_ndisplay()
         finally:
             self._switching = False
         if frame:
             self.frame()
         self.changed.emit(scene.name)
-        return scene
 
     def frame(self) -> None:
         """Fit the camera to the current scene's visible layers (angles reset in 3D)."""
