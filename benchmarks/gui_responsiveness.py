@@ -71,6 +71,17 @@ def _wait_idle(runner, timeout_s: float = 600.0) -> None:
         time.sleep(0.01)
 
 
+def _docked(viewer, widget_cls, name: str, ds, *, epochs: int | None = None):
+    """A stage widget docked in ``viewer`` on ``ds`` (``epochs`` set when given), Qt settled."""
+    w = widget_cls(viewer)
+    viewer.window.add_dock_widget(w, name=name)
+    w.set_dataset(ds)
+    if epochs is not None:
+        w.form.epochs.value = epochs
+    _settle()
+    return w
+
+
 def run_stages(quick: bool, stages: list[str], diagnose: bool = False) -> tuple[dict, str]:
     import napari
 
@@ -94,22 +105,12 @@ def run_stages(quick: bool, stages: list[str], diagnose: bool = False) -> tuple[
         if "chainfit" in stages:
             from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
 
-            w = ChainFitWidget(viewer)
-            viewer.window.add_dock_widget(w, name="chain fit")
-            w.set_dataset(ds)
-            if quick:
-                w.form.epochs.value = 4
-            _settle()
+            w = _docked(viewer, ChainFitWidget, "chain fit", ds, epochs=4 if quick else None)
             out["chainfit"] = measure_job(w.runner, w.run)
         if "vae" in stages or "umap" in stages:
             from napari_cryohet.plugin.vae_widget import VAEExplorerWidget
 
-            w = VAEExplorerWidget(viewer)
-            viewer.window.add_dock_widget(w, name="VAE")
-            w.set_dataset(ds)
-            if quick:
-                w.form.epochs.value = 2
-            _settle()
+            w = _docked(viewer, VAEExplorerWidget, "VAE", ds, epochs=2 if quick else None)
             result = measure_job(w.runner, w.run)
             if "vae" in stages:
                 out["vae"] = result
