@@ -159,8 +159,13 @@ class SceneManager:
         scene = self.scenes[scene] if isinstance(scene, str) else scene
         self._switching = True
         try:
-            self._remove([layer for layer in self.viewer.layers
-                          if self.owner(layer) is not None and self.owner(layer) is not scene])
+            leaving = [layer for layer in self.viewer.layers
+                       if self.owner(layer) is not None and self.owner(layer) is not scene]
+            self._remove(leaving)
+            if leaving:
+                self._switching = False
+                yield
+                self._switching = True
             self.current = scene
             self.viewer.dims.ndisplay = scene.ndisplay
             for layer in scene.layers:

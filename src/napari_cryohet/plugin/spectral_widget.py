@@ -172,7 +172,7 @@ class SpectralWidget(Container):
         where = f" (run {result.run_id}" + (f": {result.run_note}" if result.run_note else "") + ")"
         self.info.value = f"{len(result.indices)} particles, {k} eigenvectors{where}"
         if show:
-            self.session.scenes.show(self.scene)
+            yield from self.session.scenes.show_steps(self.scene)
 
     @property
     def layer(self):

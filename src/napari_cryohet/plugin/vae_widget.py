@@ -244,7 +244,7 @@ class VAEExplorerWidget(Container):
         self.scene = present(self.session, result, show=False)
         yield
         if show:
-            self.session.scenes.show(self.scene)
+            yield from self.session.scenes.show_steps(self.scene)
         self.embedding = np.asarray(self.layer.data)
         if not getattr(self.layer, "_cryohet_vae_linked", False):
             self.layer.selected_data.events.items_changed.connect(self._on_select)
