@@ -32,6 +32,7 @@ def assembly_classes(
     classes: tuple[tuple[str, ...], ...] = (("CORE", "NMP", "LID"), ("CORE", "NMP"), ("CORE", "LID"), ("CORE",)),
     class_probabilities: tuple[float, ...] | None = None,
     frame: int = 0,
+    frames: tuple[int, ...] | None = None,
     box_size: int = 64,
     apix: float = 1.5,
     sigma_a: float = 1.5,
@@ -56,6 +57,13 @@ def assembly_classes(
     drawn with ``class_probabilities`` (default uniform); images follow the forward model
     of 003 eq. 2.1–2.2 (projection, CTF, noise).
 
+    ``frames`` mixes composition with conformation: every domain set of ``classes`` in
+    every trajectory frame of ``frames`` is a class (e.g. ``frames=(0, 101)`` with the
+    default classes gives 8: {closed, open} × {complete, −LID, −NMP, CORE}), named
+    ``"frame 0: CORE+NMP"``; ``class_probabilities`` then has one entry per such class,
+    frames outermost. This is the mixed heterogeneity of the clustering/refinement
+    benchmark (Silvera Coeff 2025, §4.1; issue "clustering/refinement loop").
+
     Ground truth
     ------------
     ``state``
@@ -71,16 +79,23 @@ def assembly_classes(
         str; ``global/atom_weights`` ``(M,)`` atomic numbers.
     """
     heavy = load_adk_heavy()
-    if not 0 <= frame < len(heavy["coords"]):
-        raise ValueError(f"frame must lie in [0, {len(heavy['coords'])}), got {frame}")
-    coords = heavy["coords"][frame]  # (M, 3)
+    frame_list = (int(frame),) if frames is None else tuple(int(f) for f in frames)
+    for f in frame_list:
+        if not 0 <= f < len(heavy["coords"]):
+            raise ValueError(f"frame must lie in [0, {len(heavy['coords'])}), got {f}")
+    coords = heavy["coords"][frame_list[0]]  # (M, 3): the reference conformation
     domains = _domain_of(heavy["resids"])
     for c in classes:
         unknown = set(c) - set(ADK_DOMAINS)
         if unknown or not c:
             raise ValueError(f"classes: each class must be a non-empty subset of {sorted(ADK_DOMAINS)}, got {c}")
-    masks = np.stack([np.isin(domains, list(c)) for c in classes])  # (C, M)
-    n_classes = len(classes)
+    domain_masks = np.stack([np.isin(domains, list(c)) for c in classes])  # (C0, M)
+    masks = np.concatenate([domain_masks] * len(frame_list))  # (C, M), frames outermost
+    class_coords = np.concatenate([np.broadcast_to(heavy["coords"][f], (len(classes), *coords.shape))
+                                   for f in frame_list])  # (C, M, 3)
+    names = ["+".join(c) for c in classes]
+    class_names = names if frames is None else [f"frame {f}: {n}" for f in frame_list for n in names]
+    n_classes = len(class_names)
     if class_probabilities is None:
         probs = np.full(n_classes, 1.0 / n_classes)
     else:
@@ -94,14 +109,16 @@ def assembly_classes(
     truth = {
         "state": state,
         "global/class_masks": masks,
-        "global/class_names": np.array(["+".join(c) for c in classes]),
+        "global/class_names": np.array(class_names),
         "global/reference_coords_a": coords,
         "global/atom_domains": domains,
         "global/atom_weights": heavy["weights"],
     }
-    truth["global/volumes"] = _volumes(np.broadcast_to(coords, (n_classes, *coords.shape)), d=box_size, apix=apix,
+    if frames is not None:
+        truth["global/class_frames"] = np.repeat(np.asarray(frame_list, dtype=np.int64), len(classes))
+    truth["global/volumes"] = _volumes(class_coords, d=box_size, apix=apix,
                                        sigma_a=sigma_a, weights=class_weights, device=device, progress=progress)
-    model = AtomicModel(coords_a=np.broadcast_to(coords, (n_classes, *coords.shape)).copy(), sigma_a=sigma_a,
+    model = AtomicModel(coords_a=np.ascontiguousarray(class_coords), sigma_a=sigma_a,
                         conformation=state, weights=class_weights, truth=truth, store_coords=False)
     return _simulate_dataset("assembly_classes", model, box_size=box_size, apix=apix, snr=snr,
                              voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast,
