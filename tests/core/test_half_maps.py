@@ -8,12 +8,11 @@ from napari_cryohet.core.atoms import gaussian_density_3d
 from napari_cryohet.core.fsc import fourier_shell_correlation
 from napari_cryohet.core.half_maps import (
     HalfSetError,
-    _volume_from_sums,
     assign_half_sets,
     reconstruct_half_maps,
 )
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
-from napari_cryohet.core.reconstruct import backproject_images
+from napari_cryohet.core.reconstruct import backproject_images, volume_from_sums
 from napari_cryohet.core.rotation import random_rotations
 
 D, APIX, SIGMA, N = 32, 3.0, 3.0, 2000
@@ -95,7 +94,7 @@ def test_ctf_shifts_and_weights(views):
     num_w, den_w = backproject_images(torch.cat([observed[idx]] * 2), torch.cat([rot[idx]] * 2), apix=APIX,
                                       ctf={k: torch.cat([v[idx]] * 2) for k, v in ctf.items()},
                                       shifts_a=torch.cat([shifts_a[idx]] * 2), pad_factor=1)
-    expected_full = _volume_from_sums(num_w, den_w, D, 1e-3)
+    expected_full = volume_from_sums(num_w, den_w, D, wiener_eps=1e-3)
     _, _, full_w = reconstruct_half_maps(observed, rot, shifts_a, ctf, APIX, halves, device="cpu", pad_factor=1,
                                          weights=w)
     assert float((full_w - expected_full).abs().max()) < 1e-4 * float(expected_full.abs().max())

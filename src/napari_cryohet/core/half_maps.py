@@ -8,11 +8,10 @@ particles: its Fourier sums are those of the two halves added, divided once.
 
 Reconstruction is :func:`napari_cryohet.core.reconstruct.backproject_images` (CTF-Wiener
 Fourier backprojection). Per-particle weights (e.g. GMM memberships) multiply each image's
-contribution ``CTF·Y`` *and* its ``CTF²`` weight, so a particle with weight ``w`` counts
-as ``w`` of a particle in the Wiener ratio ``Σ w·CTF·Y / (Σ w·CTF² + ε)``.
-``backproject_images`` has no per-image weights yet, so the weighted path
-(:func:`_backproject_weighted`) re-states its loop with ``w`` folded into the slice and
-its weights; with all weights 1 both paths give the same sums (tested).
+contribution ``CTF·Y`` *and* its ``CTF²`` weight (``backproject_images(weights=...)``), so
+a particle with weight ``w`` counts as ``w`` of a particle in the Wiener ratio
+``Σ w·CTF·Y / (Σ w·CTF² + ε)``; with all weights 1 the sums equal the unweighted ones
+(tested).
 """
 
 from __future__ import annotations
@@ -20,11 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
+from napari_cryohet.core.ctf import CTF_KEYS
 from napari_cryohet.core.device import select_device
-from napari_cryohet.core.fft import fft2_centered, fftfreq_grid_3d, ifft3_centered, phase_shift_2d
-from napari_cryohet.core.reconstruct import backproject_images
-from napari_cryohet.core.slice import insert_central_slices
+from napari_cryohet.core.reconstruct import backproject_images, volume_from_sums
 
 __all__ = ["HalfSetError", "assign_half_sets", "reconstruct_half_maps"]
 
@@ -93,64 +90,6 @@ def _take_ctf(ctf: dict | None, idx: np.ndarray) -> dict | None:
         value = torch.as_tensor(value)
         out[key] = value[torch.as_tensor(idx, dtype=torch.long, device=value.device)] if value.dim() > 0 else value
     return out
-
-
-def _backproject_weighted(images, rotations, weights, *, apix, ctf, shifts_a, pad_factor, batch, device):
-    """``Σ w·CTF·Y`` and ``Σ w·CTF²`` on the padded grid (``backproject_images`` with weights).
-
-    Same loop, padding and conventions as
-    :func:`napari_cryohet.core.reconstruct.backproject_images` (validated there for the
-    unweighted case); ``weights`` is ``(N,)``.
-    """
-    dev = torch.device(device)
-    n, d = images.shape[0], int(images.shape[-1])
-    dp = d * int(pad_factor)
-    lo = dp // 2 - d // 2
-    dtype = images.dtype if isinstance(images, torch.Tensor) and images.dtype == torch.float64 else torch.float32
-    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    numerator = torch.zeros(dp, dp, dp, dtype=cdtype, device=dev)
-    acc_w = torch.zeros(dp, dp, dp, dtype=dtype, device=dev)
-    weights = torch.as_tensor(weights, device=dev, dtype=dtype)
-    step = max(1, int(batch))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        img = torch.as_tensor(images[start:stop], device=dev, dtype=dtype)  # (b, D, D)
-        padded = torch.zeros(stop - start, dp, dp, dtype=dtype, device=dev)  # (b, dp, dp)
-        padded[:, lo:lo + d, lo:lo + d] = img
-        spectra = fft2_centered(padded)
-        if shifts_a is not None:
-            shifts = torch.as_tensor(shifts_a[start:stop], device=dev, dtype=dtype)
-            spectra = phase_shift_2d(spectra, shifts / float(apix))
-        w = weights[start:stop, None, None]  # (b, 1, 1)
-        if ctf is not None:
-            params = {}
-            for key, value in ctf.items():
-                value = torch.as_tensor(value, device=dev, dtype=dtype)
-                params[key] = value[start:stop] if value.dim() > 0 else value
-            c = compute_ctf_2d(dp, float(apix), device=dev, **params).expand(stop - start, dp, dp)
-            spectra = spectra * c * w
-            slice_weights = c * c * w
-        else:
-            spectra = spectra * w
-            slice_weights = w.expand(stop - start, dp, dp)
-        rot = torch.as_tensor(rotations[start:stop], device=dev, dtype=dtype)
-        num_b, w_b = insert_central_slices(spectra, rot, dp, slice_weights=slice_weights.contiguous())
-        numerator += num_b
-        acc_w += w_b
-    return numerator, acc_w
-
-
-def _volume_from_sums(numerator: torch.Tensor, weights: torch.Tensor, d: int, wiener_eps: float) -> torch.Tensor:
-    """The division of :func:`napari_cryohet.core.reconstruct.reconstruct_volume`, on given sums."""
-    dp = numerator.shape[-1]
-    filled = weights > 0
-    mean_w = weights[filled].mean() if bool(filled.any()) else torch.ones((), dtype=weights.dtype)
-    volume_ft = numerator / (weights + float(wiener_eps) * mean_w)
-    radius = fftfreq_grid_3d(dp, device=weights.device, dtype=weights.dtype).norm(dim=-1) * dp
-    volume_ft = torch.where(radius < dp / 2.0, volume_ft, torch.zeros_like(volume_ft))
-    volume = ifft3_centered(volume_ft).real
-    lo = dp // 2 - d // 2
-    return volume[lo:lo + d, lo:lo + d, lo:lo + d].contiguous()
 
 
 def reconstruct_half_maps(
@@ -235,18 +174,15 @@ def reconstruct_half_maps(
         args = dict(apix=apix, ctf=_take_ctf(ctf, idx), shifts_a=None if shifts_a is None else _take(shifts_a, idx),
                     pad_factor=pad_factor, batch=batch, device=dev)
         imgs, rots = _take(images, idx), _take(torch.as_tensor(rotations), idx)
-        if w_np is None:
-            sums.append(backproject_images(imgs, rots, **args))
-        else:
-            sums.append(_backproject_weighted(imgs, rots, w_np[idx], **args))
+        sums.append(backproject_images(imgs, rots, weights=None if w_np is None else w_np[idx], **args))
     maps = []
     for s in sums:
-        maps.append(torch.zeros(d, d, d, device=dev) if s is None else _volume_from_sums(*s, d, wiener_eps))
+        maps.append(torch.zeros(d, d, d, device=dev) if s is None else volume_from_sums(*s, d, wiener_eps=wiener_eps))
     present = [s for s in sums if s is not None]
     if not present:
         full = torch.zeros(d, d, d, device=dev)
     else:
         num = sum(s[0] for s in present)
         wsum = sum(s[1] for s in present)
-        full = _volume_from_sums(num, wsum, d, wiener_eps)
+        full = volume_from_sums(num, wsum, d, wiener_eps=wiener_eps)
     return maps[0], maps[1], full

@@ -20,7 +20,7 @@ from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
 from napari_cryohet.core.fft import fft2_centered, fftfreq_grid_3d, ifft3_centered, phase_shift_2d
 from napari_cryohet.core.slice import insert_central_slices
 
-__all__ = ["reconstruct_volume", "backproject_images"]
+__all__ = ["reconstruct_volume", "backproject_images", "volume_from_sums"]
 
 
 def _as_tensor(x, device, dtype):
@@ -39,12 +39,15 @@ def backproject_images(
     pad_factor: int = 2,
     batch: int = 256,
     device: str | torch.device | None = None,
+    weights=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accumulate ``Σ CTF·Y`` and ``Σ CTF²`` on the padded 3D Fourier grid.
+    """Accumulate ``Σ w·CTF·Y`` and ``Σ w·CTF²`` on the padded 3D Fourier grid.
 
-    Parameters are those of :func:`reconstruct_volume`. Returns ``(numerator, weights)``,
-    both ``(pad_factor·D,)*3`` (complex and real), so that several calls (e.g. streamed
-    batches, half sets) can be summed before :func:`reconstruct_volume`'s division.
+    Parameters are those of :func:`reconstruct_volume`, plus ``weights``: ``None`` or
+    ``(N,)`` non-negative per-particle weights (e.g. a cluster's soft memberships).
+    Returns ``(numerator, weights)``, both ``(pad_factor·D,)*3`` (complex and real), so that
+    several calls (e.g. streamed batches, half sets) can be summed before
+    :func:`volume_from_sums`.
     """
     if isinstance(images, torch.Tensor):
         dev = torch.device(device) if device is not None else images.device
@@ -61,6 +64,8 @@ def backproject_images(
     rotations = torch.as_tensor(rotations)
     if rotations.shape != (n, 3, 3):
         raise ValueError(f"rotations must have shape ({n}, 3, 3), got {tuple(rotations.shape)}")
+    if weights is not None and tuple(weights.shape) != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
     if shifts_a is not None and tuple(shifts_a.shape) != (n, 2):
         raise ValueError(f"shifts_a must have shape ({n}, 2), got {tuple(shifts_a.shape)}")
     if ctf is not None:
@@ -74,7 +79,8 @@ def backproject_images(
         dtype = torch.float64
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
     numerator = torch.zeros(dp, dp, dp, dtype=cdtype, device=dev)
-    weights = torch.zeros(dp, dp, dp, dtype=dtype, device=dev)
+    total = torch.zeros(dp, dp, dp, dtype=dtype, device=dev)
+    particle_w = None if weights is None else _as_tensor(weights, dev, dtype)
     for start in range(0, n, max(1, int(batch))):
         stop = min(n, start + max(1, int(batch)))
         img = _as_tensor(images[start:stop], dev, dtype)  # (b, D, D)
@@ -85,6 +91,7 @@ def backproject_images(
             shifts = _as_tensor(shifts_a[start:stop], dev, dtype)
             spectra = phase_shift_2d(spectra, shifts / float(apix))
         slice_weights = None
+        w = None if particle_w is None else particle_w[start:stop, None, None]  # (b, 1, 1)
         if ctf is not None:
             params = {}
             for key, value in ctf.items():
@@ -94,11 +101,29 @@ def backproject_images(
             c = compute_ctf_2d(dp, float(apix), device=dev, **params).expand(stop - start, dp, dp)
             spectra = spectra * c
             slice_weights = c * c
+        if w is not None:
+            spectra = spectra * w
+            slice_weights = (w if slice_weights is None else slice_weights * w).expand(stop - start, dp, dp)
+            slice_weights = slice_weights.contiguous()
         rot = _as_tensor(rotations[start:stop], dev, dtype)
         num_b, w_b = insert_central_slices(spectra, rot, dp, slice_weights=slice_weights)
         numerator += num_b
-        weights += w_b
-    return numerator, weights
+        total += w_b
+    return numerator, total
+
+
+def volume_from_sums(numerator: torch.Tensor, weights: torch.Tensor, d: int, *, wiener_eps: float = 1e-3) -> torch.Tensor:
+    """The volume from :func:`backproject_images`' sums: ``Σ CTF·Y / (Σ CTF² + ε)`` per Fourier
+    voxel (zero beyond Nyquist), back to real space and cropped to ``(d,)*3``."""
+    dp = numerator.shape[-1]
+    filled = weights > 0
+    mean_w = weights[filled].mean() if bool(filled.any()) else torch.ones((), dtype=weights.dtype)
+    volume_ft = numerator / (weights + float(wiener_eps) * mean_w)
+    radius = fftfreq_grid_3d(dp, device=weights.device, dtype=weights.dtype).norm(dim=-1) * dp
+    volume_ft = torch.where(radius < dp / 2.0, volume_ft, torch.zeros_like(volume_ft))
+    volume = ifft3_centered(volume_ft).real  # the zero-padded volume (slices of padded images)
+    lo = dp // 2 - d // 2
+    return volume[lo:lo + d, lo:lo + d, lo:lo + d].contiguous()
 
 
 def reconstruct_volume(
@@ -146,13 +171,4 @@ def reconstruct_volume(
         images, rotations, apix=apix, ctf=ctf, shifts_a=shifts_a, pad_factor=pad_factor, batch=batch,
         device=device,
     )
-    d = int(images.shape[-1])
-    dp = numerator.shape[-1]
-    filled = weights > 0
-    mean_w = weights[filled].mean() if bool(filled.any()) else torch.ones((), dtype=weights.dtype)
-    volume_ft = numerator / (weights + float(wiener_eps) * mean_w)
-    radius = fftfreq_grid_3d(dp, device=weights.device, dtype=weights.dtype).norm(dim=-1) * dp
-    volume_ft = torch.where(radius < dp / 2.0, volume_ft, torch.zeros_like(volume_ft))
-    volume = ifft3_centered(volume_ft).real  # the zero-padded volume (slices of padded images)
-    lo = dp // 2 - d // 2
-    return volume[lo:lo + d, lo:lo + d, lo:lo + d].contiguous()
+    return volume_from_sums(numerator, weights, int(images.shape[-1]), wiener_eps=wiener_eps)
