@@ -59,6 +59,7 @@ STAGES: dict[str, str | StageSpec] = {
     "spectral": "napari_cryohet.stages.spectral.stage:STAGE",
     "chainfit": "napari_cryohet.stages.chainfit.stage:STAGE",
     "vae": "napari_cryohet.stages.vae.stage:STAGE",
+    "refine": "napari_cryohet.stages.refine.stage:STAGE",
 }
 
 
