@@ -235,12 +235,12 @@ class Session:
 
     def restore(self) -> list[Scene]:
         """Rebuild the scene of every finished run of the workspace; show the newest."""
-        from napari_cryohet.plugin.presenters import present
+        from napari_cryohet.plugin.presenters import PRESENTERS, present
 
         scenes = []
         for manifest in self.workspace.runs() if self.workspace is not None else []:
-            if manifest.get("status") != "done" or manifest.get("stage") == "simulate":
-                continue
+            if manifest.get("status") != "done" or manifest.get("stage") not in PRESENTERS:
+                continue  # the simulator's dataset, and stages with no scene yet
             scenes.append(present(self, self.result(manifest["run_id"]), show=False))
         if scenes:
             self.scenes.show(scenes[-1])
@@ -338,7 +338,7 @@ class Session:
                 cols.update({k: np.asarray(v, dtype=np.float64)[rows] for k, v in own.items()})
             except ParticleMismatchError:
                 pass
-        run_ids = [r for r, _ in self.run_choices(("spectral", "vae", "chainfit"))]
+        run_ids = [r for r, _ in self.run_choices(("spectral", "vae", "chainfit", "refine"))]
         for run_id in reversed(run_ids):
             try:
                 emb = self.embedding(run_id)
