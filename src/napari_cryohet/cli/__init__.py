@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "spectral": "spectral",
     "chainfit": "chainfit",
     "vae": "vae",
+    "refine": "refine",
     "ws": "ws",
 }
 

@@ -133,7 +133,8 @@ class CTFParams:
     def to_torch(self, *, indices=None, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """Fields (optionally at ``indices``) as tensors, keyed by field name."""
         sel = slice(None) if indices is None else indices
-        return {k: torch.as_tensor(np.asarray(v[sel]), dtype=dtype, device=device) for k, v in self.as_dict().items()}
+        # a copy: loaded arrays may be read-only, which torch warns about (and must not write to)
+        return {k: torch.as_tensor(np.array(v[sel]), dtype=dtype, device=device) for k, v in self.as_dict().items()}
 
 
 @dataclass

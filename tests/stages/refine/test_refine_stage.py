@@ -28,7 +28,7 @@ def two_classes():
 
 def test_clusters_match_truth_and_stay_stable(two_classes):
     ds, truth, emb = two_classes
-    config = RefineConfig(embedding="none", n_clusters=2, n_iterations=2, refine_poses=False, min_cluster_size=10,
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=2, refine_poses=False, min_cluster_size=10,
                           device="cpu")
     result = run_refine(ds, config, embedding=emb)
     assert result.labels.shape == (2, len(ds))
@@ -49,7 +49,7 @@ def test_clusters_match_truth_and_stay_stable(two_classes):
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(two_classes, tmp_path):
     ds, truth, emb = two_classes
-    config = RefineConfig(embedding="none", n_clusters=2, n_iterations=3, refine_poses=False, min_cluster_size=10,
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=3, refine_poses=False, min_cluster_size=10,
                           device="cpu", warm_start=False)
     whole = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "whole")
     token = CancelToken()
@@ -72,7 +72,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(two_classes, tmp_path):
 
 def test_result_saves_and_loads(two_classes, tmp_path):
     ds, truth, emb = two_classes
-    config = RefineConfig(embedding="pca", n_components=2, n_clusters=2, n_iterations=1, refine_poses=False,
+    config = RefineConfig(embedding_method="pca", n_components=2, n_clusters=2, n_iterations=1, refine_poses=False,
                           min_cluster_size=10, device="cpu")
     result = run_refine(ds, config, embedding=emb)
     result.save(tmp_path)
@@ -99,7 +99,7 @@ def test_pose_refinement_reduces_a_known_pose_error():
     delta = axis_angle_to_matrix(torch.as_tensor(axes * np.deg2rad(3.0)))
     ds.rotations = (delta @ true_rot).numpy()
     before = geodesic_angle_deg(torch.as_tensor(ds.rotations), true_rot)
-    config = RefineConfig(embedding="none", n_clusters=1, n_iterations=1, sigma_angle_deg=2.0, sigma_shift_a=0.5,
+    config = RefineConfig(embedding_method="none", n_clusters=1, n_iterations=1, sigma_angle_deg=2.0, sigma_shift_a=0.5,
                           resolution_schedule_a=(7.0,), min_cluster_size=10, device="cpu")
     result = run_refine(ds, config, embedding=Embedding.for_dataset(np.zeros((len(ds), 1)), ds))
     after = geodesic_angle_deg(torch.as_tensor(result.rotations), true_rot)

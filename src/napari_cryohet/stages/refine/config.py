@@ -16,12 +16,12 @@ class RefineConfig(StageConfig):
     """embed → cluster → align labels → per-cluster half maps → local pose refinement, repeated."""
 
     STAGE = "refine"
-    PRIMARY: ClassVar[tuple[str, ...]] = ("n_clusters", "n_iterations", "cluster_method", "embedding")
+    PRIMARY: ClassVar[tuple[str, ...]] = ("n_clusters", "n_iterations", "cluster_method", "embedding_method")
 
-    embedding: str = param("pca", choices=tuple(EMBEDDINGS), label="embedding of the input vectors",
+    embedding_method: str = param("pca", choices=tuple(EMBEDDINGS), label="embedding of the input vectors",
                            help="how the input run's per-particle vectors are arranged before clustering: "
-                                "UMAP (McInnes et al. 2018; the thesis' choice, §2.8), PCA, or the vectors as "
-                                "they are")
+                                "UMAP (McInnes et al. 2018; the choice of Silvera Coeff 2025 §2.8), PCA, or the "
+                                "vectors as they are")
     n_components: int = param(3, minimum=1, maximum=50, label="embedding dimensions",
                               help="dimensions of the UMAP or PCA embedding; 2–3 in Silvera Coeff 2025 §2.8")
     cluster_method: str = param("kmeans", choices=tuple(CLUSTERERS), label="clustering method",
@@ -30,10 +30,11 @@ class RefineConfig(StageConfig):
     n_clusters: int = param(4, minimum=1, maximum=100, label="number of clusters",
                             help="clusters for K-Means and GMM (ignored by DBSCAN/HDBSCAN)")
     n_iterations: int = param(2, minimum=1, maximum=50, label="iterations",
-                              help="rounds of cluster → reconstruct → refine poses; the thesis ran 3–5 (§5.2)")
+                              help="rounds of cluster → reconstruct → refine poses; Silvera Coeff 2025 ran 3–5 (§5.2)")
     warm_start: bool = param(True, label="start from the previous clusters",
                              help="K-Means/GMM start from the previous iteration's clusters, so ids stay put "
-                                  "(the thesis' K-Means merged and split clusters between iterations, Fig. 5.19)")
+                                  "(in Silvera Coeff 2025, Fig. 5.19, K-Means merged and split clusters between "
+                                  "iterations)")
     resolution_schedule_a: tuple[float, ...] = param((8.0, 6.0, 4.0), unit="Å", label="refinement resolution",
                                                      help="highest resolution used to refine poses in each "
                                                           "iteration (the last value repeats): frequency marching")
@@ -45,7 +46,7 @@ class RefineConfig(StageConfig):
                                       "0 keeps the shifts")
     refine_poses: bool = param(True, label="refine poses",
                                help="local pose refinement per cluster against that cluster's half map "
-                                    "(§4.1.5, local search only)")
+                                    "(Silvera Coeff 2025 §4.1.5: local search only)")
     min_cluster_size: int = param(20, minimum=2, label="smallest cluster reconstructed",
                                   help="clusters with fewer particles get no map and their particles keep their pose")
     seed: int = param(0, help="random seed of the embedding, the clustering and the half sets")

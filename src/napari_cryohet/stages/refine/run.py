@@ -72,13 +72,13 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
     vectors = embedding.aligned_to(indices)
     n, apix = len(indices), float(dataset.apix)
     device = select_device(config.device)
-    report(progress, 0.0, f"embedding {n} particles ({config.embedding})")
-    embedded = embed_vectors(vectors, config.embedding, n_components=config.n_components, seed=config.seed,
+    report(progress, 0.0, f"embedding {n} particles ({config.embedding_method})")
+    embedded = embed_vectors(vectors, config.embedding_method, n_components=config.n_components, seed=config.seed,
                              progress=None, cancel=cancel)
     halves = _half_sets(dataset, n, config.seed)
-    rotations = torch.as_tensor(np.asarray(dataset.rotations), dtype=torch.float64)
-    shifts = torch.as_tensor(np.zeros((n, 2)) if dataset.shifts_a is None else np.asarray(dataset.shifts_a),
-                             dtype=torch.float64)
+    # copies: the poses are refined in place, and a loaded dataset's arrays may be read-only
+    rotations = torch.tensor(np.array(dataset.rotations, dtype=np.float64))
+    shifts = torch.tensor(np.zeros((n, 2)) if dataset.shifts_a is None else np.array(dataset.shifts_a, dtype=np.float64))
     ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices,
                                                      identity={"input vectors": array_hash(vectors)})
     state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
@@ -89,7 +89,7 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         labels = [row for row in state["labels"].numpy()]
         rotations, shifts = state["rotations"].to(torch.float64), state["shifts_a"].to(torch.float64)
         history, next_id = list(state["history"]), int(state["next_id"])
-    images = torch.as_tensor(np.asarray(dataset.get_images(np.arange(n))), dtype=torch.float32)
+    images = torch.tensor(np.array(dataset.get_images(np.arange(n)), dtype=np.float32))
     ctf = None if dataset.ctf is None else dataset.ctf.to_torch(dtype=torch.float32)
     spec = CLUSTERERS[config.cluster_method]
     params = {"n_clusters": int(config.n_clusters)} if "n_clusters" in [p.name for p in spec.params] else {}
