@@ -106,3 +106,40 @@ def test_pose_refinement_reduces_a_known_pose_error():
     assert float(before.mean()) == pytest.approx(3.0, abs=1e-3)
     assert float(after.mean()) < 0.8 * float(before.mean())  # 3.0° → 2.0° in one iteration
     assert result.history[0]["clusters"]["0"]["mean_angle_change_deg"] > 0.5
+
+
+def test_cluster_export_keeps_every_column_with_refined_poses(tmp_path):
+    """A cluster of the bundled .star written back: exactly its particles, every original
+    column, the refined poses, rlnClassNumber = id + 1 and the run's half sets."""
+    from pathlib import Path
+
+    import starfile
+
+    from napari_cryohet.io.load_particles import load_dataset
+    from napari_cryohet.stages.refine.export import export_cluster_star
+
+    star = Path(__file__).resolve().parents[3] / "sample_data" / "adk_small" / "particles.star"
+    ds = load_dataset(star)
+    truth = np.asarray(ds.ground_truth["state"])
+    emb = Embedding.for_dataset((truth > truth.mean()).astype(float)[:, None] + 0.01 * np.arange(len(ds))[:, None]
+                                / len(ds), ds)
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=1, refine_poses=False,
+                          min_cluster_size=10, device="cpu")
+    result = run_refine(ds, config, embedding=emb)
+    result.rotations = result.rotations[:, :, [1, 0, 2]] * np.array([1.0, 1.0, -1.0])  # a different proper rotation
+    result.shifts_a = result.shifts_a + 0.75
+    out = export_cluster_star(tmp_path / "cluster1.star", ds, result, 1)
+    original = starfile.read(star, always_dict=True)["particles"]
+    written = starfile.read(out, always_dict=True)["particles"]
+    members = np.flatnonzero(result.final_labels == 1)
+    assert len(written) == len(members)
+    assert set(original.columns) <= set(written.columns)
+    assert (written["rlnClassNumber"] == 2).all()
+    np.testing.assert_array_equal(written["rlnRandomSubset"].to_numpy(), result.half_sets[members])
+    # the same images (the stack's path is rewritten relative to the new file's folder)
+    index = [str(v).split("@")[0] for v in written["rlnImageName"]]
+    np.testing.assert_array_equal(index, [str(v).split("@")[0] for v in original["rlnImageName"].to_numpy()[members]])
+    np.testing.assert_allclose(written["rlnDefocusU"].to_numpy(float), original["rlnDefocusU"].to_numpy(float)[members])
+    back = load_dataset(out)
+    np.testing.assert_allclose(back.rotations, result.rotations[members], atol=1e-4)
+    np.testing.assert_allclose(back.shifts_a, result.shifts_a[members], atol=1e-4)
