@@ -31,8 +31,13 @@ def test_refine_from_the_shell_by_run_id(tmp_path, capsys):
     # the clusters split the particles along the first eigenvector they were made from
     phi = w.embedding("spectral/0001").aligned_to(result.particle_indices)[:, 1]
     assert abs(phi[labels == 0].mean() - phi[labels == 1].mean()) > 0.5 * phi.std()
-    # a second identical command reuses the finished run
+    # a second identical command reuses the finished run, and writes each cluster as .star
     assert main(["refine", "--workspace", ws, "--embedding", "spectral/0001", "--embedding-method", "none",
                  "--n-clusters", "2", "--n-iterations", "2", "--no-refine-poses", "--min-cluster-size", "10",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--export-dir", str(tmp_path / "clusters")]) == 0
     assert "refine/0001" in capsys.readouterr().out and len(w.runs("refine")) == 1
+    import starfile
+
+    sizes = [len(starfile.read(tmp_path / "clusters" / f"cluster_{k}.star", always_dict=True)["particles"])
+             for k in (0, 1)]
+    assert sizes == [int((labels == 0).sum()), int((labels == 1).sum())]

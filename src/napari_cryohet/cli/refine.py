@@ -12,6 +12,7 @@ its last finished iteration. The result is kept as a run of the workspace
   cryohet refine --workspace ws --embedding vae/0001 --n-clusters 6 --n-iterations 3
   cryohet refine --workspace ws --embedding vae/0001 --cluster-method hdbscan --embedding-method umap
   cryohet refine --workspace ws --embedding spectral/0002 --no-refine-poses
+  cryohet refine --workspace ws --embedding vae/0001 --export-dir clusters   # one .star per cluster
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_workspace_args(parser, inputs={"embedding": "run id whose per-particle vectors to cluster, e.g. vae/0001 "
                                                     "(VAE latents) or spectral/0001 (eigenvectors)"})
     add_config_args(parser, RefineConfig, title="clustering and refinement settings (Silvera Coeff 2025)")
+    parser.add_argument("--export-dir", metavar="DIR", default=None,
+                        help="also write each cluster as DIR/cluster_<id>.star: its particles with every original "
+                             "column, the refined poses, the class number and the half set")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,6 +46,14 @@ def main(args: argparse.Namespace) -> int:
     ws = open_workspace(args)
     config = config_from_args(RefineConfig, args)
     result = ws.run("refine", config, inputs=input_ids(args), progress=print_progress())
+    if args.export_dir:
+        from pathlib import Path
+
+        from napari_cryohet.stages.refine.export import export_cluster_star
+
+        for k in result.cluster_ids:
+            out = export_cluster_star(Path(args.export_dir) / f"cluster_{int(k)}.star", ws.dataset, result, int(k))
+            print(f"wrote cluster {int(k)} to {out.resolve()}")
     last = result.history[-1]
     parts = [f"cluster {k}: {v['particles']} particles"
              + (f", {v['resolution_a']:.1f} Å" if v.get("resolution_a") else "")
