@@ -20,6 +20,7 @@ PRESENTERS: dict[str, str] = {
     "spectral": "napari_cryohet.plugin._spectral_scene",
     "chainfit": "napari_cryohet.plugin._chainfit_view",
     "vae": "napari_cryohet.plugin._vae_scene",
+    "refine": "napari_cryohet.plugin._refine_scene",
 }
 
 

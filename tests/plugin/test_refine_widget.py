@@ -1,0 +1,108 @@
+"""Headless test of the clustering/refinement widget (issue 13, item 7): two iterations on a
+tiny two-class sample run from the widget's button; the class-map layers equal the result's
+maps, the table equals the run's history, the iteration slider recolours the particles by
+that iteration's clusters, and "Select this cluster" makes the stack viewer show exactly
+that cluster's particles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def _tiny():
+    from napari_cryohet.stages.simulate import assembly_classes
+
+    # complete AdK vs its CORE only: two classes that image PCA separates
+    return assembly_classes(80, classes=(("CORE", "NMP", "LID"), ("CORE",)), box_size=32, apix=3.0, sigma_a=3.0,
+                            snr=1.0)
+
+
+def test_refine_widget_two_iterations(make_napari_viewer, qtbot):
+    from napari_cryohet.plugin import _refine_scene
+    from napari_cryohet.plugin.refine_widget import TABLE_COLUMNS, RefineWidget
+    from napari_cryohet.plugin.session import Session
+    from napari_cryohet.plugin.stack_viewer import StackViewerWidget
+    from napari_cryohet.stages.spectral import SpectralConfig
+
+    viewer = make_napari_viewer()
+    ds = _tiny()
+    session = Session.for_viewer(viewer)
+    session.add_dataset(ds, "tiny")
+    stack = StackViewerWidget(viewer)
+    spectral = session.run("spectral", SpectralConfig(representation="pca_images", n_components=10, k=10,
+                                                      n_eigenvectors=4))
+    session.add_result(spectral)
+
+    widget = RefineWidget(viewer)
+    assert widget.dataset is ds
+    assert widget.workspace.inputs["embedding"].value == spectral.run_id  # the newest embedding run
+    form = widget.form
+    form.n_iterations.value = 2
+    form.refine_poses.value = False
+    form.n_clusters.value = 2
+    form.min_cluster_size.value = 10
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=60000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    result = widget.result
+    assert result.labels.shape == (2, 80) and len(result.cluster_ids) == 2
+
+    # class maps scene: one map + one surface per cluster, side by side, shown in 3D
+    maps = session.scenes.scenes[f"Clustering · {result.run_id}"]
+    assert session.scenes.current is maps and viewer.dims.ndisplay == 3
+    offsets = []
+    for j, k in enumerate(result.cluster_ids):
+        image = maps.layer(f"cluster {k} map")
+        assert image is not None and image in viewer.layers
+        assert image.data.shape == (32, 32, 32)
+        np.testing.assert_array_equal(image.data, result.maps[j])
+        np.testing.assert_allclose(image.scale, (3.0, 3.0, 3.0))
+        offsets.append(image.translate[2])
+        verts = maps.layer(f"cluster {k} surface").data[0]
+        assert len(verts) > 0
+        lo, hi = image.translate[2], image.translate[2] + 31 * 3.0  # the surface lies inside its own map's box
+        assert lo - 1e-3 <= verts[:, 2].min() and verts[:, 2].max() <= hi + 1e-3
+    assert np.diff(offsets).min() >= (32 + 4) * 3.0 - 1e-6  # maps do not overlap
+
+    # table: iterations × clusters with the run's particle counts and resolutions
+    assert [widget.table.horizontalHeaderItem(c).text() for c in range(len(TABLE_COLUMNS))] == list(TABLE_COLUMNS)
+    assert widget.table.rowCount() == sum(len(rec["clusters"]) for rec in result.history) == 4
+    rows = widget.table_rows()
+    for r, (it, k, n, res, stab) in enumerate(rows):
+        entry = result.history[it - 1]["clusters"][str(k)]
+        assert n == entry["particles"] == int((result.labels[it - 1] == k).sum())
+        assert res == pytest.approx(entry["resolution_a"])
+        assert widget.table.item(r, 3).text() == f"{entry['resolution_a']:.2f}"
+        assert (stab is None) == (it == 1)
+    print("table:", rows)
+    # FSC plot: one curve per final map, the corrected FSC
+    lines = widget.fsc_axes.get_lines()
+    for j in range(len(result.cluster_ids)):
+        np.testing.assert_allclose(lines[j].get_ydata(), result.fsc[j])
+
+    # the iteration slider recolours the particles by that iteration's clusters
+    widget.iteration.value = 1
+    layer = widget.points_layer
+    assert session.scenes.current.name == f"Clusters · {result.run_id}" and layer in viewer.layers
+    np.testing.assert_array_equal(layer.features["cluster"].to_numpy(), result.labels[0])
+    np.testing.assert_allclose(layer.face_color, _refine_scene.cluster_colours(result.labels[0]))
+    widget.iteration.value = 2
+    np.testing.assert_array_equal(layer.features["cluster"].to_numpy(), result.labels[1])
+    colours = np.asarray(layer.face_color)
+    for k in result.cluster_ids:  # one colour per cluster, different clusters differ
+        assert np.allclose(colours[result.labels[1] == k], _refine_scene.cluster_colour(int(k)))
+    assert not np.allclose(*[_refine_scene.cluster_colour(int(k)) for k in result.cluster_ids[:2]])
+
+    # select a cluster: the stack viewer shows exactly its particles
+    for k in result.cluster_ids:
+        widget.cluster.value = int(k)
+        widget.select_button.native.click()
+        expected = np.flatnonzero(result.labels[1] == k)  # positions in the dataset (root indices 0..N-1)
+        np.testing.assert_array_equal(session.selection, result.indices[expected])
+        np.testing.assert_array_equal(stack.visible_rows, expected)
+    # selecting points in the clusters layer selects those particles too
+    layer.selected_data = {3, 7}
+    np.testing.assert_array_equal(stack.visible_rows, [3, 7])
