@@ -106,3 +106,4 @@ def test_refine_widget_two_iterations(make_napari_viewer, qtbot):
     # selecting points in the clusters layer selects those particles too
     layer.selected_data = {3, 7}
     np.testing.assert_array_equal(stack.visible_rows, [3, 7])
+

@@ -201,6 +201,8 @@ def _put_labels(session: Any, scene: Scene, pos: np.ndarray, text: list[str], co
     from napari.layers import Points
 
     features = {"label": text}
+    colours = np.asarray(colours, dtype=np.float32).copy()
+    colours[:, 3] = 0.0  # only the text shows: an anchor point would sit in the middle of it
     text_style = {"string": "{label}", "color": "white", "size": 11, "anchor": "center"}
 
     def update(layer):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Slider
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QComboBox, QTableWidget, QTableWidgetItem
 
 from napari_cryohet.plugin import _refine_scene
 from napari_cryohet.plugin._config_form import ConfigForm
@@ -103,6 +103,11 @@ class RefineWidget(Container):
         self.native.layout().addWidget(self.table)
         self.fsc_canvas, self.fsc_axes = _make_canvas()
         self.native.layout().addWidget(self.fsc_canvas)
+        # long run summaries must not widen the dock past the window (a horizontal scroll bar)
+        self.info.native.setWordWrap(True)
+        for box in self.workspace.inputs.values():
+            box.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.native.setMinimumContentsLength(18)
         self.run_button.changed.connect(self.run)
         self.iteration.changed.connect(self._on_iteration)
         self.select_button.changed.connect(self.select_cluster)
