@@ -150,7 +150,10 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         if ckpt is not None:
             ckpt.save({"epoch": it + 1, "labels": torch.as_tensor(np.stack(labels)), "rotations": rotations,
                        "shifts_a": shifts, "history": history, "next_id": next_id})
-    if not last_maps:  # resumed after the last iteration: rebuild the final maps from the saved poses
+    if not last_maps or config.refine_poses:
+        # the class maps of the result come from the final poses (the loop's maps were made
+        # before the last refinement), and after a resume at the end from the saved poses
+        report(progress, 1.0, "class maps from the refined poses")
         last_maps = _final_maps(images, rotations, shifts, ctf, halves, labels[-1], apix, config, device)
     report(progress, 1.0, f"{config.n_iterations} iterations, {len(last_maps)} class maps")
     return _result(indices, labels, halves, rotations, shifts, last_maps, apix, history, config)
