@@ -26,6 +26,7 @@ from napari_cryohet.plugin import _refine_scene
 from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._stage_run import start_stage_run
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.plugin.scenes import scene_name
@@ -139,26 +140,7 @@ class RefineWidget(Container):
 
     def run(self, *_: Any) -> None:
         """Cluster and refine in a worker thread (in the workspace when a folder is chosen)."""
-        if self.dataset is None:
-            self.runner.status.value = "no dataset: open a .star file or a sample (File ▸ Open Sample)"
-            return
-        dataset, session = self.dataset, self.session
-        try:
-            config = self.config()
-            self.workspace.workspace_for()
-        except ValueError as err:
-            self.runner.status.value = f"error: {err}"
-            return
-        inputs = self.workspace.input_ids()
-        if "embedding" not in inputs:
-            self.runner.status.value = ("no embedding to cluster: run the spectral embedding or the VAE first, "
-                                        "then pick it under 'embedding from'")
-            return
-
-        def job(progress, cancel):
-            return session.run("refine", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
-
-        self.runner.start(job, self.show_result_steps)
+        start_stage_run(self, "refine", self.show_result_steps)
 
     def show_result(self, result: RefineResult, *, show: bool = True) -> None:
         """Draw ``result`` (scenes, table, FSC plot); the form shows its settings."""

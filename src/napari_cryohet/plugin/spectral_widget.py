@@ -26,6 +26,7 @@ from napari_cryohet.plugin._config_form import ConfigForm
 from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin._embedding_layer import colour_points, column_choices, preferred_column
 from napari_cryohet.plugin._runner import StageRunner
+from napari_cryohet.plugin._stage_run import start_stage_run
 from napari_cryohet.plugin._workspace_picker import NO_RUN, WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.plugin.presenters import present
@@ -128,22 +129,7 @@ class SpectralWidget(Container):
 
     def run(self, *_: Any) -> None:
         """Compute the embedding in a worker thread (in the workspace when a folder is chosen)."""
-        if self.dataset is None:
-            self.runner.status.value = "no dataset: open a .star file or a sample (File ▸ Open Sample)"
-            return
-        dataset, session = self.dataset, self.session
-        try:
-            config = self.config()
-            self.workspace.workspace_for()
-        except ValueError as err:
-            self.runner.status.value = f"error: {err}"
-            return
-        inputs = self.workspace.input_ids()
-
-        def job(progress, cancel):
-            return session.run("spectral", config, inputs=inputs, progress=progress, cancel=cancel, dataset=dataset)
-
-        self.runner.start(job, self.show_result_steps)
+        start_stage_run(self, "spectral", self.show_result_steps)
 
     def show_result(self, result: SpectralResult, *, show: bool = True) -> None:
         """Draw ``result`` in its scene, plot the spectrum; the form shows its settings."""
