@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton, SpinBox
 
 from napari_cryohet.core.particle_dataset import ParticleDataset
@@ -48,7 +47,6 @@ from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.dataset_picker import DatasetPicker
 from napari_cryohet.plugin.presenters import present
 from napari_cryohet.plugin.session import Session
-from napari_cryohet.stages.particle_columns import particle_columns
 from napari_cryohet.stages.protocol import Embedding, dataset_indices
 from napari_cryohet.stages.vae import (
     EMBEDDING_METHODS,
@@ -65,28 +63,10 @@ from napari_cryohet.stages.vae import (
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["VAEExplorerWidget", "VAEDock", "latent_features"]
+__all__ = ["VAEExplorerWidget", "VAEDock", "LATENT_LAYER", "VOLUME_LAYER", "SURFACE_LAYER", "PATH_VOLUME_LAYER"]
 
-
-__all__ += ["LATENT_LAYER", "VOLUME_LAYER", "SURFACE_LAYER", "PATH_VOLUME_LAYER"]
 PATH_SHAPES_LAYER = "latent path"
 SELECTION_SHAPES_LAYER = "latent selection"
-
-
-def latent_features(dataset: ParticleDataset | None, latents: np.ndarray) -> pd.DataFrame:
-    """Per-particle columns to colour by (float): the dataset's columns
-    (:func:`~napari_cryohet.stages.particle_columns.particle_columns`: table, defocus, ground
-    truth) when ``dataset`` holds the latents' particles in their order, then the latent
-    coordinates ``z0 … z{zdim-1}``."""
-    cols: dict[str, np.ndarray] = {}
-    n = len(latents)
-    if dataset is not None and len(dataset) == n:
-        cols.update(particle_columns(dataset))
-    for j in range(latents.shape[1]):
-        cols[f"z{j}"] = latents[:, j]
-    # float columns: napari maps them through a continuous colormap (integers would be
-    # taken as categories, with a warning)
-    return pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in cols.items()})
 
 
 class VAEExplorerWidget(Container):
@@ -134,7 +114,6 @@ class VAEExplorerWidget(Container):
         self.method = ComboBox(label="latent map", choices=[(d, k) for k, (d, _) in EMBEDDING_METHODS.items()],
                                value="pca2", tooltip="how the latent vectors are drawn: PCA (instant) or UMAP "
                                                      "(McInnes et al. 2018; compiles for 10–40 s on first use)")
-        self._features = pd.DataFrame()
         self.color_by = ComboBox(label="colour by", choices=self._colour_choices,
                                  tooltip="per-particle value colouring the latent points (ground truth, defocus, "
                                          ".star columns, other runs' vectors)")
@@ -200,10 +179,6 @@ class VAEExplorerWidget(Container):
     def config(self) -> VAEConfig:
         """The :class:`VAEConfig` the form describes (``ValueError`` naming a bad entry)."""
         return self.form.config()
-
-    def _dataset_matches(self, result: VAEResult) -> bool:
-        """The current dataset holds the result's particles, in the result's order."""
-        return self.dataset is not None and np.array_equal(dataset_indices(self.dataset), result.particle_indices)
 
     # ------------------------------------------------------------------ training
     def run(self) -> None:
