@@ -52,8 +52,8 @@ import torch
 
 from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
 from napari_cryohet.core.device import select_device
-from napari_cryohet.core.fft import fft2_centered, fft3_centered, fftfreq_grid_2d, ifft2_centered
-from napari_cryohet.core.slice import extract_central_slices
+from napari_cryohet.core.fft import fft2_centered, fftfreq_grid_2d
+from napari_cryohet.core.projection import project_transform, volume_transform
 
 __all__ = ["RefinedPoses", "refine_poses", "refine_half_sets", "axis_angle_to_matrix", "geodesic_angle_deg"]
 
@@ -105,29 +105,9 @@ def geodesic_angle_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos))
 
 
-def _gridding_correction(d: int, device, dtype) -> torch.Tensor:
-    u = (torch.arange(d, device=device, dtype=dtype) - d // 2) / d
-    s = torch.sinc(u) ** 2
-    return s[:, None, None] * s[None, :, None] * s[None, None, :]
-
-
-def _map_transform(volume: torch.Tensor, pad_factor: int) -> torch.Tensor:
-    """Padded, gridding-corrected centred 3D transform (as in ``project_volume_fourier``)."""
-    d = volume.shape[-1]
-    dp = d * pad_factor
-    lo = dp // 2 - d // 2
-    padded = torch.zeros(dp, dp, dp, dtype=volume.dtype, device=volume.device)
-    padded[lo:lo + d, lo:lo + d, lo:lo + d] = volume
-    return fft3_centered(padded / _gridding_correction(dp, volume.device, volume.dtype))
-
-
 def _model_spectra(volume_ft: torch.Tensor, rotations: torch.Tensor, d: int, pix: torch.Tensor) -> torch.Tensor:
     """``(B, P)`` centred ``D``-grid spectra of the projections, at the flat pixels ``pix``."""
-    dp = volume_ft.shape[-1]
-    lo = dp // 2 - d // 2
-    slices = extract_central_slices(volume_ft, rotations)  # (B, dp, dp)
-    images = ifft2_centered(slices).real[:, lo:lo + d, lo:lo + d]  # (B, D, D)
-    return fft2_centered(images).reshape(-1, d * d)[:, pix]
+    return fft2_centered(project_transform(volume_ft, rotations, d)).reshape(-1, d * d)[:, pix]
 
 
 def _angle_grid(sigma_rad: float, n_steps: int, dtype) -> torch.Tensor:
@@ -303,7 +283,7 @@ def refine_poses(
     if not bool(torch.isfinite(vol).all()):
         raise ValueError("reference_map contains non-finite values")
     dtype = torch.float64 if vol.dtype == torch.float64 else torch.float32
-    volume_ft = _map_transform(vol.to(dev, dtype), int(pad_factor))
+    volume_ft = volume_transform(vol.to(dev, dtype), pad_factor=int(pad_factor))
 
     k_grid = fftfreq_grid_2d(d, device=dev, dtype=dtype).reshape(-1, 2)  # (D², 2) cycles/px
     k_max = min(float(apix) / float(max_resolution_a), 0.5)

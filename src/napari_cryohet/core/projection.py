@@ -36,6 +36,8 @@ from napari_cryohet.core.slice import extract_central_slices
 __all__ = [
     "project_volume_real",
     "project_volume_fourier",
+    "volume_transform",
+    "project_transform",
     "project_gaussian_atoms",
     "apply_ctf_and_shift",
 ]
@@ -157,6 +159,14 @@ def project_volume_fourier(
         raise ValueError(f"volume must be a cubic (D, D, D) tensor, got {tuple(volume.shape)}")
     if int(pad_factor) < 1:
         raise ValueError(f"pad_factor must be an integer ≥ 1, got {pad_factor}")
+    volume_ft = volume_transform(volume, pad_factor=pad_factor, gridding_correction=gridding_correction)
+    return project_transform(volume_ft, rotations.to(volume.device), volume.shape[-1])
+
+
+def volume_transform(volume: torch.Tensor, *, pad_factor: int = 2, gridding_correction: bool = True) -> torch.Tensor:
+    """The centred 3D transform :func:`project_volume_fourier` slices: ``volume`` zero-padded
+    to ``pad_factor·D``, optionally divided by the trilinear ``sinc²`` apodisation. Computed
+    once, it serves any number of projections (:func:`project_transform`)."""
     d = volume.shape[-1]
     dp = d * int(pad_factor)
     lo = dp // 2 - d // 2
@@ -164,8 +174,15 @@ def project_volume_fourier(
     padded[lo:lo + d, lo:lo + d, lo:lo + d] = volume
     if gridding_correction:
         padded = padded / _gridding_correction(dp, volume.device, volume.dtype)
-    slices = extract_central_slices(fft3_centered(padded), rotations.to(volume.device))  # (B, dp, dp)
-    images = ifft2_centered(slices).real
+    return fft3_centered(padded)
+
+
+def project_transform(volume_ft: torch.Tensor, rotations: torch.Tensor, d: int) -> torch.Tensor:
+    """``(B, D, D)`` real projections from a :func:`volume_transform` (central slices,
+    back to real space, cropped to ``d``)."""
+    dp = volume_ft.shape[-1]
+    lo = dp // 2 - d // 2
+    images = ifft2_centered(extract_central_slices(volume_ft, rotations)).real  # (B, dp, dp)
     return images[:, lo:lo + d, lo:lo + d]
 
 
