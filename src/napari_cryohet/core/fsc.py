@@ -14,7 +14,18 @@ import torch
 
 from napari_cryohet.core.fft import fft3_centered, fftfreq_grid_3d
 
-__all__ = ["fourier_shell_correlation", "resolution_at"]
+__all__ = ["fourier_radius_px", "shell_index", "fourier_shell_correlation", "resolution_at"]
+
+
+def fourier_radius_px(d: int, device=None) -> torch.Tensor:
+    """``(D, D, D)`` radius of each centred Fourier voxel, in Fourier voxels (float64)."""
+    return fftfreq_grid_3d(d, device=device, dtype=torch.float64).norm(dim=-1) * d
+
+
+def shell_index(d: int, device=None) -> torch.Tensor:
+    """``(D, D, D)`` Fourier shell of each centred voxel: its rounded radius (the shells of
+    :func:`fourier_shell_correlation`; shell ``s`` is frequency ``s / D``)."""
+    return torch.round(fourier_radius_px(d, device)).to(torch.long)
 
 
 def fourier_shell_correlation(vol_a, vol_b):
@@ -46,8 +57,7 @@ def fourier_shell_correlation(vol_a, vol_b):
     d = a.shape[-1]
     fa = fft3_centered(a).reshape(-1)
     fb = fft3_centered(b).reshape(-1)
-    radius = fftfreq_grid_3d(d, device=a.device, dtype=torch.float64).norm(dim=-1).reshape(-1) * d
-    shell = torch.round(radius).to(torch.long)
+    shell = shell_index(d, a.device).reshape(-1)
     n_shells = d // 2 + 1
     keep = shell < n_shells
     shell, fa, fb = shell[keep], fa[keep], fb[keep]

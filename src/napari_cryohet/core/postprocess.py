@@ -34,8 +34,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_cryohet.core.fft import fft3_centered, fftfreq_grid_3d, ifft3_centered
-from napari_cryohet.core.fsc import fourier_shell_correlation, resolution_at
+from napari_cryohet.core.fft import fft3_centered, ifft3_centered
+from napari_cryohet.core.fsc import (
+    fourier_radius_px,
+    fourier_shell_correlation,
+    resolution_at,
+    shell_index,
+)
 
 __all__ = [
     "FscCurves",
@@ -109,21 +114,11 @@ def _as_volume(x, device=None) -> torch.Tensor:
     return v.to(device=device if device is not None else v.device, dtype=torch.float64)
 
 
-def _radius_px(d: int, device) -> torch.Tensor:
-    """``(D, D, D)`` radius of each centred Fourier voxel in Fourier voxels."""
-    return fftfreq_grid_3d(d, device=device, dtype=torch.float64).norm(dim=-1) * d
-
-
-def _shell_index(d: int, device) -> torch.Tensor:
-    """``(D, D, D)`` shell of each voxel (rounded radius, as core.fsc)."""
-    return torch.round(_radius_px(d, device)).to(torch.long)
-
-
 def _per_shell(values, d: int, device) -> torch.Tensor:
     """``(D, D, D)`` voxel values of an ``(S,)`` per-shell curve; 0 beyond the last shell."""
     curve = torch.as_tensor(np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values),
                             dtype=torch.float64, device=device)
-    shell = _shell_index(d, device)
+    shell = shell_index(d, device)
     inside = shell < curve.shape[0]
     return torch.where(inside, curve[shell.clamp(max=curve.shape[0] - 1)], torch.zeros((), dtype=torch.float64,
                                                                                        device=device))
@@ -133,7 +128,7 @@ def _lowpass(volume: torch.Tensor, *, apix: float, resolution_a: float, edge_px:
     """Raised-cosine low-pass to ``resolution_a`` (edge ``edge_px`` Fourier voxels wide)."""
     d = volume.shape[-1]
     cut = d * float(apix) / float(resolution_a)  # radius in Fourier voxels
-    r = _radius_px(d, volume.device)
+    r = fourier_radius_px(d, volume.device)
     t = ((r - cut) / max(edge_px, 1e-9)).clamp(0.0, 1.0)
     filt = 0.5 * (1.0 + torch.cos(torch.pi * t))
     return ifft3_centered(fft3_centered(volume) * filt).real
@@ -213,7 +208,7 @@ def randomise_phases(volume, *, from_shell: int, generator: torch.Generator | No
     noise = torch.randn(d, d, d, generator=generator, dtype=torch.float64).to(v.device)
     phase = torch.angle(fft3_centered(noise))
     f = fft3_centered(v)
-    beyond = _shell_index(d, v.device) >= int(from_shell)
+    beyond = shell_index(d, v.device) >= int(from_shell)
     f = torch.where(beyond, torch.polar(f.abs(), phase), f)
     return ifft3_centered(f).real
 
@@ -297,7 +292,7 @@ def _guinier(volume: torch.Tensor, apix: float):
     """``(s²  in 1/Å², ln of the mean amplitude)`` per shell (shells 1 … D/2)."""
     d = volume.shape[-1]
     amp = fft3_centered(volume).abs().reshape(-1)
-    shell = _shell_index(d, volume.device).reshape(-1)
+    shell = shell_index(d, volume.device).reshape(-1)
     n_shells = d // 2 + 1
     keep = shell < n_shells
     total = torch.zeros(n_shells, dtype=torch.float64, device=volume.device).index_add_(0, shell[keep], amp[keep])
@@ -387,7 +382,7 @@ def sharpen(
             b_factor = max(0.0, fit_b_factor(weighted, apix=apix, high_res_a=resolution_a, low_res_a=low_res_a))
         except ValueError:
             b_factor = 0.0
-    s2 = (_radius_px(d, v.device) / (d * float(apix))) ** 2
+    s2 = (fourier_radius_px(d, v.device) / (d * float(apix))) ** 2
     boosted = ifft3_centered(fft3_centered(weighted) * torch.exp(float(b_factor) * s2 / 4.0)).real
     return _lowpass(boosted, apix=apix, resolution_a=resolution_a), float(b_factor)
 
