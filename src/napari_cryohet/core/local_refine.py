@@ -1,41 +1,48 @@
-"""Local pose refinement against a reference map (a local grid on SO(3) × R², then gradient steps).
+"""Local pose refinement against a reference map: a small local grid, then Gauss–Newton steps.
 
 The thesis refines each cluster's poses with Frealign against that cluster's map, with a
-*local* search only (Silvera Coeff 2025, §4.1.5). Here the search is done in torch, batched
-over particles, on CPU or CUDA:
+*local* search only (Silvera Coeff 2025, §4.1.5). Here the search is done in torch,
+batched over particles, on CPU or CUDA.
 
-1. **Local grid.** Around the current pose ``(R₀, s₀)`` the candidates are
-   ``R = exp([ω]ₓ) R₀`` for ``ω`` on a cubic grid of axis-angle vectors inside the ball
-   ``|ω| ≤ 3σ_angle`` (``n_angle_steps`` values per axis), and shifts ``s = s₀ + δ`` with
-   ``δ`` on a ``n_shift_steps²`` grid inside the box ``|δ_x|, |δ_y| ≤ 3σ_shift``; then
-   ``n_refine_levels`` pattern-search steps (a 3³ × 5² stencil around each particle's best
-   point, its spacing halved whenever the best point stays put). Each
-   rotation costs one Fourier slice; every shift of that rotation is scored at once by a
-   matrix product with the shift phases (the shift is a Fourier phase, so
-   ``|Y − M·φ|² = |Y|² + |M|² − 2 Re⟨M φ, Y⟩``).
-2. **Gradient steps** (``n_gradient_steps > 0``): from the best grid point, Adam on
-   ``(ω, δ)`` with autograd through :func:`~napari_cryohet.core.slice.extract_central_slices`
-   (which differentiates in the rotations), projected back into the search box after
-   every step (Adam: each particle's update depends on its own gradients only); a
-   particle keeps its best iterate, which is never worse than its grid optimum.
+**Forward model.** ``y = CTF · T_{−s}(P_R V) + n`` (docs/design.md, "Projection and the
+forward model"; :mod:`napari_cryohet.core.projection`), compared in Fourier space on the
+pixels with ``0 < |k| ≤ apix / max_resolution_a`` of one half-plane (the images are real, so
+the other half is the complex conjugate and counts twice). The model's value at a pixel is
+the map's padded, gridding-corrected 3D transform (:func:`~napari_cryohet.core.projection.volume_transform`)
+interpolated trilinearly at ``pad · Rᵀ(kx, ky, 0)`` — the same central slice
+:func:`~napari_cryohet.core.projection.project_volume_fourier` takes, read only at the
+``D``-grid frequencies below the resolution limit (a few hundred to a few thousand per
+particle instead of the whole padded plane followed by two FFTs; sampling the padded
+slice at every ``pad``-th frequency equals cropping its projection, up to the
+interpolation's small aliasing outside the box). This is why the search is fast: one
+candidate pose costs one ``grid_sample`` over those pixels.
 
-**Score.** The log-posterior of the forward model ``y = CTF · T_{−s}(P_R V) + n``
-(docs/design.md, "Projection and the forward model"; :mod:`napari_cryohet.core.projection`)
-with white Gaussian noise of variance ``σ²`` per Fourier pixel, over the pixels with
-``|k| ≤ apix / max_resolution_a`` (the caller marches the limit, e.g. 8 → 6 → 4 Å), plus
-the Gaussian prior on the change of pose — RELION's ``--sigma_ang`` and cryoSPARC's local
-refinement prior::
+**Score.** The log-posterior with white Gaussian noise of variance ``σ²`` per Fourier pixel
+and the Gaussian prior on the change of pose — RELION's ``--sigma_ang`` and cryoSPARC's
+local refinement prior::
 
     score = −Σ_k |Y(k) − CTF(k)·S_R(k)·e^{2πi k·s}|² / (2σ²) − |ω|² / (2σ_angle²) − |s − s₀|² / (2σ_shift²)
 
-where ``S_R`` is the map's projection in pose ``R`` computed exactly as
-:func:`~napari_cryohet.core.projection.project_volume_fourier` does (padding ×2, gridding
-correction, central slice, crop to ``D``), so noiseless projections of the map score
-exactly 0 in the data term at the true pose. ``|ω|`` is the geodesic angle between ``R``
-and ``R₀``. The map must be in the units of the images' voxel sums (what
-:func:`~napari_cryohet.core.reconstruct.reconstruct_volume` returns). Without a given
-``noise_variance`` each particle's ``σ²`` is the mean residual power at its starting pose —
-an upper bound of the noise, which keeps the prior from being overruled by a poor start.
+with ``R = exp([ω]ₓ) R₀`` (``|ω|`` is the geodesic angle to the starting rotation). Without
+a given ``noise_variance``, ``σ²`` is measured on the images themselves, from the pixels
+outside the circle inscribed in the box (where a centred particle has no density), as
+RELION normalises particles with the background outside the particle's circle: for an
+unnormalised ``fft2`` of white noise of real-space variance ``v`` it is ``D²·v``. Unlike
+the residual at the starting pose, this does not grow with the pose error, so a poor start
+does not let the prior overrule the data.
+
+**Search** (per particle, all particles of a batch at once):
+
+1. **Local grid.** Axis-angle vectors ``ω`` on a cube of ``n_angle_steps`` values per axis
+   inside the ball ``|ω| ≤ 3σ_angle`` × shift offsets on an ``n_shift_steps²`` grid inside
+   ``|δ_x|, |δ_y| ≤ 3σ_shift``. One slice per rotation; every shift of that rotation is
+   scored at once with ``|Y − M·φ|² = |Y|² + |M|² − 2 Re⟨M φ, Y⟩``.
+2. **Gauss–Newton (Levenberg–Marquardt) steps** from the best grid point on the five pose
+   parameters ``(ω, δ)``: the model's derivatives in ``δ`` are exact (a phase ramp), in
+   ``ω`` forward differences (three extra slices); the step solves
+   ``(JᴴJ/σ² + Λ_prior + λ·diag) Δ = −∇`` for each particle (a 5 × 5 system), is accepted
+   only when the score rises (else ``λ`` grows tenfold), and is pulled back into the ±3σ
+   search region. Each particle stops when its step is below ``1e-3σ``.
 
 Particles outside ``mask`` (in no cluster) keep their pose bit for bit. Gold-standard
 refinement (:func:`refine_half_sets`) refines half 1 against map A only and half 2 against
@@ -49,11 +56,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
 from napari_cryohet.core.device import select_device
-from napari_cryohet.core.fft import fft2_centered, fftfreq_grid_2d
-from napari_cryohet.core.projection import project_transform, volume_transform
+from napari_cryohet.core.fft import fft2_centered
+from napari_cryohet.core.projection import volume_transform
 
 __all__ = ["RefinedPoses", "refine_poses", "refine_half_sets", "axis_angle_to_matrix", "geodesic_angle_deg"]
 
@@ -90,12 +98,19 @@ class RefinedPoses:
 def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
     """``(..., 3)`` axis-angle vectors (radians) → ``(..., 3, 3)`` rotations ``exp([ω]ₓ)``.
 
-    Uses :func:`torch.linalg.matrix_exp` of the skew matrix (differentiable, exact at ω = 0).
+    Rodrigues' formula, with its Taylor series below 1e-4 rad (exact at ω = 0).
     """
+    theta2 = (omega * omega).sum(-1)[..., None, None]
+    theta = theta2.sqrt()
+    small = theta < 1e-4
+    safe = torch.where(small, torch.ones_like(theta), theta)
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe) / safe)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe)) / (safe * safe))
     x, y, z = omega.unbind(-1)
     zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(omega.shape[:-1] + (3, 3))
-    return torch.linalg.matrix_exp(skew)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(omega.shape[:-1] + (3, 3))
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
 
 
 def geodesic_angle_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
@@ -105,30 +120,40 @@ def geodesic_angle_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos))
 
 
-def _model_spectra(volume_ft: torch.Tensor, rotations: torch.Tensor, d: int, pix: torch.Tensor) -> torch.Tensor:
-    """``(B, P)`` centred ``D``-grid spectra of the projections, at the flat pixels ``pix``."""
-    return fft2_centered(project_transform(volume_ft, rotations, d)).reshape(-1, d * d)[:, pix]
+class _SliceModel:
+    """The map's central slices at the compared pixels (one half-plane, ``0 < |k| ≤ k_max``).
 
+    ``spectra(R)`` is ``(M, P)`` complex: the padded, gridding-corrected transform of the map
+    (:func:`~napari_cryohet.core.projection.volume_transform`) sampled trilinearly at
+    ``pad · Rᵀ(kx, ky, 0)`` by one ``grid_sample`` call (the gather
+    :func:`~napari_cryohet.core.slice.extract_central_slices` does for a whole plane, here only
+    for the pixels the score reads).
+    """
 
-def _angle_grid(sigma_rad: float, n_steps: int, dtype) -> torch.Tensor:
-    """``(G, 3)`` axis-angle vectors on a cubic grid inside the ball ``|ω| ≤ 3σ`` (0 first)."""
-    if n_steps <= 1 or sigma_rad == 0:
-        return torch.zeros(1, 3, dtype=dtype)
-    v = torch.linspace(-3 * sigma_rad, 3 * sigma_rad, n_steps, dtype=dtype)
-    g = torch.stack(torch.meshgrid(v, v, v, indexing="ij"), -1).reshape(-1, 3)
-    g = g[g.norm(dim=-1) <= 3 * sigma_rad * (1 + 1e-9)]
-    order = torch.argsort(g.norm(dim=-1), stable=True)
-    return g[order]
+    def __init__(self, volume: torch.Tensor, d: int, k_max_px: float, pad: int):
+        dev, dtype = volume.device, volume.dtype
+        vft = volume_transform(volume, pad_factor=pad)
+        self.dp = int(vft.shape[-1])
+        self.pad = pad
+        self.channels = torch.view_as_real(vft).permute(3, 0, 1, 2).unsqueeze(0).contiguous()  # (1, 2, dp³)
+        f = torch.arange(d, device=dev) - d // 2
+        ky, kx = torch.meshgrid(f, f, indexing="ij")
+        r = torch.sqrt((kx * kx + ky * ky).to(dtype))
+        half = (ky > 0) | ((ky == 0) & (kx > 0))
+        keep = half & (r <= k_max_px * d) & (r < d / 2)
+        self.pix = torch.nonzero(keep.reshape(-1)).squeeze(1)  # (P,) flat indices in the D × D grid
+        self.kx = kx.reshape(-1)[self.pix].to(dtype)  # cycles per box
+        self.ky = ky.reshape(-1)[self.pix].to(dtype)
+        self.k = torch.stack([self.kx, self.ky], -1) / d  # (P, 2) cycles/px
 
-
-def _shift_grid(sigma_px: float, n_steps: int, dtype) -> torch.Tensor:
-    """``(H, 2)`` shift offsets in px on a square grid inside ``[−3σ, 3σ]²`` (0 first)."""
-    if n_steps <= 1 or sigma_px == 0:
-        return torch.zeros(1, 2, dtype=dtype)
-    v = torch.linspace(-3 * sigma_px, 3 * sigma_px, n_steps, dtype=dtype)
-    g = torch.stack(torch.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 2)
-    order = torch.argsort(g.norm(dim=-1), stable=True)
-    return g[order]
+    def spectra(self, rotations: torch.Tensor) -> torch.Tensor:
+        rot = rotations.to(self.kx.dtype)
+        s = float(self.pad)
+        pos = s * (self.kx[None, :, None] * rot[:, None, 0, :] + self.ky[None, :, None] * rot[:, None, 1, :])
+        grid = (pos + self.dp // 2) * (2.0 / (self.dp - 1)) - 1.0  # (M, P, 3), (x, y, z) ↔ (W, H, D)
+        out = F.grid_sample(self.channels, grid.reshape(1, rot.shape[0], -1, 1, 3), mode="bilinear",
+                            padding_mode="zeros", align_corners=True)  # (1, 2, M, P, 1)
+        return torch.complex(out[0, 0, :, :, 0], out[0, 1, :, :, 0])
 
 
 def _phases(k: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
@@ -139,6 +164,25 @@ def _phases(k: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
     """
     phase = 2 * torch.pi * (shifts_px[..., None, 0] * k[:, 0] + shifts_px[..., None, 1] * k[:, 1])
     return torch.polar(torch.ones_like(phase), phase)
+
+
+def _angle_grid(sigma_rad: float, n_steps: int, dtype) -> torch.Tensor:
+    """``(G, 3)`` axis-angle vectors on a cubic grid inside the ball ``|ω| ≤ 3σ`` (0 first)."""
+    if n_steps <= 1 or sigma_rad == 0:
+        return torch.zeros(1, 3, dtype=dtype)
+    v = torch.linspace(-3 * sigma_rad, 3 * sigma_rad, n_steps, dtype=dtype)
+    g = torch.stack(torch.meshgrid(v, v, v, indexing="ij"), -1).reshape(-1, 3)
+    g = g[g.norm(dim=-1) <= 3 * sigma_rad * (1 + 1e-9)]
+    return g[torch.argsort(g.norm(dim=-1), stable=True)]
+
+
+def _shift_grid(sigma_px: float, n_steps: int, dtype) -> torch.Tensor:
+    """``(H, 2)`` shift offsets in px on a square grid inside ``[−3σ, 3σ]²`` (0 first)."""
+    if n_steps <= 1 or sigma_px == 0:
+        return torch.zeros(1, 2, dtype=dtype)
+    v = torch.linspace(-3 * sigma_px, 3 * sigma_px, n_steps, dtype=dtype)
+    g = torch.stack(torch.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 2)
+    return g[torch.argsort(g.norm(dim=-1), stable=True)]
 
 
 def _check_ctf(ctf, n: int) -> None:
@@ -158,10 +202,128 @@ def _ctf_batch(ctf, idx: torch.Tensor, d: int, apix: float, device, dtype, pix) 
         return None
     params = {}
     for key, value in ctf.items():
-        t = torch.as_tensor(value, dtype=dtype)
+        t = torch.as_tensor(value, dtype=torch.float64)
         params[key] = (t[idx.cpu()] if t.dim() > 0 else t).to(device)
     c = compute_ctf_2d(d, apix, device=device, **params).expand(idx.shape[0], d, d)
     return c.reshape(idx.shape[0], d * d)[:, pix].to(dtype)
+
+
+def background_noise_variance(images: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` noise variance per Fourier pixel of ``fft2_centered`` (``D²·v``), with ``v`` the
+    real-space variance of the pixels outside the circle inscribed in the box (RELION's
+    background normalisation region)."""
+    d = images.shape[-1]
+    f = torch.arange(d, device=images.device, dtype=torch.float64) - (d - 1) / 2
+    outside = (f[None, :] ** 2 + f[:, None] ** 2) > (d / 2.0) ** 2
+    bg = images.reshape(images.shape[0], -1)[:, outside.reshape(-1)].to(torch.float64)
+    return bg.var(dim=-1) * d * d
+
+
+class _Problem:
+    """One batch: data, CTF, starting poses, noise variance and the prior widths."""
+
+    def __init__(self, model: _SliceModel, y, c, r0, s0_px, var, sig_a, sig_s):
+        self.model, self.y, self.c, self.r0, self.s0 = model, y, c, r0, s0_px
+        self.var, self.sig_a, self.sig_s = var, sig_a, sig_s
+        self.norm_y = (y.abs() ** 2).sum(-1)  # (b,)
+
+    def model_spectra(self, om: torch.Tensor, de: torch.Tensor | None) -> torch.Tensor:
+        """``(b, ..., P)`` CTF-modulated, shifted model for ``ω`` (b, ..., 3) and ``δ`` (b, ..., 2) or
+        at the starting shift when ``de`` is None."""
+        lead = om.shape[:-1]
+        rot = (axis_angle_to_matrix(om) @ self.r0.reshape((-1,) + (1,) * (len(lead) - 1) + (3, 3)))
+        m = self.model.spectra(rot.reshape(-1, 3, 3)).reshape(lead + (-1,))
+        if self.c is not None:
+            m = m * self.c.reshape((-1,) + (1,) * (len(lead) - 1) + self.c.shape[-1:])
+        s = self.s0.reshape((-1,) + (1,) * (len(lead) - 1) + (2,))
+        return m * _phases(self.model.k, s if de is None else s + de)
+
+    def prior(self, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(om.shape[:-1], dtype=om.dtype, device=om.device)
+        if self.sig_a > 0:
+            out = out + 0.5 * (om ** 2).sum(-1) / self.sig_a ** 2
+        if self.sig_s > 0:
+            out = out + 0.5 * (de ** 2).sum(-1) / self.sig_s ** 2
+        return out
+
+    def score(self, m: torch.Tensor, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
+        """``(b,)`` log-posterior (both half-planes: weight 2) for the model ``m`` (b, P)."""
+        return -((self.y - m).abs() ** 2).sum(-1) / self.var - self.prior(om, de)
+
+    def project(self, om: torch.Tensor, de: torch.Tensor):
+        """Pull ``ω`` into the ball ``|ω| ≤ 3σ_angle`` and ``δ`` into the box ``|δ_i| ≤ 3σ_shift``."""
+        norm = om.norm(dim=-1, keepdim=True)
+        lim = 3 * self.sig_a
+        om = torch.where(norm > lim, om * (lim / norm.clamp_min(1e-30)), om)
+        return om, de.clamp(-3 * self.sig_s, 3 * self.sig_s)
+
+
+def _grid_search(pb: _Problem, omegas: torch.Tensor, deltas: torch.Tensor):
+    """Best ``(ω, δ)`` of every particle over the grid ``omegas × deltas`` (and its score)."""
+    b, n_h = pb.y.shape[0], deltas.shape[0]
+    om = omegas.expand(b, -1, -1)  # (b, G, 3)
+    mp = pb.model_spectra(om, None)  # (b, G, P) at the starting shift
+    dph = _phases(pb.model.k, deltas)  # (H, P)
+    cross = torch.einsum("bgp,hp->bgh", mp.conj() * pb.y[:, None, :], dph.conj()).real  # (b, G, H)
+    norm_m = (mp.abs() ** 2).sum(-1)  # (b, G)
+    data = -(pb.norm_y[:, None, None] + norm_m[:, :, None] - 2 * cross) / pb.var[:, None, None]
+    post = data
+    if pb.sig_a > 0:
+        post = post - (0.5 * (omegas ** 2).sum(-1) / pb.sig_a ** 2)[None, :, None]
+    if pb.sig_s > 0:
+        post = post - (0.5 * (deltas ** 2).sum(-1) / pb.sig_s ** 2)[None, None, :]
+    flat = post.reshape(b, -1)
+    best = flat.argmax(-1)
+    return omegas[best // n_h], deltas[best % n_h], flat[torch.arange(b, device=best.device), best]
+
+
+def _gauss_newton(pb: _Problem, om: torch.Tensor, de: torch.Tensor, score: torch.Tensor, n_steps: int):
+    """Levenberg–Marquardt on the 5 pose parameters of each particle (see the module docstring)."""
+    b, dev = om.shape[0], om.device
+    k2pi = 2 * torch.pi * pb.model.k  # (P, 2)
+    active = torch.tensor([pb.sig_a > 0] * 3 + [pb.sig_s > 0] * 2, device=dev)
+    prior_diag = torch.tensor([1 / pb.sig_a ** 2 if pb.sig_a > 0 else 0.0] * 3
+                              + [1 / pb.sig_s ** 2 if pb.sig_s > 0 else 0.0] * 2, dtype=torch.float64, device=dev)
+    scale = torch.tensor([pb.sig_a] * 3 + [pb.sig_s] * 2, dtype=torch.float64, device=dev)
+    h = 0.002  # rad, forward-difference step of the rotation derivatives (0.11°)
+    lam = torch.full((b,), 1e-3, dtype=torch.float64, device=dev)
+    eye = torch.eye(3, dtype=om.dtype, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    m = pb.model_spectra(om, de)
+    for _ in range(n_steps):
+        # Jacobian (b, 5, P): ω by forward differences (3 slices), δ exactly
+        m_h = pb.model_spectra(om[:, None, :] + h * eye, de[:, None, :].expand(-1, 3, -1))  # (b, 3, P)
+        jac = torch.cat([(m_h - m[:, None]) / h, m[:, None] * (1j * k2pi.T)[None]], 1)
+        r = pb.y - m
+        jw = jac / pb.var[:, None, None].sqrt()
+        hess = (2 * torch.einsum("bip,bjp->bij", jw.conj(), jw).real).to(torch.float64)
+        grad = (-2 * torch.einsum("bip,bp->bi", jac.conj(), r).real / pb.var[:, None]).to(torch.float64)
+        theta = torch.cat([om, de], -1).to(torch.float64)
+        grad = grad + prior_diag * theta
+        hess = hess + torch.diag(prior_diag)
+        hess = torch.where(active[None, :, None] & active[None, None, :], hess,
+                           torch.eye(5, dtype=torch.float64, device=dev).expand(b, 5, 5))
+        grad = torch.where(active[None], grad, 0.0)
+        for _retry in range(4):  # raise λ until the step improves the score (or give up this round)
+            a = hess + lam[:, None, None] * torch.diag_embed(hess.diagonal(dim1=-2, dim2=-1))
+            step = -torch.linalg.solve(a, grad)
+            step = torch.where(done[:, None], 0.0, step)
+            om_t, de_t = pb.project(om + step[:, :3].to(om.dtype), de + step[:, 3:].to(om.dtype))
+            m_t = pb.model_spectra(om_t, de_t)
+            sc_t = pb.score(m_t, om_t, de_t)
+            better = (sc_t > score) & ~done
+            om = torch.where(better[:, None], om_t, om)
+            de = torch.where(better[:, None], de_t, de)
+            m = torch.where(better[:, None], m_t, m)
+            small = (step.abs() / scale.clamp_min(1e-30) < 1e-3).all(-1)
+            done = done | (better & small) | (~better & small)
+            score = torch.where(better, sc_t, score)
+            lam = torch.where(better, lam / 10, lam * 10)
+            if bool((better | done).all()):
+                break
+        if bool(done.all()):
+            break
+    return om, de, score
 
 
 def refine_poses(
@@ -177,13 +339,12 @@ def refine_poses(
     max_resolution_a: float,
     mask=None,
     n_angle_steps: int = 5,
-    n_shift_steps: int = 7,
-    n_refine_levels: int = 6,
-    n_gradient_steps: int = 30,
+    n_shift_steps: int = 5,
+    n_steps: int = 6,
     noise_variance: float | None = None,
-    pad_factor: int = 2,
+    pad_factor: int | None = None,
     device: str | torch.device | None = None,
-    batch_size: int = 32,
+    batch_size: int = 128,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], None] | None = None,
 ) -> RefinedPoses:
@@ -213,25 +374,21 @@ def refine_poses(
     mask
         ``(N,)`` bool; particles where it is False keep their pose exactly (default: all refined).
     n_angle_steps, n_shift_steps
-        Grid values per axis across ``[−3σ, 3σ]`` for the axis-angle and the shift grids.
-    n_refine_levels
-        Pattern-search iterations after the first grid: a 3³ rotation × 5² shift grid around
-        each particle's best point, with the first grid's spacing, halved whenever the best
-        point did not move.
-    n_gradient_steps
-        Adam steps after the grids (0: grids only).
+        Values per axis of the first, local grid across ``[−3σ, 3σ]`` (1: no grid, start
+        the Gauss–Newton steps at the current pose).
+    n_steps
+        Gauss–Newton (Levenberg–Marquardt) steps after the grid (0: grid only).
     noise_variance
         White noise variance per Fourier pixel (of the centred, unnormalised ``fft2``); None
-        estimates it per particle as the mean residual power at the starting pose — an upper
-        bound that, on clean data, lets the prior pull the optimum back towards the start by
-        about ``σ²_data/(σ²_data + σ²_prior)`` of the error; pass the known noise variance
-        when there is one (for noiseless test data, a tiny one).
+        measures it on each image's background (:func:`background_noise_variance`).
     pad_factor
-        Zero padding of the map before its transform (as in ``project_volume_fourier``).
+        Zero padding of the map before its transform (as in ``project_volume_fourier``);
+        None: 3 up to 128-px boxes (interpolation error ~1 % of the signal at Nyquist, far
+        below the noise of particle images), 2 above (memory ``(pad·D)³`` complex values).
     device
         ``None``/"auto" → :func:`~napari_cryohet.core.device.select_device`.
     batch_size
-        Particles per batch (the grid holds ``batch_size × n_rotations`` slices at once).
+        Particles per batch.
     progress
         ``progress(fraction, message)`` after each batch.
     cancel
@@ -258,6 +415,8 @@ def refine_poses(
         raise ValueError("sigma_angle_deg and sigma_shift_a must be ≥ 0")
     if max_resolution_a <= 0:
         raise ValueError(f"max_resolution_a must be positive, got {max_resolution_a}")
+    if pad_factor is None:
+        pad_factor = 3 if d <= 128 else 2
     if int(pad_factor) < 1:
         raise ValueError(f"pad_factor must be an integer ≥ 1, got {pad_factor}")
     _check_ctf(ctf, n)
@@ -283,25 +442,15 @@ def refine_poses(
     if not bool(torch.isfinite(vol).all()):
         raise ValueError("reference_map contains non-finite values")
     dtype = torch.float64 if vol.dtype == torch.float64 else torch.float32
-    volume_ft = volume_transform(vol.to(dev, dtype), pad_factor=int(pad_factor))
-
-    k_grid = fftfreq_grid_2d(d, device=dev, dtype=dtype).reshape(-1, 2)  # (D², 2) cycles/px
     k_max = min(float(apix) / float(max_resolution_a), 0.5)
-    pix = torch.nonzero(k_grid.norm(dim=-1) <= k_max).squeeze(1)  # (P,)
-    if pix.numel() < 2:
+    model = _SliceModel(vol.to(dev, dtype), d, k_max, int(pad_factor))
+    if model.pix.numel() < 2:
         raise ValueError(f"max_resolution_a={max_resolution_a} Å leaves no Fourier pixel to compare")
-    k = k_grid[pix]  # (P, 2)
 
     sig_a = math.radians(float(sigma_angle_deg))
     sig_s = float(sigma_shift_a) / float(apix)  # px
     omegas = _angle_grid(sig_a, int(n_angle_steps), torch.float64).to(dev, dtype)  # (G, 3)
     deltas = _shift_grid(sig_s, int(n_shift_steps), torch.float64).to(dev, dtype)  # (H, 2) px
-    step_a = 6 * sig_a / max(1, int(n_angle_steps) - 1)
-    step_s = 6 * sig_s / max(1, int(n_shift_steps) - 1)
-    unit3 = torch.stack(torch.meshgrid(*[torch.tensor([-1.0, 0.0, 1.0], device=dev, dtype=dtype)] * 3,
-                                       indexing="ij"), -1).reshape(-1, 3)  # (27, 3)
-    unit2 = torch.stack(torch.meshgrid(*[torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], device=dev, dtype=dtype)] * 2,
-                                       indexing="ij"), -1).reshape(-1, 2)  # (25, 2)
 
     bs = max(1, int(batch_size))
     for b_start in range(0, todo.numel(), bs):
@@ -310,152 +459,29 @@ def refine_poses(
         idx = todo[b_start:b_start + bs]  # (b,)
         b = idx.numel()
         img = torch.as_tensor(images[idx.numpy()] if not isinstance(images, torch.Tensor) else images[idx])
-        y = fft2_centered(img.to(dev, dtype)).reshape(b, d * d)[:, pix]  # (b, P)
-        c = _ctf_batch(ctf, idx, d, float(apix), dev, dtype, pix)  # (b, P) or None
-        r0 = rot0[idx].to(dev, dtype)  # (b, 3, 3)
-        s0_px = (sh0[idx] / float(apix)).to(dev, dtype)  # (b, 2)
+        img = img.to(dev, dtype)
+        y = fft2_centered(img).reshape(b, d * d)[:, model.pix]  # (b, P)
+        c = _ctf_batch(ctf, idx, d, float(apix), dev, dtype, model.pix)
+        if noise_variance is None:
+            var = background_noise_variance(img)
+            var = var.clamp_min(1e-6 * float(var.max()) + 1e-30).to(dtype)
+        else:
+            var = torch.full((b,), float(noise_variance), device=dev, dtype=dtype)
+        pb = _Problem(model, y, c, rot0[idx].to(dev, dtype), (sh0[idx] / float(apix)).to(dev, dtype), var,
+                      sig_a, sig_s)
         with torch.no_grad():
-            if noise_variance is None:  # residual power at the starting pose
-                m0 = _model_spectra(volume_ft, r0, d, pix)
-                m0 = (m0 * c if c is not None else m0) * _phases(k, s0_px)
-                var = ((y - m0).abs() ** 2).mean(-1).clamp_min(1e-12 * (y.abs() ** 2).mean(-1) + 1e-30)
-            else:
-                var = torch.full((b,), float(noise_variance), device=dev, dtype=dtype)
-            data = (y, c, k, pix, d, r0, s0_px, var, sig_a, sig_s)
-            # --- the ±3σ grid, then finer grids (half the step each level) around the best point
-            zero3 = torch.zeros(b, 3, device=dev, dtype=dtype)
-            zero2 = torch.zeros(b, 2, device=dev, dtype=dtype)
-            om_best, de_best, best_score = _score_grid(volume_ft, data, zero3, zero2, omegas, deltas)
-            # pattern search: a particle whose best point moved keeps its step, else halves it
-            fa = torch.full((b, 1, 1), step_a, device=dev, dtype=dtype)
-            fs = torch.full((b, 1, 1), step_s, device=dev, dtype=dtype)
-            for _ in range(int(n_refine_levels)):
-                om_l, de_l, sc_l = _score_grid(volume_ft, data, om_best, de_best, unit3 * fa, unit2 * fs)
-                better = sc_l > best_score
-                om_best = torch.where(better[:, None], om_l, om_best)
-                de_best = torch.where(better[:, None], de_l, de_best)
-                best_score = torch.where(better, sc_l, best_score)
-                keep = better[:, None, None]
-                fa = torch.where(keep, fa, fa / 2)
-                fs = torch.where(keep, fs, fs / 2)
-
-        # --- gradient steps from the grid optimum, projected back into the ±3σ box
-        if int(n_gradient_steps) > 0:
-            om_g, de_g, sc_g = _gradient_refine(
-                volume_ft, y, c, k, pix, d, r0, s0_px, var, om_best, de_best,
-                sig_a, sig_s, int(n_gradient_steps),
-            )
-            better = sc_g > best_score
-            om_best = torch.where(better[:, None], om_g, om_best)
-            de_best = torch.where(better[:, None], de_g, de_best)
-            best_score = torch.where(better, sc_g, best_score)
-
-        om64 = om_best.detach().to("cpu", torch.float64)
+            om, de, sc = _grid_search(pb, omegas, deltas)
+            if int(n_steps) > 0:
+                om, de, sc = _gauss_newton(pb, om, de, sc, int(n_steps))
+        om64 = om.to("cpu", torch.float64)
         out_rot[idx] = axis_angle_to_matrix(om64) @ rot0[idx]
-        out_sh[idx] = sh0[idx] + de_best.detach().to("cpu", torch.float64) * float(apix)
-        scores[idx] = best_score.detach().to("cpu", torch.float64)
+        out_sh[idx] = sh0[idx] + de.to("cpu", torch.float64) * float(apix)
+        scores[idx] = sc.to("cpu", torch.float64)
         angle_moved[idx] = torch.rad2deg(om64.norm(dim=-1))
         shift_moved[idx] = (out_sh[idx] - sh0[idx]).norm(dim=-1)
         if progress is not None:
             progress(min(1.0, (b_start + b) / todo.numel()), f"local refinement {b_start + b}/{todo.numel()}")
     return RefinedPoses(out_rot, out_sh, scores, angle_moved, shift_moved, mask_t.clone())
-
-
-def _score_grid(volume_ft, data, om_centre, de_centre, om_offsets, de_offsets):
-    """Best of the candidates ``ω = ω_c + offset`` × ``δ = δ_c + offset`` of each particle.
-
-    Candidates are pulled into the ±3σ search box first. One Fourier slice per rotation;
-    all shifts of a rotation are scored by one product with the shift phases, using
-    ``|Y − M φ|² = |Y|² + |M|² − 2 Re⟨M φ, Y⟩``. Returns ``(b, 3)``, ``(b, 2)``, ``(b,)``.
-    """
-    y, c, k, pix, d, r0, s0_px, var, sig_a, sig_s = data
-    b, n_g, n_h = y.shape[0], om_offsets.shape[-2], de_offsets.shape[-2]
-    om = om_centre[:, None, :] + om_offsets.expand(b, -1, -1)  # (b, G, 3)
-    de = de_centre[:, None, :] + de_offsets.expand(b, -1, -1)  # (b, H, 2)
-    om, de = _project_box(om, de, sig_a, sig_s)
-    rot = (axis_angle_to_matrix(om) @ r0[:, None]).reshape(-1, 3, 3)  # (b·G, 3, 3)
-    m = _model_spectra(volume_ft, rot, d, pix).reshape(b, n_g, -1)  # (b, G, P)
-    if c is not None:
-        m = m * c[:, None, :]
-    mp = m * _phases(k, s0_px)[:, None, :]  # model at the starting shift
-    dph = _phases(k, de)  # (b, H, P)
-    cross = torch.einsum("bgp,bhp->bgh", mp.conj() * y[:, None, :], dph.conj()).real  # (b, G, H)
-    norm_m = (mp.abs() ** 2).sum(-1)  # (b, G)
-    norm_y = (y.abs() ** 2).sum(-1)  # (b,)
-    post = -(norm_y[:, None, None] + norm_m[:, :, None] - 2 * cross) / (2 * var[:, None, None])
-    if sig_a > 0:
-        post = post - 0.5 * ((om ** 2).sum(-1) / sig_a**2)[:, :, None]
-    if sig_s > 0:
-        post = post - 0.5 * ((de ** 2).sum(-1) / sig_s**2)[:, None, :]
-    flat = post.reshape(b, -1)
-    best = flat.argmax(-1)
-    ar = torch.arange(b, device=y.device)
-    return om[ar, best // n_h], de[ar, best % n_h], flat[ar, best]
-
-
-def _posterior(volume_ft, y, c, k, pix, d, r0, s0_px, var, om, de, sig_a, sig_s) -> torch.Tensor:
-    """``(b,)`` log-posterior of the poses ``exp([ω]ₓ) R₀``, ``s₀ + δ`` (differentiable)."""
-    rot = axis_angle_to_matrix(om) @ r0
-    m = _model_spectra(volume_ft, rot, d, pix)  # (b, P)
-    if c is not None:
-        m = m * c
-    m = m * _phases(k, s0_px + de)
-    score = -((y - m).abs() ** 2).sum(-1) / (2 * var)
-    if sig_a > 0:
-        score = score - 0.5 * (om ** 2).sum(-1) / sig_a**2
-    if sig_s > 0:
-        score = score - 0.5 * (de ** 2).sum(-1) / sig_s**2
-    return score
-
-
-def _project_box(om: torch.Tensor, de: torch.Tensor, sig_a: float, sig_s: float):
-    """Pull ``ω`` into the ball ``|ω| ≤ 3σ_angle`` and ``δ`` into the box ``|δ_i| ≤ 3σ_shift``."""
-    norm = om.norm(dim=-1, keepdim=True)
-    lim = 3 * sig_a
-    om = torch.where(norm > lim, om * (lim / norm.clamp_min(1e-30)), om)
-    de = de.clamp(-3 * sig_s, 3 * sig_s)
-    return om, de
-
-
-def _gradient_refine(volume_ft, y, c, k, pix, d, r0, s0_px, var, om_start, de_start, sig_a, sig_s, n_steps):
-    """Adam on the summed negative log-posterior, which is independent per particle.
-
-    Adam's update of each coordinate depends only on that coordinate's gradient history,
-    so each particle's ``(ω, δ)`` follows its own objective (an L-BFGS line search on the
-    sum would couple them). Parameters are scaled by the prior widths (``ω/σ_angle``,
-    ``δ/σ_shift``); the step falls from 0.1σ to 0 on a cosine schedule, and the best
-    iterate of each particle is kept.
-    """
-    scale_a = sig_a if sig_a > 0 else 0.0
-    scale_s = sig_s if sig_s > 0 else 0.0
-    ua = (om_start / scale_a if scale_a > 0 else torch.zeros_like(om_start)).clone().requires_grad_(scale_a > 0)
-    us = (de_start / scale_s if scale_s > 0 else torch.zeros_like(de_start)).clone().requires_grad_(scale_s > 0)
-    params = [p for p in (ua, us) if p.requires_grad]
-    best_om, best_de = om_start.clone(), de_start.clone()
-    best = torch.full_like(var, -torch.inf)
-    if not params:
-        return best_om, best_de, best
-    lr0 = 0.1
-    opt = torch.optim.Adam(params, lr=lr0)
-    for step in range(n_steps + 1):
-        with torch.no_grad():
-            om, de = _project_box(ua * scale_a, us * scale_s, sig_a, sig_s)
-            ua.copy_(om / scale_a if scale_a > 0 else ua)
-            us.copy_(de / scale_s if scale_s > 0 else us)
-        score = _posterior(volume_ft, y, c, k, pix, d, r0, s0_px, var, ua * scale_a, us * scale_s, sig_a, sig_s)
-        with torch.no_grad():
-            better = torch.isfinite(score) & (score > best)
-            best = torch.where(better, score, best)
-            best_om = torch.where(better[:, None], om, best_om)
-            best_de = torch.where(better[:, None], de, best_de)
-        if step == n_steps or not bool(torch.isfinite(score).all()):
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-        opt.zero_grad()
-        (-score.sum()).backward()
-        opt.step()
-    return best_om, best_de, best
 
 
 def refine_half_sets(

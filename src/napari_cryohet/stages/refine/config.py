@@ -47,12 +47,12 @@ class RefineConfig(StageConfig):
     refine_poses: bool = param(True, label="refine poses",
                                help="local pose refinement per cluster against that cluster's half map "
                                     "(Silvera Coeff 2025 §4.1.5: local search only)")
-    search_levels: int = param(6, minimum=0, maximum=12, label="local search rounds",
-                               help="rounds of the pose search around each particle's best point, each halving the "
-                                    "step (fewer: faster, coarser); 6 recovers a 3° error to ~0.1° on clean data")
-    gradient_steps: int = param(30, minimum=0, maximum=200, label="gradient steps",
-                                help="final gradient steps on each particle's orientation and shift (0: none, "
-                                     "faster)")
+    grid_steps: int = param(5, minimum=1, maximum=9, label="local search grid",
+                            help="orientations per axis of the first local search grid across ±3σ of the current "
+                                 "pose (1: no grid, start the refinement steps at the current pose)")
+    refine_steps: int = param(6, minimum=0, maximum=50, label="refinement steps",
+                              help="Gauss–Newton steps on each particle's orientation and shift after the grid "
+                                   "(0: grid only)")
     min_cluster_size: int = param(20, minimum=2, label="smallest cluster reconstructed",
                                   help="clusters with fewer particles get no map and their particles keep their pose")
     seed: int = param(0, help="random seed of the embedding, the clustering and the half sets")

@@ -137,8 +137,8 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
                 refined = refine_half_sets(images[sel], rotations[sel], shifts[sel], sub_ctf, halves[sel],
                                            map_a, map_b, apix=apix, sigma_angle_deg=config.sigma_angle_deg,
                                            sigma_shift_a=config.sigma_shift_a, max_resolution_a=resolution,
-                                           n_refine_levels=config.search_levels,
-                                           n_gradient_steps=config.gradient_steps,
+                                           n_angle_steps=config.grid_steps, n_shift_steps=config.grid_steps,
+                                           n_steps=config.refine_steps,
                                            device=device, cancel=lambda: check_cancel(cancel))
                 rotations[sel] = refined.rotations.to(torch.float64)
                 shifts[sel] = refined.shifts_a.to(torch.float64)
