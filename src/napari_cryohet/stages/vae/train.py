@@ -1,8 +1,12 @@
 """Training the structural-basis VAE (§4 of Kimanius, Jamali, Scheres 2022).
 
-``train_vae(dataset, config, *, run_dir=None, progress=None, cancel=None) -> VAEResult``
+``train_vae(dataset, config, *, run_dir=None, progress=None, cancel=None, initial=None) -> VAEResult``
 streams minibatches from the (lazy) dataset, reports the loss per epoch and honours
-cancellation within one batch. With a ``run_dir`` (a workspace run, ``<ws>/vae/NNNN``) it
+cancellation within one batch. With ``initial`` (a trained :class:`VAEResult`) training
+starts from its weights instead of a fresh model — a warm start, e.g. a few more epochs on
+refined poses between iterations of the clustering/refinement loop, as the thesis
+re-trains cryoDRGN on the refined poses (Silvera Coeff 2025, §4.1.6);
+:func:`fine_tune_vae` does this with the initial run's settings. With a ``run_dir`` (a workspace run, ``<ws>/vae/NNNN``) it
 writes there after every epoch:
 
 - ``checkpoint.pt`` through the shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer`
@@ -19,6 +23,7 @@ The result itself is not written here: the workspace saves it (``VAEResult.save`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -38,12 +43,12 @@ from napari_cryohet.stages._common import (
     set_scheduled_lr,
 )
 from napari_cryohet.stages.checkpoint import Checkpointer
-from napari_cryohet.stages.protocol import dataset_indices
+from napari_cryohet.stages.protocol import array_hash, dataset_indices
 from napari_cryohet.stages.vae.config import VAEConfig
 from napari_cryohet.stages.vae.encode import ImageBatches, check_dataset, encode_dataset
 from napari_cryohet.stages.vae.result import VAEResult
 
-__all__ = ["train_vae", "latents_epoch_path"]
+__all__ = ["train_vae", "fine_tune_vae", "latents_epoch_path"]
 
 
 def latents_epoch_path(run_dir: str | Path, epoch: int) -> Path:
@@ -96,6 +101,25 @@ def _optimizer(model: StructuralBasisVAE, config: VAEConfig) -> torch.optim.Adam
                              {"params": nets, "lr": config.lr}])
 
 
+def _check_initial(initial: VAEResult, shape: ModelShape, apix: float) -> None:
+    """Raise ``ValueError`` naming every field in which ``initial``'s model differs from ``shape``."""
+    have = dataclasses.asdict(initial.model.shape)
+    want = dataclasses.asdict(shape)
+    diff = [f"{name}: {have[name]!r} (initial) vs {want[name]!r} (config/dataset)"
+            for name in want if have.get(name) != want[name]]
+    if not np.isclose(float(initial.apix), float(apix), rtol=1e-4):
+        diff.append(f"apix: {float(initial.apix)!r} (initial) vs {float(apix)!r} (dataset)")
+    if diff:
+        raise ValueError("initial VAE model does not match this training run: " + "; ".join(diff)
+                         + " (a warm start needs the same model shape, image size and pixel size)")
+
+
+def _weights_hash(model: StructuralBasisVAE) -> str:
+    """Hash of a model's saved state (weights and spectral normalisation), for the checkpoint's identity."""
+    state = model.state_dict()
+    return array_hash(*(state[k].detach().cpu().numpy() for k in sorted(state)))
+
+
 def train_vae(
     dataset: ParticleDataset,
     config: VAEConfig | None = None,
@@ -103,6 +127,7 @@ def train_vae(
     run_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    initial: VAEResult | None = None,
 ) -> VAEResult:
     """Train the structural-basis VAE (§4 of Kimanius, Jamali, Scheres 2022) on ``dataset``.
 
@@ -122,6 +147,21 @@ def train_vae(
     cancel
         Checked before every batch; a cancelled run raises ``Cancelled`` and leaves the last
         epoch's checkpoint intact (a new call with the same ``run_dir`` continues from it).
+    initial
+        A trained :class:`VAEResult` to start from (warm start, Silvera Coeff 2025, §4.1.6):
+        its whole model state — encoder, mixing network, basis volumes and the noise
+        spectrum ``σ̄_y`` of eq. 5 (kept, not re-estimated, so the encoder sees its input
+        scaled as it was trained on) — is copied into a new model; ``initial`` itself is
+        not changed. ``config.epochs`` then counts the *extra* epochs (the history holds
+        only those, numbered from 1), with a fresh Adam optimiser and ``config``'s learning
+        rates and schedule. The dataset's poses (and particles) may differ from those
+        ``initial`` was trained on — that is the point: refined poses. The model shape
+        derived from ``config`` and the dataset (box size, ``zdim``, ``n_basis``, widths,
+        radius, …) and the pixel size must equal ``initial``'s, else ``ValueError`` naming
+        each differing field. With a ``run_dir`` holding a checkpoint, the checkpoint is
+        resumed, not ``initial``; the checkpoint records a hash of ``initial``'s weights and
+        one written from other weights (or from a fresh start) is refused with
+        ``CheckpointMismatchError``.
 
     Returns
     -------
@@ -133,12 +173,18 @@ def train_vae(
     n, d = len(dataset), dataset.box_size
     indices = dataset_indices(dataset)
     shape = config.model_shape(d)
+    identity: dict[str, object] = {"image sizes (px)": d}
+    if initial is not None:
+        _check_initial(initial, shape, float(dataset.apix))
+        identity["initial weights"] = _weights_hash(initial.model)
 
     model = _new_model(shape, config.seed).to(device)
+    if initial is not None:
+        model.load_state_dict(initial.model.state_dict())  # copies the tensors: initial is untouched
     optimizer = _optimizer(model, config)
     batches = ImageBatches(dataset, device)
     ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices,
-                                                     identity={"image sizes (px)": d})
+                                                     identity=identity)
     # Loaded on the CPU: load_state_dict copies the tensors to the model's and optimiser's device.
     state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
     start_epoch, history = 0, []
@@ -146,6 +192,9 @@ def train_vae(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), [dict(h) for h in state["history"]]
+    elif initial is not None:
+        label = f" of run {initial.run_id}" if getattr(initial, "run_id", None) else ""
+        report(progress, 0.02, f"warm start from the trained model{label}")
     else:
         _estimate_normalisation(dataset, model, batches, config, progress, cancel)
 
@@ -198,3 +247,26 @@ def train_vae(
     report(progress, 1.0, f"done: {len(history)} epochs, final loss "
                           f"{history[-1]['loss']:.4f}" if history else "done")
     return result
+
+
+def fine_tune_vae(
+    initial: VAEResult,
+    dataset: ParticleDataset,
+    epochs: int,
+    *,
+    run_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    **overrides,
+) -> VAEResult:
+    """A few more epochs of ``initial``'s model on ``dataset`` (e.g. with refined poses).
+
+    The warm-started VAE step of the clustering/refinement loop: the thesis re-trains
+    cryoDRGN on the locally refined poses before the next clustering (Silvera Coeff 2025,
+    §4.1.6). The settings are ``initial.config`` with ``epochs`` replaced (and any
+    ``overrides``, e.g. ``lr=3e-4`` or ``device="cpu"``), so the model shape matches by
+    construction; see :func:`train_vae` (``initial``) for what is copied and for
+    ``run_dir``.
+    """
+    config = dataclasses.replace(initial.config, epochs=int(epochs), **overrides)  # unknown names raise TypeError
+    return train_vae(dataset, config, run_dir=run_dir, progress=progress, cancel=cancel, initial=initial)
