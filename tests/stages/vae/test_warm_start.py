@@ -119,8 +119,8 @@ def test_warm_start_resumes_from_its_checkpoint(tmp_path, initial, cancel_at):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
-    # a fresh (not warm-started) run's checkpoint does not belong to a warm start, and vice versa
-    # a warm start from other weights is refused
+    # a fresh (not warm-started) run's checkpoint does not belong to a warm start, nor does a
+    # warm start's checkpoint to a warm start from other weights
     cfg1 = VAEConfig(**{**init.config.to_dict(), "epochs": 1})
     train_vae(refined, cfg1, run_dir=tmp_path / "fresh")
     with pytest.raises(CheckpointMismatchError, match="initial weights"):
