@@ -308,12 +308,17 @@ class Embedding:
         The run that produced it (``"vae/0001"``), ``None`` for in-memory results.
     name
         What the vectors are (``"eigenvectors"``, ``"latents"``).
+    source
+        The run's result object when it can do more with the vectors than hand them on
+        (a VAE result decodes latents into volumes: ``source.decode``); ``None`` otherwise.
+        Not compared, not saved.
     """
 
     values: np.ndarray
     indices: np.ndarray
     run_id: str | None = None
     name: str = "embedding"
+    source: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values)

@@ -21,7 +21,20 @@ BLOB_PARAMS = {
     "gmm": {"n_clusters": 6},
     "dbscan": {"eps": 1.5, "min_samples": 5},
     "hdbscan": {"min_cluster_size": 30},
+    "landscape": {"n_clusters": 6, "n_centres": 30},
 }
+
+
+def _blob_decoder(z):
+    """Volumes (16³) of two Gaussian blobs placed by the 4 latent coordinates (a stand-in VAE decoder)."""
+    z = np.asarray(z, dtype=np.float64)
+    g = np.arange(16) - 8.0
+    zz, yy, xx = np.meshgrid(g, g, g, indexing="ij")
+    out = np.empty((len(z), 16, 16, 16))
+    for i, (a, b, c, d) in enumerate(z / 4.0):
+        out[i] = (np.exp(-((xx - a) ** 2 + (yy - b) ** 2 + zz ** 2) / 4.0)
+                  + np.exp(-(xx ** 2 + (yy - c) ** 2 + (zz - d) ** 2) / 4.0))
+    return out.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +55,8 @@ def test_every_registered_method_is_tested_and_documented():
 @pytest.mark.parametrize("method", sorted(BLOB_PARAMS))
 def test_methods_recover_separated_blobs(blobs, method):
     x, y = blobs
-    res = cluster_vectors(x, method, seed=1, **BLOB_PARAMS[method])
+    decode = _blob_decoder if CLUSTERERS[method].needs_decoder else None
+    res = cluster_vectors(x, method, seed=1, decode=decode, **BLOB_PARAMS[method])
     ari = adjusted_rand_score(y, res.labels)
     print(f"{method}: ARI {ari:.4f}, {res.n_clusters} clusters, {(res.labels == -1).sum()} noise")
     assert isinstance(res, ClusterResult) and res.method == method
@@ -53,6 +67,11 @@ def test_methods_recover_separated_blobs(blobs, method):
     assert set(CLUSTERERS[method].defaults()) <= set(res.params)
     if res.centres is not None:
         assert res.centres.shape == (res.n_clusters, 4)
+
+
+def test_landscape_needs_a_decoder(blobs):
+    with pytest.raises(ValueError, match="needs a VAE run"):
+        cluster_vectors(blobs[0], "landscape", n_clusters=6)
 
 
 def test_density_methods_mark_outliers_as_noise(blobs):

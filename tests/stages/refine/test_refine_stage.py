@@ -143,3 +143,100 @@ def test_cluster_export_keeps_every_column_with_refined_poses(tmp_path):
     back = load_dataset(out)
     np.testing.assert_allclose(back.rotations, result.rotations[members], atol=1e-4)
     np.testing.assert_allclose(back.shifts_a, result.shifts_a[members], atol=1e-4)
+
+
+def test_every_iteration_keeps_its_poses_maps_and_curves(two_classes, tmp_path):
+    """Per iteration: the poses after it, its class maps and FSC curves; saved and loaded back."""
+    ds, truth, emb = two_classes
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=2, sigma_angle_deg=1.0,
+                          sigma_shift_a=1.0, resolution_schedule_a=(9.0,), grid_steps=1, refine_steps=2,
+                          min_cluster_size=10, device="cpu")
+    result = run_refine(ds, config, embedding=emb)
+    assert len(result.iterations) == 2
+    last = result.iterations[-1]
+    np.testing.assert_allclose(last["rotations"], result.rotations, atol=1e-6)  # float32 copy of the final poses
+    np.testing.assert_allclose(last["shifts_a"], result.shifts_a, atol=1e-4)
+    first = result.iterations[0]
+    assert not np.allclose(first["rotations"], np.asarray(ds.rotations), atol=1e-6)  # iteration 1 moved poses
+    for it in result.iterations:
+        assert it["maps"].shape == (len(it["cluster_ids"]), 32, 32, 32)
+        assert it["fsc"].shape == (len(it["cluster_ids"]), 17)
+        assert np.all(it["fsc"][:, 1] > 0.5)  # low frequencies of a resolved map correlate
+    assert [h["resolution_limit_a"] for h in result.history] == [9.0, 9.0]
+    result.save(tmp_path)
+    back = RefineResult.load(tmp_path)
+    assert len(back.iterations) == 2
+    for a, b in zip(back.iterations, result.iterations, strict=True):
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_gmm_memberships_weight_the_class_maps(two_classes):
+    ds, truth, emb = two_classes
+    config = RefineConfig(embedding_method="none", cluster_method="gmm", n_clusters=2, n_iterations=1,
+                          refine_poses=False, min_cluster_size=10, device="cpu")
+    result = run_refine(ds, config, embedding=emb)
+    assert adjusted_rand_score(truth, result.final_labels) > 0.95
+    assert all(c["weighted"] for c in result.history[0]["clusters"].values())
+    off = run_refine(ds, RefineConfig(**{**config.to_dict(), "soft_weights": False}), embedding=emb)
+    assert not any(c["weighted"] for c in off.history[0]["clusters"].values())
+
+
+class _FakeVAE:
+    """A stand-in VAE result: decode(z) makes the complete or the CORE-only AdK class map."""
+
+    def __init__(self, volumes):
+        self.volumes = np.asarray(volumes, dtype=np.float32)
+
+    def decode(self, z, batch=8):
+        z = np.asarray(z)
+        return self.volumes[(z[:, 1] > z[:, 0]).astype(int)]
+
+
+def test_landscape_clustering_uses_the_input_runs_decoder(two_classes):
+    ds, truth, emb = two_classes
+    config = RefineConfig(embedding_method="umap", cluster_method="landscape", n_clusters=2, n_iterations=1,
+                          refine_poses=False, min_cluster_size=10, device="cpu")
+    with pytest.raises(ValueError, match="no decoder"):
+        run_refine(ds, config, embedding=emb)
+    with_decoder = Embedding(emb.values, emb.indices, name="latents",
+                             source=_FakeVAE(ds.ground_truth["global/volumes"]))
+    result = run_refine(ds, config, embedding=with_decoder)
+    assert adjusted_rand_score(truth, result.final_labels) > 0.95
+    assert result.history[0]["cluster_method"] == "landscape"
+
+
+def test_vae_epochs_need_a_vae_run(two_classes):
+    ds, truth, emb = two_classes
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=1, vae_epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="not a VAE run"):
+        run_refine(ds, config, embedding=emb)
+
+
+def test_vae_epochs_retrain_the_input_vae_and_resume(two_classes, tmp_path):
+    """§4.1.6: after each iteration the input VAE trains on the refined poses and its new latents are
+    clustered; a killed run resumes with the re-trained weights and ends as an uninterrupted one."""
+    from napari_cryohet.stages.vae import VAEConfig, train_vae
+
+    ds, truth, _ = two_classes
+    vae = train_vae(ds, VAEConfig(epochs=2, zdim=2, batch_size=40, seed=0, device="cpu"))
+    emb = vae.embedding()
+    config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=2, vae_epochs=1, sigma_angle_deg=1.0,
+                          sigma_shift_a=1.0, grid_steps=1, refine_steps=2, min_cluster_size=10, device="cpu")
+    whole = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "whole")
+    for rec in whole.history:
+        assert rec["vae"]["epochs"] == 1 and np.isfinite(rec["vae"]["loss"])
+        assert rec["vae"]["latent_change"] > 0  # the latents moved with the re-training
+    token = CancelToken()
+
+    def kill_at_iteration_2(fraction, message):
+        if message.startswith("iteration 2"):
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed", progress=kill_at_iteration_2, cancel=token)
+    resumed = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed")
+    np.testing.assert_array_equal(resumed.labels, whole.labels)
+    np.testing.assert_allclose(resumed.rotations, whole.rotations, atol=1e-9)
+    assert resumed.history[1]["vae"]["latent_change"] == pytest.approx(whole.history[1]["vae"]["latent_change"])

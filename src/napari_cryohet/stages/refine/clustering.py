@@ -18,9 +18,11 @@ Cluster numbering is whatever the algorithm gives; making it stable across itera
 particles, which also makes UMAP's rotations/mirrorings between re-embeddings irrelevant).
 :func:`align_embedding` only turns a new embedding onto the previous one for display.
 
-Not here yet: agglomerative clustering of decoded volumes (decode volumes at K-Means centres
-of the latents, PCA of the volumes, cluster there — cryoDRGN's landscape analysis). It needs
-the input run's VAE decoder and belongs to the stage, a later step.
+``"landscape"`` — agglomerative clustering of decoded volumes (decode volumes at K-Means
+centres of the latents, PCA of the volumes, cluster there — cryoDRGN's landscape analysis)
+— is :func:`napari_cryohet.stages.refine.landscape.landscape_clusters`; it is registered here
+with ``needs_decoder`` and runs on the raw latents with the input run's decoder
+(``cluster_vectors(..., decode=...)``).
 """
 
 from __future__ import annotations
@@ -215,6 +217,8 @@ class ClustererSpec:
         May label particles −1.
     warm_start
         Accepts ``init_labels`` (previous iteration's labels).
+    needs_decoder
+        Runs on the raw latents and needs the input run's decoder (``decode``).
     """
 
     name: str
@@ -225,6 +229,7 @@ class ClustererSpec:
     soft: bool = False
     noise: bool = False
     warm_start: bool = False
+    needs_decoder: bool = False
 
     def defaults(self) -> dict[str, Any]:
         """Parameter name → default."""
@@ -296,6 +301,14 @@ def _hdbscan(x, *, seed, init_labels=None, min_cluster_size=50, min_samples=None
                          None if centres is None else np.asarray(centres).copy(), "hdbscan")
 
 
+def _landscape(x, *, seed, init_labels=None, decode=None, n_clusters=6, n_centres=50, n_pcs=10, linkage="ward"):
+    from napari_cryohet.stages.refine.landscape import landscape_clusters  # it imports this module
+
+    res = landscape_clusters(x, decode, n_clusters=n_clusters, n_centres=n_centres, n_pcs=n_pcs, linkage=linkage,
+                             seed=seed)
+    return res.clusters
+
+
 _N_CLUSTERS_HELP = "number of clusters K"
 #: The clustering registry: name → :class:`ClustererSpec`.
 CLUSTERERS: dict[str, ClustererSpec] = {
@@ -331,10 +344,20 @@ CLUSTERERS: dict[str, ClustererSpec] = {
          ClustererParam("min_samples", None, "core-distance neighbours (count; None = min_cluster_size)"),
          ClustererParam("cluster_selection_epsilon", 0.0, "merge clusters closer than this (embedding units)")),
         noise=True),
+    "landscape": ClustererSpec(
+        "landscape", "volumes decoded at K-Means centres of the latents, grouped by agglomerative clustering "
+                     "(needs a VAE run)",
+        "Zhong et al. 2021 (cryoDRGN landscape analysis); scikit-learn KMeans, PCA, AgglomerativeClustering",
+        _landscape,
+        (ClustererParam("n_clusters", 6, _N_CLUSTERS_HELP),
+         ClustererParam("n_centres", 50, "K-Means centres of the latents where volumes are decoded (count)"),
+         ClustererParam("n_pcs", 10, "principal components of the decoded volumes clustered (count)"),
+         ClustererParam("linkage", "ward", "'ward', 'average', 'complete' or 'single'")),
+        needs_decoder=True),
 }
 
 
-def cluster_vectors(vectors, method: str = "kmeans", *, seed: int = 0, init_labels=None,
+def cluster_vectors(vectors, method: str = "kmeans", *, seed: int = 0, init_labels=None, decode=None,
                     **params) -> ClusterResult:
     """Cluster per-particle vectors (usually an :func:`embed_vectors` output) with a registered method.
 
@@ -352,6 +375,9 @@ def cluster_vectors(vectors, method: str = "kmeans", *, seed: int = 0, init_labe
         current space, with one run. Requires ``n_clusters`` = number of previous clusters.
         Output ids follow the previous ids' increasing order, but align with
         :func:`~napari_cryohet.core.label_alignment.align_labels` all the same.
+    decode
+        ``decode(z (M, zdim)) -> (M, D, D, D)`` volumes, for methods with ``needs_decoder``
+        (``"landscape"``; ``vectors`` are then the raw latents). Ignored by the others.
     **params
         The method's parameters (see ``CLUSTERERS[method].params``); missing ones take the
         defaults.
@@ -378,6 +404,13 @@ def cluster_vectors(vectors, method: str = "kmeans", *, seed: int = 0, init_labe
     full = {**spec.defaults(), **params}
     if "n_clusters" in full and not 1 <= int(full["n_clusters"]) <= len(x):
         raise ValueError(f"n_clusters must be in [1, N={len(x)}], got {full['n_clusters']}")
-    res = spec.function(x, seed=int(seed), init_labels=init_labels, **full)
+    if spec.needs_decoder:
+        if decode is None:
+            raise ValueError(f"{method!r} clusters volumes decoded from the latents: it needs a VAE run as input "
+                             "(its decoder)")
+        full_call = {**full, "decode": decode}
+    else:
+        full_call = full
+    res = spec.function(x, seed=int(seed), init_labels=init_labels, **full_call)
     return ClusterResult(res.labels, res.memberships, res.centres, method,
                          {**full, "seed": int(seed), "warm_start": init_labels is not None})

@@ -53,6 +53,13 @@ class RefineConfig(StageConfig):
     refine_steps: int = param(6, minimum=0, maximum=50, label="refinement steps",
                               help="Gauss–Newton steps on each particle's orientation and shift after the grid "
                                    "(0: grid only)")
+    soft_weights: bool = param(True, label="weight particles by membership",
+                               help="with a Gaussian mixture, each particle counts in its cluster's map by its "
+                                    "membership probability (0–1) instead of fully")
+    vae_epochs: int = param(0, minimum=0, maximum=50, label="VAE epochs per iteration",
+                            help="with a VAE run as input: train it this many more epochs on the refined poses "
+                                 "after each iteration and cluster its new latents (Silvera Coeff 2025, §4.1.6); "
+                                 "0: keep the input latents")
     min_cluster_size: int = param(20, minimum=2, label="smallest cluster reconstructed",
                                   help="clusters with fewer particles get no map and their particles keep their pose")
     seed: int = param(0, help="random seed of the embedding, the clustering and the half sets")

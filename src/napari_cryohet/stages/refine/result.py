@@ -39,14 +39,21 @@ class RefineResult(StageResult):
     history
         One record per iteration: ``iteration``, ``n_clusters``, ``label_stability``,
         ``merges``, ``splits``, ``clusters`` (id → particles, resolution in Å, mean pose
-        change), ``seconds``.
+        change), ``seconds``, ``cluster_method``, ``cluster_params``, ``resolution_limit_a``.
+    iterations
+        One dict per iteration (``I`` of them): ``rotations`` ``(N, 3, 3)`` and ``shifts_a``
+        ``(N, 2)`` float32, the poses after it; ``cluster_ids`` ``(K_i,)``, ``maps``
+        ``(K_i, D, D, D)`` and ``fsc`` ``(K_i, S)``: the class maps it reconstructed (before
+        refining the poses) and their corrected FSC curves.
     """
 
     STAGE = "refine"
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2
+    ITERATION_KEYS = ("rotations", "shifts_a", "cluster_ids", "maps", "fsc")
 
     def __init__(self, *, indices, labels, half_sets, rotations, shifts_a, cluster_ids, maps, fsc, fsc_freq,
-                 apix: float, history: list[dict[str, Any]], config: RefineConfig, run_id: str | None = None) -> None:
+                 apix: float, history: list[dict[str, Any]], config: RefineConfig, run_id: str | None = None,
+                 iterations: list[dict[str, np.ndarray]] | None = None) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.half_sets = np.asarray(half_sets, dtype=np.int64)
@@ -60,6 +67,7 @@ class RefineResult(StageResult):
         self.history = list(history)
         self.config = config
         self.run_id = run_id
+        self.iterations = [dict(it) for it in (iterations or [])]
         n = len(self.indices)
         if self.labels.ndim != 2 or self.labels.shape[1] != n:
             raise ValueError(f"RefineResult: labels {self.labels.shape} do not match {n} particles")
@@ -87,13 +95,20 @@ class RefineResult(StageResult):
                         rotations=self.rotations, shifts_a=self.shifts_a, cluster_ids=self.cluster_ids,
                         maps=self.maps, fsc=self.fsc, fsc_freq=self.fsc_freq, apix=np.array(self.apix),
                         history_json=np.array(json.dumps(jsonable(self.history))),
-                        config_json=np.array(json.dumps(self.config.to_dict())))
+                        config_json=np.array(json.dumps(self.config.to_dict())),
+                        **{f"iteration{i}_{key}": np.asarray(it[key]) for i, it in enumerate(self.iterations)
+                           for key in self.ITERATION_KEYS if key in it})
 
     @classmethod
     def _load(cls, run_dir: Path) -> RefineResult:
         path = run_dir / RESULT_FILE
         with np.load(path, allow_pickle=False) as data:
-            return cls(indices=data["indices"], labels=data["labels"], half_sets=data["half_sets"],
+            iterations = []
+            while f"iteration{len(iterations)}_rotations" in data.files:
+                i = len(iterations)
+                iterations.append({key: data[f"iteration{i}_{key}"] for key in cls.ITERATION_KEYS
+                                   if f"iteration{i}_{key}" in data.files})
+            return cls(iterations=iterations, indices=data["indices"], labels=data["labels"], half_sets=data["half_sets"],
                        rotations=data["rotations"], shifts_a=data["shifts_a"], cluster_ids=data["cluster_ids"],
                        maps=data["maps"], fsc=data["fsc"], fsc_freq=data["fsc_freq"], apix=float(data["apix"]),
                        history=json.loads(str(data["history_json"])),

@@ -73,7 +73,7 @@ class VAEResult(StageResult):
 
     def embedding(self) -> Embedding:
         """The latents (posterior means), keyed on the particles' root indices."""
-        return Embedding(self.latents, self.particle_indices, run_id=self.run_id, name="latents")
+        return Embedding(self.latents, self.particle_indices, run_id=self.run_id, name="latents", source=self)
 
     def decode(self, z: Any, *, batch: int = 8) -> np.ndarray:
         """Volumes at latent points ``z`` ``(B, zdim)`` → ``(B, D, D, D)`` float32 (see
