@@ -2,11 +2,16 @@
 
 Two scenes per run:
 
-- **Clustering · refine/NNNN** (3D): the last iteration's class maps side by side in one
-  physical frame (Å; cluster *j* of the run is moved along x by ``j · (D + 4) · apix``, so
-  the maps never overlap and keep their scale), each as a maximum-intensity image (the
-  contrast of :func:`~napari_cryohet.plugin._vae_scene.density_limits`) and an iso-surface
-  in the cluster's colour, with a text label under it (cluster id, particles, resolution).
+- **Clustering · refine/NNNN** (3D): class maps side by side in one physical frame (Å;
+  the *j*-th cluster id with a map anywhere in the run, :func:`map_ids`, is moved along x
+  by ``j · (D + 4) · apix``, so the maps never overlap, keep their scale and a cluster keeps
+  its place), each as a maximum-intensity image (the contrast of
+  :func:`~napari_cryohet.plugin._vae_scene.density_limits`) and an iso-surface in the
+  cluster's colour, with a text label under it (cluster id, particles, resolution). The
+  scene shows one *step* of the run (:func:`class_maps`): iteration *i*'s maps (made from
+  the poses it started with, before it refined them) or the final maps (from the refined
+  poses, the default); :func:`show_step` switches step by updating the same layers in place
+  (maps of clusters absent at that step are hidden).
 - **Clusters · refine/NNNN** (2D): the particles in the input run's embedding (its
   per-particle vectors, VAE latents or spectral eigenvectors, reduced by PCA to 2D and
   scaled to equal spread) coloured by cluster at one iteration (:func:`show_iteration`);
@@ -20,6 +25,7 @@ surface has the colour of its points. Particles in no cluster (id −1) are grey
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +34,8 @@ from napari_cryohet.plugin._embedding_layer import embedding_points, link_select
 from napari_cryohet.plugin._vae_scene import density_limits, equal_spread
 from napari_cryohet.plugin.scenes import Scene, scene_name
 
-__all__ = ["present", "show_iteration", "cluster_colour", "map_offsets_a", "input_points", "MAPS_TITLE",
+__all__ = ["present", "show_iteration", "show_step", "class_maps", "ClassMaps", "map_ids", "n_steps",
+           "cluster_colour", "map_offsets_a", "input_points", "MAPS_TITLE",
            "CLUSTERS_TITLE", "POINTS_LAYER", "LABELS_LAYER", "map_layer_name", "surface_layer_name", "GAP_VOXELS"]
 
 MAPS_TITLE = "Clustering"
@@ -69,10 +76,109 @@ def cluster_colours(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def kept_iterations(result: Any) -> bool:
+    """Whether ``result`` kept every iteration's class maps (runs saved before that did not)."""
+    iterations = getattr(result, "iterations", None) or []
+    return len(iterations) == len(result.labels) and all("maps" in it for it in iterations)
+
+
+def n_steps(result: Any) -> int:
+    """Steps the maps scene can show: each kept iteration and the final maps (1 without kept iterations)."""
+    return len(result.labels) + 1 if kept_iterations(result) else 1
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """The class maps of one step of a run.
+
+    Attributes
+    ----------
+    step
+        0-based: iteration ``step``'s maps, or ``len(result.labels)`` for the final maps.
+    final
+        The final maps (``result.maps``, from the refined poses).
+    labels_index
+        The iteration whose clusters these maps are (the last one for the final maps).
+    cluster_ids, maps, fsc
+        ``(K,)``, ``(K, D, D, D)`` float32 and ``(K, S)`` corrected FSC (``result.fsc_freq``).
+    resolution_a
+        ``(K,)`` resolution at FSC 0.143 in Å (NaN where unknown).
+    """
+
+    step: int
+    final: bool
+    labels_index: int
+    cluster_ids: np.ndarray
+    maps: np.ndarray
+    fsc: np.ndarray
+    resolution_a: np.ndarray
+
+
+def class_maps(result: Any, step: int | None = None) -> ClassMaps:
+    """The class maps at ``step`` (0-based iteration; ``None`` or ``len(result.labels)``: the final maps).
+
+    Iteration *i*'s maps are those it reconstructed from the poses it started with (before
+    it refined them); their resolutions are the run's history. A result without kept
+    iterations (saved before they were kept) gives its final maps at every step.
+    """
+    n_it = len(result.labels)
+    final = step is None or int(step) >= n_it or not kept_iterations(result)
+    if final:
+        ids = np.asarray(result.cluster_ids, dtype=np.int64)
+        fsc = np.asarray(result.fsc, dtype=np.float64)
+        res = np.array([_curve_resolution(result, curve) for curve in fsc], dtype=np.float64)
+        return ClassMaps(n_it, True, n_it - 1, ids, np.asarray(result.maps, dtype=np.float32), fsc, res)
+    i = _iteration(result, step)
+    it = result.iterations[i]
+    ids = np.asarray(it["cluster_ids"], dtype=np.int64).reshape(-1)
+    d = _box(result)
+    maps = np.asarray(it["maps"], dtype=np.float32).reshape(len(ids), d, d, d) if len(ids) else \
+        np.zeros((0, d, d, d), dtype=np.float32)
+    fsc = np.asarray(it["fsc"], dtype=np.float64).reshape(len(ids), -1) if len(ids) else np.zeros((0, 0))
+    res = np.array([np.nan if (r := _resolution(result, i, int(k))) is None else r for k in ids], dtype=np.float64)
+    return ClassMaps(i, False, i, ids, maps, fsc, res)
+
+
+def _curve_resolution(result: Any, curve: np.ndarray) -> float:
+    """Resolution (Å) where ``curve`` (over ``result.fsc_freq``, 1/Å) falls below 0.143."""
+    from napari_cryohet.core.fsc import resolution_at
+
+    freq = np.asarray(result.fsc_freq, dtype=np.float64)
+    if len(freq) < 2 or len(curve) != len(freq):
+        return float("nan")
+    return float(resolution_at(freq * result.apix, curve, apix=result.apix))
+
+
+def _box(result: Any) -> int:
+    """The maps' box size D (voxels)."""
+    if result.maps.ndim == 4 and len(result.maps):
+        return int(result.maps.shape[-1])
+    for it in getattr(result, "iterations", None) or []:
+        maps = np.asarray(it.get("maps", np.zeros(0)))
+        if maps.ndim == 4 and len(maps):
+            return int(maps.shape[-1])
+    return int(result.maps.shape[-1]) if result.maps.ndim == 4 else 0
+
+
+def map_ids(result: Any) -> list[int]:
+    """Every cluster id with a class map in the run (final maps and kept iterations), increasing."""
+    ids = {int(k) for k in result.cluster_ids}
+    if kept_iterations(result):
+        for it in result.iterations:
+            ids.update(int(k) for k in np.asarray(it["cluster_ids"]).reshape(-1))
+    return sorted(ids)
+
+
+def _slots_a(result: Any) -> dict[int, float]:
+    """Cluster id → x translation (Å) of its map: ``j · (D + GAP_VOXELS) · apix`` for the j-th of :func:`map_ids`."""
+    step = (_box(result) + GAP_VOXELS) * float(result.apix)
+    return {k: j * step for j, k in enumerate(map_ids(result))}
+
+
 def map_offsets_a(result: Any) -> np.ndarray:
-    """``(K,)`` x translation (Å) of each class map: ``j · (D + GAP_VOXELS) · apix`` for the j-th."""
-    d = int(result.maps.shape[-1]) if result.maps.ndim == 4 else 0
-    return np.arange(len(result.cluster_ids)) * (d + GAP_VOXELS) * float(result.apix)
+    """``(K,)`` x translation (Å) of each final class map (its cluster id's slot, see :func:`map_ids`)."""
+    slots = _slots_a(result)
+    return np.array([slots[int(k)] for k in result.cluster_ids], dtype=np.float64)
 
 
 def _iteration(result: Any, iteration: int | None) -> int:
@@ -128,11 +234,12 @@ def input_points(session: Any, result: Any) -> tuple[np.ndarray, tuple[str, str]
     return xy, ("cluster (last iteration)", "spread")
 
 
-def present(session: Any, result: Any, *, show: bool = True, iteration: int | None = None) -> Scene:
+def present(session: Any, result: Any, *, show: bool = True, iteration: int | None = None,
+            step: int | None = None) -> Scene:
     """Draw ``result`` (a :class:`~napari_cryohet.stages.refine.result.RefineResult`): its class
-    maps scene (returned; shown when ``show``) and its clusters scene coloured at ``iteration``
-    (0-based; ``None``: the last)."""
-    for _ in present_steps(session, result, iteration=iteration):
+    maps scene at ``step`` (see :func:`class_maps`; ``None``: the final maps; returned, shown
+    when ``show``) and its clusters scene coloured at ``iteration`` (0-based; ``None``: the last)."""
+    for _ in present_steps(session, result, iteration=iteration, step=step):
         pass
     scene = maps_scene(session, result)
     if show:
@@ -140,27 +247,51 @@ def present(session: Any, result: Any, *, show: bool = True, iteration: int | No
     return scene
 
 
-def present_steps(session: Any, result: Any, *, iteration: int | None = None):
+def present_steps(session: Any, result: Any, *, iteration: int | None = None, step: int | None = None):
     """:func:`present` without showing, as a generator: one step per cluster map, then the points."""
-    scene = maps_scene(session, result)
-    d = int(result.maps.shape[-1]) if result.maps.ndim == 4 else 0
-    apix = float(result.apix)
-    centre = (d // 2) * apix
-    labels_pos, labels_text, labels_colour = [], [], []
-    last = len(result.labels) - 1
-    for j, (k, x0) in enumerate(zip(result.cluster_ids, map_offsets_a(result), strict=True)):
-        k = int(k)
-        _put_map(session, scene, k, result.maps[j], apix, (-centre, -centre, x0 - centre))
-        yield
-        n_k = int((result.labels[last] == k).sum())
-        res = _resolution(result, last, k)
-        labels_pos.append((0.0, centre + 3 * apix, x0))
-        labels_text.append(f"cluster {k}: {n_k} particles" + (f", {res:.1f} Å" if res is not None else ""))
-        labels_colour.append(cluster_colour(k))
-    if labels_pos:
-        _put_labels(session, scene, np.asarray(labels_pos), labels_text, np.asarray(labels_colour))
+    yield from _draw_maps(session, result, step)
     clusters_scene(session, result, iteration=iteration)
     yield
+
+
+def show_step(session: Any, result: Any, step: int | None = None) -> ClassMaps:
+    """Make the maps scene show ``step`` (see :func:`class_maps`): the maps of its clusters put
+    into the existing layers (made only for a cluster id not drawn before), the others hidden."""
+    for _ in _draw_maps(session, result, step):
+        pass
+    return class_maps(result, step)
+
+
+def _draw_maps(session: Any, result: Any, step: int | None):
+    scene = maps_scene(session, result)
+    shown = class_maps(result, step)
+    d = _box(result)
+    apix = float(result.apix)
+    centre = (d // 2) * apix
+    slots = _slots_a(result)
+    labels = result.labels[shown.labels_index]
+    labels_pos, labels_text, labels_colour = [], [], []
+    for j, k in enumerate(int(k) for k in shown.cluster_ids):
+        x0 = slots[k]
+        _put_map(session, scene, k, shown.maps[j], apix, (-centre, -centre, x0 - centre))
+        yield
+        n_k = int((labels == k).sum())
+        res = shown.resolution_a[j]
+        labels_pos.append((0.0, centre + 3 * apix, x0))
+        labels_text.append(f"cluster {k}: {n_k} particles" + (f", {res:.1f} Å" if np.isfinite(res) else ""))
+        labels_colour.append(cluster_colour(k))
+    present_ids = {int(k) for k in shown.cluster_ids}
+    for k in slots:
+        for name in (map_layer_name(k), surface_layer_name(k)):
+            layer = scene.layer(name)
+            if layer is not None:
+                layer.visible = k in present_ids
+    labels_layer = scene.layer(LABELS_LAYER)
+    if labels_pos:
+        labels_layer = _put_labels(session, scene, np.asarray(labels_pos), labels_text, np.asarray(labels_colour))
+        labels_layer.visible = True
+    elif labels_layer is not None:
+        labels_layer.visible = False
 
 
 def maps_scene(session: Any, result: Any) -> Scene:
@@ -197,7 +328,7 @@ def _put_map(session: Any, scene: Scene, k: int, volume: np.ndarray, apix: float
                                        blending="translucent", axis_labels=_ZYX), update_surface)
 
 
-def _put_labels(session: Any, scene: Scene, pos: np.ndarray, text: list[str], colours: np.ndarray) -> None:
+def _put_labels(session: Any, scene: Scene, pos: np.ndarray, text: list[str], colours: np.ndarray) -> Any:
     from napari.layers import Points
 
     features = {"label": text}
@@ -210,9 +341,9 @@ def _put_labels(session: Any, scene: Scene, pos: np.ndarray, text: list[str], co
         layer.features = features
         layer.face_color = colours
 
-    session.scenes.put(scene, LABELS_LAYER,
-                       lambda: Points(pos, features=features, text=text_style, size=2.0, face_color=colours,
-                                      border_width=0, axis_labels=_ZYX), update)
+    return session.scenes.put(scene, LABELS_LAYER,
+                              lambda: Points(pos, features=features, text=text_style, size=2.0, face_color=colours,
+                                             border_width=0, axis_labels=_ZYX), update)
 
 
 def clusters_scene(session: Any, result: Any, *, iteration: int | None = None) -> Scene:
