@@ -5,15 +5,20 @@
 Simulates 240 particles of two adenylate kinase assembly classes (complete and CORE only;
 32 px, 3 Å/px, SNR 1), computes a spectral embedding in the window's session as the input
 vectors, then runs the refine widget (2 clusters, 2 iterations, pose refinement on) from
-its button. Saves ``refine_maps.png`` (the class maps side by side, the table and the FSC
-curves in the dock) and ``refine_clusters.png`` (the particles coloured by cluster, one
-cluster selected: the stack viewer lists exactly its particles).
+its button, the dock in its scroll area as the Plugins menu makes it. Saves
+``refine_maps.png`` (the final class maps side by side; the dock scrolled to the table, the
+FSC curves and the resolution per iteration), ``refine_iteration1.png`` (the slider at
+iteration 1: that iteration's class maps and FSC curves) and ``refine_clusters.png`` (the
+particles coloured by cluster, one cluster selected: the stack viewer lists exactly its
+particles).
 """
 
 from __future__ import annotations
 
 from _figure import SESSION, STACK, dock, label, new_viewer, settle, shot, wait
+from qtpy.QtCore import Qt
 
+from napari_cryohet.plugin._docking import ScrollDock
 from napari_cryohet.plugin.refine_widget import RefineWidget
 from napari_cryohet.plugin.session import Session
 from napari_cryohet.plugin.session_widget import SessionWidget
@@ -40,14 +45,23 @@ def main() -> None:
     widget.form.n_clusters.value = 2
     widget.form.n_iterations.value = 2
     widget.form.min_cluster_size.value = 10
-    refine_dock = dock(viewer, widget, REFINE)
+    scroll = ScrollDock(widget)
+    refine_dock = dock(viewer, scroll, REFINE)
     refine_dock.raise_()
     settle()
+    # wide enough for the table's seven columns (a user drags the dock's edge the same way)
+    refine_dock.parentWidget().resizeDocks([refine_dock], [600], Qt.Orientation.Horizontal)
     widget.run()
     wait(widget.runner)
     settle(1.0)
-    label(viewer, "class maps of the last iteration, side by side (Å)")
+    scroll.ensureWidgetVisible(widget.resolution_canvas, 0, 0)  # the table and both plots
+    label(viewer, "final class maps (refined poses)")
     shot(viewer, "refine_maps")
+    widget.iteration.value = 1
+    settle(1.0)
+    label(viewer, "iteration 1: maps before pose refinement")
+    shot(viewer, "refine_iteration1")
+    widget.iteration.value = widget.iteration.max
     widget.show_clusters()
     widget.cluster.value = widget.cluster.choices[-1]
     widget.select_cluster()

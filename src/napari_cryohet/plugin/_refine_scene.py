@@ -7,7 +7,7 @@ Two scenes per run:
   by ``j · (D + 4) · apix``, so the maps never overlap, keep their scale and a cluster keeps
   its place), each as a maximum-intensity image (the contrast of
   :func:`~napari_cryohet.plugin._vae_scene.density_limits`) and an iso-surface in the
-  cluster's colour, with a text label under it (cluster id, particles, resolution). The
+  cluster's colour, with a two-line text label under it (cluster id; particles, resolution). The
   scene shows one *step* of the run (:func:`class_maps`): iteration *i*'s maps (made from
   the poses it started with, before it refined them) or the final maps (from the refined
   poses, the default); :func:`show_step` switches step by updating the same layers in place
@@ -278,7 +278,8 @@ def _draw_maps(session: Any, result: Any, step: int | None):
         n_k = int((labels == k).sum())
         res = shown.resolution_a[j]
         labels_pos.append((0.0, centre + 3 * apix, x0))
-        labels_text.append(f"cluster {k}: {n_k} particles" + (f", {res:.1f} Å" if np.isfinite(res) else ""))
+        # two lines: neighbouring labels must not run into each other in a narrow canvas
+        labels_text.append(f"cluster {k}\n{n_k} particles" + (f", {res:.1f} Å" if np.isfinite(res) else ""))
         labels_colour.append(cluster_colour(k))
     present_ids = {int(k) for k in shown.cluster_ids}
     for k in slots:

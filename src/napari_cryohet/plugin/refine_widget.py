@@ -124,7 +124,8 @@ class RefineWidget(Container):
             buttons, self.iteration, self.step_note, self.cluster, self.select_button,
         ])
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        # two-line headers: the seven columns fit the dock's width
+        self.table.setHorizontalHeaderLabels([_two_lines(name) for name in TABLE_COLUMNS])
         for c, tip in enumerate(_COLUMN_TIPS):
             self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -376,8 +377,11 @@ class RefineWidget(Container):
         ax, result = self.resolution_axes, self.result
         ax.clear()
         n_it = len(result.labels)
-        for k, (xs, ys) in self.resolution_series().items():
+        series = self.resolution_series()
+        for k, (xs, ys) in series.items():
             ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=_refine_scene.cluster_colour(k), label=f"cluster {k}")
+        if 0 < len(series) <= 8:
+            ax.legend(fontsize=7, ncol=2 if len(series) > 4 else 1)
         ax.axvline(int(self.iteration.value), color="0.6", lw=0.8, ls=":")
         ax.set_xticks(range(1, n_it + 2), [str(i) for i in range(1, n_it + 1)] + ["final"])
         ax.set_xlim(0.7, n_it + 1.3)
@@ -390,7 +394,8 @@ class RefineWidget(Container):
 
 
 def method_text(record: dict[str, Any]) -> str:
-    """Short words for an iteration's clustering: ``"K-Means, 6 clusters"``, ``"HDBSCAN, ≥ 50 per cluster"``."""
+    """Short words for an iteration's clustering: ``"K-Means, 6 clusters"``, ``"HDBSCAN, ≥ 50 per cluster"``
+    (every setting, and whether it started from the previous clusters: :func:`method_details`)."""
     method = record.get("cluster_method")
     if method is None:
         return "—"
@@ -404,11 +409,15 @@ def method_text(record: dict[str, Any]) -> str:
         text = f"{name}, ≥ {int(params['min_cluster_size'])} per cluster"
     else:
         text = name
-    if params.get("warm_start"):
-        text += ", from previous"
     if record.get("vae"):
-        text += f"; VAE +{int(record['vae'].get('epochs', 0))} epochs"
+        text += f", VAE +{int(record['vae'].get('epochs', 0))} epochs"
     return text
+
+
+def _two_lines(name: str) -> str:
+    """``"refinement limit (Å)"`` → ``"refinement\\nlimit (Å)"`` (a header over a narrow column)."""
+    head, _, tail = name.partition(" ")
+    return f"{head}\n{tail}" if tail else name
 
 
 def method_details(record: dict[str, Any]) -> str:
