@@ -12,10 +12,8 @@ trained on the perturbed poses), its latents the refine stage's input.
 
 Loop: :func:`napari_cryohet.stages.refine.run.run_refine` (6 clusters, K-Means on a UMAP
 (full) / PCA (--quick) embedding, local pose refinement with σ_angle = 4°, σ_shift = 1.5 px,
-frequency marching 8/3 → 2 → 1.5 × Nyquist resolution). The stage keeps the labels of every
-iteration but only the last poses; to score the poses of every iteration the benchmark
-records the state the stage checkpoints after each iteration (a recording subclass of its
-``Checkpointer``, in this process only; the stage's code runs unchanged).
+frequency marching 8/3 → 2 → 1.5 × Nyquist resolution). The stage keeps the labels and the
+poses of every iteration (``RefineResult.iterations``); the benchmark scores them.
 
 ``iterations[0]`` is the start (perturbed poses, the first clustering; ``seconds`` 0);
 ``iterations[i]`` is the state after iteration ``i``: the labels iteration ``i`` clustered
@@ -134,26 +132,13 @@ def class_maps(images, ctf, rotations, shifts_a, labels, halves, apix: float, vo
     return half_res, truth_res
 
 
-def make_recorder(records: list[dict]):
-    """A ``Checkpointer`` that keeps a copy of every state the stage saves (one per iteration)."""
-    from napari_cryohet.stages.checkpoint import Checkpointer
-
-    class RecordingCheckpointer(Checkpointer):
-        def save(self, state):
-            records.append({"labels": state["labels"].numpy().copy(), "rotations": state["rotations"].numpy().copy(),
-                            "shifts_a": state["shifts_a"].numpy().copy()})
-            return super().save(state)
-
-    return RecordingCheckpointer
-
-
 def run(args: argparse.Namespace) -> dict:
     import torch
     from sklearn.metrics import adjusted_rand_score
 
-    import napari_cryohet.stages.refine.run as refine_run
     from napari_cryohet.core.device import select_device
     from napari_cryohet.stages.refine.config import RefineConfig
+    from napari_cryohet.stages.refine.run import run_refine
     from napari_cryohet.stages.simulate import assembly_classes
     from napari_cryohet.stages.vae import VAEConfig, train_vae
 
@@ -173,7 +158,12 @@ def run(args: argparse.Namespace) -> dict:
     log(f"simulated {n} particles, {d} px, {apix:.2f} Å/px, SNR {snr}, {n_classes} classes in {sim_s:.1f} s")
 
     t0 = time.perf_counter()
-    vae = train_vae(ds, VAEConfig(epochs=args.epochs, zdim=8, seed=0, **args.vae_extra))
+    vae_config = VAEConfig(epochs=args.epochs, zdim=8, seed=0, **args.vae_extra)
+    vae = _cached_vae(args.vae_dir, vae_config, n, d, snr) if args.vae_dir else None
+    if vae is None:
+        vae = train_vae(ds, vae_config)
+        if args.vae_dir:
+            vae.save(args.vae_dir)
     vae_s = time.perf_counter() - t0
     log(f"VAE: {args.epochs} epochs in {vae_s:.1f} s")
 
@@ -182,8 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = RefineConfig(embedding_method=args.embedding, n_components=3, cluster_method=args.cluster,
                        n_clusters=n_classes, n_iterations=args.iterations, resolution_schedule_a=schedule,
                        sigma_angle_deg=ANGLE_RMS_DEG, sigma_shift_a=SHIFT_RMS_PX * apix, refine_poses=True,
-                       seed=0, device=args.device)
-    records: list[dict] = []
+                       seed=0, device=args.device, vae_epochs=args.vae_epochs_per_iteration)
     last = [0.0]
 
     def progress(frac: float, msg: str) -> None:
@@ -192,16 +181,13 @@ def run(args: argparse.Namespace) -> dict:
             last[0] = now
             log(f"  refine {100 * frac:5.1f} %  {msg}")
 
-    original = refine_run.Checkpointer
-    refine_run.Checkpointer = make_recorder(records)
-    try:
-        with tempfile.TemporaryDirectory(prefix="cluster_refine_") as run_dir:
-            t0 = time.perf_counter()
-            res = refine_run.run_refine(ds, cfg, embedding=vae.embedding(), progress=progress, run_dir=run_dir)
-            refine_s = time.perf_counter() - t0
-    finally:
-        refine_run.Checkpointer = original
+    with tempfile.TemporaryDirectory(prefix="cluster_refine_") as run_dir:
+        t0 = time.perf_counter()
+        res = run_refine(ds, cfg, embedding=vae.embedding(), progress=progress, run_dir=run_dir)
+        refine_s = time.perf_counter() - t0
     log(f"refine: {cfg.n_iterations} iterations in {refine_s:.1f} s")
+    log("true classes (rows) over the clusters of the last iteration (columns):\n"
+        + confusion(res.labels[-1], state, names))
 
     # score every state: 0 = start, i = after iteration i
     device = select_device(args.device)
@@ -209,10 +195,9 @@ def run(args: argparse.Namespace) -> dict:
     ctf = None if ds.ctf is None else ds.ctf.to_torch(dtype=torch.float32)
     halves = res.half_sets
     states = [{"labels": res.labels[0], "rotations": ds.rotations, "shifts_a": ds.shifts_a, "history": None}]
-    for i, rec in enumerate(records):
-        states.append({"labels": rec["labels"][i], "rotations": rec["rotations"], "shifts_a": rec["shifts_a"],
-                       "history": res.history[i]})
-    assert np.array_equal(states[-1]["labels"], res.labels[-1]) and np.allclose(states[-1]["rotations"], res.rotations)
+    for i, rec in enumerate(res.iterations):
+        states.append({"labels": res.labels[i], "rotations": np.asarray(rec["rotations"], np.float64),
+                       "shifts_a": np.asarray(rec["shifts_a"], np.float64), "history": res.history[i]})
     iterations = []
     for i, st in enumerate(states):
         labels = np.asarray(st["labels"])
@@ -241,6 +226,31 @@ def run(args: argparse.Namespace) -> dict:
             "settings": {"refine": cfg.to_dict(), "vae_epochs": args.epochs,
                          "perturbation": {"angle_rms_deg": ANGLE_RMS_DEG, "shift_rms_px": SHIFT_RMS_PX}},
             "seconds": {"simulate": sim_s, "vae": vae_s, "refine": refine_s}}
+
+
+def _cached_vae(folder: Path, config, n: int, d: int, snr: float):
+    """A VAE saved by an earlier run with ``--vae-dir`` on the same data and settings, or None."""
+    from napari_cryohet.stages.vae import VAEResult
+
+    if not (folder / "config.json").is_file():
+        return None
+    vae = VAEResult.from_folder(folder)
+    same = (vae.config.to_dict() == config.to_dict() and len(vae.latents) == n and vae.box_size == d)
+    if not same:
+        log(f"--vae-dir {folder}: the saved VAE has other settings; training a new one")
+        return None
+    log(f"VAE loaded from {folder} (trained by an earlier run on the same data; SNR {snr})")
+    return vae
+
+
+def confusion(labels: np.ndarray, state: np.ndarray, names: list[str]) -> str:
+    """One line per true class: how its particles spread over the clusters."""
+    ids = [int(k) for k in np.unique(labels)]
+    lines = [f"{'class':<28}" + "".join(f"{k:>7}" for k in ids)]
+    for c, name in enumerate(names):
+        row = [int(np.sum((state == c) & (labels == k))) for k in ids]
+        lines.append(f"{name:<28}" + "".join(f"{v:>7}" for v in row))
+    return "\n".join(lines)
 
 
 def _fmt(values) -> str:
@@ -294,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding", help="umap (full) or pca (--quick)")
     p.add_argument("--cluster", default="kmeans", help="clustering method of the refine stage (kmeans, gmm, ...)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--vae-dir", type=Path, help="save the trained VAE here, and reuse it when a later run has the "
+                                                 "same data and settings")
+    p.add_argument("--vae-epochs-per-iteration", type=int, default=0,
+                   help="re-train the VAE this many epochs on the refined poses after each iteration (§4.1.6)")
     args = p.parse_args(argv)
     args.n_particles = args.n_particles or (240 if args.quick else FULL_N)
     args.box = args.box or (24 if args.quick else FULL_D)

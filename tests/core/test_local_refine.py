@@ -216,3 +216,17 @@ def test_bad_inputs(problem):
         refine_poses(imgs, rot, sh, {"defocus": 1.0}, problem["vol"], **KW)
     with pytest.raises(ValueError, match="half_sets"):
         refine_half_sets(imgs, rot, sh, None, torch.tensor([1, 2, 3, 1]), problem["vol"], problem["vol"], **KW)
+
+
+def test_prior_centre_can_differ_from_the_start(problem):
+    """Data that carry no weight (huge noise variance): the refined pose is the prior's centre, here the
+    true pose 3° / 1 px away from the start (inside the ±3σ search region around the start)."""
+    kw = dict(KW, noise_variance=1e12, sigma_angle_deg=2.0, sigma_shift_a=1.0 * APIX)
+    res = refine_poses(problem["images"][:8], problem["rot_start"][:8], problem["sh_start"][:8],
+                       {k: (v[:8] if isinstance(v, torch.Tensor) else v) for k, v in problem["ctf"].items()},
+                       problem["vol"], prior_rotations=problem["rot_true"][:8], prior_shifts_a=problem["sh_true"][:8],
+                       **kw)
+    ang = geodesic_angle_deg(res.rotations, problem["rot_true"][:8])
+    sh = (res.shifts_a - problem["sh_true"][:8]).norm(dim=-1) / APIX
+    print(f"to the prior's centre: {ang.max():.3f}° / {sh.max():.4f} px")
+    assert float(ang.max()) < 0.1 and float(sh.max()) < 1e-3

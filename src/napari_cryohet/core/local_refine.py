@@ -63,7 +63,8 @@ from napari_cryohet.core.device import select_device
 from napari_cryohet.core.fft import fft2_centered
 from napari_cryohet.core.projection import volume_transform
 
-__all__ = ["RefinedPoses", "refine_poses", "refine_half_sets", "axis_angle_to_matrix", "geodesic_angle_deg"]
+__all__ = ["RefinedPoses", "refine_poses", "refine_half_sets", "axis_angle_to_matrix", "rotation_to_axis_angle",
+           "geodesic_angle_deg", "background_noise_variance"]
 
 
 @dataclass
@@ -219,12 +220,29 @@ def background_noise_variance(images: torch.Tensor) -> torch.Tensor:
     return bg.var(dim=-1) * d * d
 
 
-class _Problem:
-    """One batch: data, CTF, starting poses, noise variance and the prior widths."""
+def rotation_to_axis_angle(rotations: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` rotations → ``(..., 3)`` axis-angle vectors ``ω`` with ``exp([ω]ₓ) = R``
+    (angles below 180°; the inverse of :func:`axis_angle_to_matrix`)."""
+    r = rotations.to(torch.float64)
+    cos = ((r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    theta = torch.arccos(cos)
+    skew = torch.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
+    sin = torch.sin(theta)
+    factor = torch.where(sin.abs() < 1e-8, 0.5 + theta ** 2 / 12.0, theta / (2.0 * sin.clamp_min(1e-300)))
+    return (skew * factor[..., None]).to(rotations.dtype)
 
-    def __init__(self, model: _SliceModel, y, c, r0, s0_px, var, sig_a, sig_s):
+
+class _Problem:
+    """One batch: data, CTF, starting poses, noise variance, the prior widths and the prior's centre.
+
+    ``om_p`` (b, 3) and ``de_p`` (b, 2) place the starting pose relative to the prior's centre:
+    the prior is ``|ω + om_p|²/2σ_a² + |δ + de_p|²/2σ_s²`` (``exp(ω)·exp(om_p) ≈ exp(ω + om_p)``
+    to first order in the angles, a few degrees here)."""
+
+    def __init__(self, model: _SliceModel, y, c, r0, s0_px, var, sig_a, sig_s, om_p, de_p):
         self.model, self.y, self.c, self.r0, self.s0 = model, y, c, r0, s0_px
         self.var, self.sig_a, self.sig_s = var, sig_a, sig_s
+        self.om_p, self.de_p = om_p, de_p
         self.norm_y = (y.abs() ** 2).sum(-1)  # (b,)
 
     def model_spectra(self, om: torch.Tensor, de: torch.Tensor | None) -> torch.Tensor:
@@ -239,11 +257,13 @@ class _Problem:
         return m * _phases(self.model.k, s if de is None else s + de)
 
     def prior(self, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
+        """Negative log-prior of ``ω`` (b, ..., 3), ``δ`` (b, ..., 2) → (b, ...)."""
+        lead = (-1,) + (1,) * (om.dim() - 2)
         out = torch.zeros(om.shape[:-1], dtype=om.dtype, device=om.device)
         if self.sig_a > 0:
-            out = out + 0.5 * (om ** 2).sum(-1) / self.sig_a ** 2
+            out = out + 0.5 * ((om + self.om_p.reshape(lead + (3,))) ** 2).sum(-1) / self.sig_a ** 2
         if self.sig_s > 0:
-            out = out + 0.5 * (de ** 2).sum(-1) / self.sig_s ** 2
+            out = out + 0.5 * ((de + self.de_p.reshape(lead + (2,))) ** 2).sum(-1) / self.sig_s ** 2
         return out
 
     def score(self, m: torch.Tensor, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
@@ -267,11 +287,11 @@ def _grid_search(pb: _Problem, omegas: torch.Tensor, deltas: torch.Tensor):
     cross = torch.einsum("bgp,hp->bgh", mp.conj() * pb.y[:, None, :], dph.conj()).real  # (b, G, H)
     norm_m = (mp.abs() ** 2).sum(-1)  # (b, G)
     data = -(pb.norm_y[:, None, None] + norm_m[:, :, None] - 2 * cross) / pb.var[:, None, None]
-    post = data
-    if pb.sig_a > 0:
-        post = post - (0.5 * (omegas ** 2).sum(-1) / pb.sig_a ** 2)[None, :, None]
-    if pb.sig_s > 0:
-        post = post - (0.5 * (deltas ** 2).sum(-1) / pb.sig_s ** 2)[None, None, :]
+    zero_de = torch.zeros(b, 1, 2, dtype=deltas.dtype, device=deltas.device)
+    zero_om = torch.zeros(b, 1, 3, dtype=omegas.dtype, device=omegas.device)
+    post = data - pb.prior(om, zero_de.expand(-1, om.shape[1], -1))[:, :, None] \
+        - pb.prior(zero_om.expand(-1, n_h, -1), deltas.expand(b, -1, -1))[:, None, :]
+    post = post + pb.prior(zero_om, zero_de)[:, :, None]  # the constant counted twice
     flat = post.reshape(b, -1)
     best = flat.argmax(-1)
     return omegas[best // n_h], deltas[best % n_h], flat[torch.arange(b, device=best.device), best]
@@ -298,7 +318,7 @@ def _gauss_newton(pb: _Problem, om: torch.Tensor, de: torch.Tensor, score: torch
         jw = jac / pb.var[:, None, None].sqrt()
         hess = (2 * torch.einsum("bip,bjp->bij", jw.conj(), jw).real).to(torch.float64)
         grad = (-2 * torch.einsum("bip,bp->bi", jac.conj(), r).real / pb.var[:, None]).to(torch.float64)
-        theta = torch.cat([om, de], -1).to(torch.float64)
+        theta = torch.cat([om + pb.om_p, de + pb.de_p], -1).to(torch.float64)
         grad = grad + prior_diag * theta
         hess = hess + torch.diag(prior_diag)
         hess = torch.where(active[None, :, None] & active[None, None, :], hess,
@@ -338,6 +358,8 @@ def refine_poses(
     sigma_shift_a: float,
     max_resolution_a: float,
     mask=None,
+    prior_rotations=None,
+    prior_shifts_a=None,
     n_angle_steps: int = 5,
     n_shift_steps: int = 5,
     n_steps: int = 6,
@@ -373,6 +395,12 @@ def refine_poses(
         inside Nyquist) are compared.
     mask
         ``(N,)`` bool; particles where it is False keep their pose exactly (default: all refined).
+    prior_rotations, prior_shifts_a
+        Centre of the Gaussian prior (default: the starting poses). The search region stays
+        ±3σ around the starting pose. An iterative loop passes the poses it began with, so
+        that repeated refinements converge to one maximum a posteriori pose instead of
+        re-centring the prior on every iteration's noisy estimate (which lets the poses
+        wander: on AdK at SNR 0.1 the mean error grew from 2.9° to 3.3° over four rounds).
     n_angle_steps, n_shift_steps
         Values per axis of the first, local grid across ``[−3σ, 3σ]`` (1: no grid, start
         the Gauss–Newton steps at the current pose).
@@ -447,6 +475,11 @@ def refine_poses(
     if model.pix.numel() < 2:
         raise ValueError(f"max_resolution_a={max_resolution_a} Å leaves no Fourier pixel to compare")
 
+    prior_rot = rot0 if prior_rotations is None else torch.as_tensor(prior_rotations).detach().to("cpu", torch.float64)
+    prior_sh = sh0 if prior_shifts_a is None else torch.as_tensor(prior_shifts_a).detach().to("cpu", torch.float64)
+    if prior_rot.shape != (n, 3, 3) or prior_sh.shape != (n, 2):
+        raise ValueError(f"prior_rotations and prior_shifts_a must have shapes ({n}, 3, 3) and ({n}, 2), got "
+                         f"{tuple(prior_rot.shape)} and {tuple(prior_sh.shape)}")
     sig_a = math.radians(float(sigma_angle_deg))
     sig_s = float(sigma_shift_a) / float(apix)  # px
     omegas = _angle_grid(sig_a, int(n_angle_steps), torch.float64).to(dev, dtype)  # (G, 3)
@@ -467,8 +500,10 @@ def refine_poses(
             var = var.clamp_min(1e-6 * float(var.max()) + 1e-30).to(dtype)
         else:
             var = torch.full((b,), float(noise_variance), device=dev, dtype=dtype)
+        om_p = rotation_to_axis_angle(rot0[idx] @ prior_rot[idx].transpose(-1, -2)).to(dev, dtype)
+        de_p = ((sh0[idx] - prior_sh[idx]) / float(apix)).to(dev, dtype)
         pb = _Problem(model, y, c, rot0[idx].to(dev, dtype), (sh0[idx] / float(apix)).to(dev, dtype), var,
-                      sig_a, sig_s)
+                      sig_a, sig_s, om_p, de_p)
         with torch.no_grad():
             om, de, sc = _grid_search(pb, omegas, deltas)
             if int(n_steps) > 0:

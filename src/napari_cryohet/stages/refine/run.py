@@ -17,8 +17,10 @@ Each iteration (§4.1.2–4.1.5):
    :func:`~napari_cryohet.core.postprocess.postprocess`);
 4. **refine the poses** of each cluster locally against its own FSC-weighted half maps, half 1
    against map 1 only (:func:`~napari_cryohet.core.local_refine.refine_half_sets`), up to the
-   iteration's resolution (``resolution_schedule_a``: frequency marching); particles in no
-   cluster keep their pose;
+   iteration's resolution (``resolution_schedule_a``: frequency marching); the search covers
+   ±3σ around the current pose, the Gaussian prior stays centred on the poses the run began
+   with (so the iterations converge to one maximum a posteriori pose rather than re-centring
+   the prior on each iteration's noisy estimate); particles in no cluster keep their pose;
 5. optionally (``vae_epochs`` > 0, a VAE run as input) **re-train the VAE** for a few
    warm-started epochs on the refined poses and cluster its new latents next time (§4.1.6;
    :func:`~napari_cryohet.stages.vae.train.fine_tune_vae`).
@@ -111,6 +113,7 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
     # copies: the poses are refined in place, and a loaded dataset's arrays may be read-only
     rotations = torch.tensor(np.array(dataset.rotations, dtype=np.float64))
     shifts = torch.tensor(np.zeros((n, 2)) if dataset.shifts_a is None else np.array(dataset.shifts_a, dtype=np.float64))
+    start_rot, start_sh = rotations.clone(), shifts.clone()  # the prior's centre in every iteration
     ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices,
                                                      identity={"input vectors": array_hash(vectors)})
     state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
@@ -190,6 +193,7 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
                                            sigma_shift_a=config.sigma_shift_a, max_resolution_a=resolution,
                                            n_angle_steps=config.grid_steps, n_shift_steps=config.grid_steps,
                                            n_steps=config.refine_steps,
+                                           prior_rotations=start_rot[sel], prior_shifts_a=start_sh[sel],
                                            device=device, cancel=lambda: check_cancel(cancel))
                 rotations[sel] = refined.rotations.to(torch.float64)
                 shifts[sel] = refined.shifts_a.to(torch.float64)
