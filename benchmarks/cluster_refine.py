@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> dict:
     cfg = RefineConfig(embedding_method=args.embedding, n_components=3, cluster_method=args.cluster,
                        n_clusters=n_classes, n_iterations=args.iterations, resolution_schedule_a=schedule,
                        sigma_angle_deg=ANGLE_RMS_DEG, sigma_shift_a=SHIFT_RMS_PX * apix, refine_poses=True,
-                       seed=0, device=args.device, vae_epochs=args.vae_epochs_per_iteration)
+                       seed=0, device=args.device, vae_epochs=args.vae_epochs_per_iteration,
+                       assignment=args.assignment)
     last = [0.0]
 
     def progress(frac: float, msg: str) -> None:
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding", help="umap (full) or pca (--quick)")
     p.add_argument("--cluster", default="kmeans", help="clustering method of the refine stage (kmeans, gmm, ...)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--assignment", default="maps", choices=("embedding", "maps"),
+                   help="after the first iteration: re-cluster the embedding, or assign particles to the class maps")
     p.add_argument("--vae-dir", type=Path, help="save the trained VAE here, and reuse it when a later run has the "
                                                  "same data and settings")
     p.add_argument("--vae-epochs-per-iteration", type=int, default=0,

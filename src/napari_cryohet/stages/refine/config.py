@@ -27,6 +27,12 @@ class RefineConfig(StageConfig):
     cluster_method: str = param("kmeans", choices=tuple(CLUSTERERS), label="clustering method",
                                 help="K-Means and GMM need the number of clusters; DBSCAN and HDBSCAN find it and "
                                      "mark outliers as noise (no cluster)")
+    assignment: str = param("embedding", choices=("embedding", "maps"), label="particles join clusters by",
+                            help="embedding: every iteration clusters the input vectors again (Silvera Coeff 2025, "
+                                 "§4.1); maps: the first iteration clusters the input vectors, later iterations "
+                                 "move each particle to the class map its image matches best at its refined pose, as "
+                                 "RELION's 3D classification does (Scheres 2012) — sharper classes when the "
+                                 "differences are discrete (missing domains, distinct states)")
     n_clusters: int = param(4, minimum=1, maximum=100, label="number of clusters",
                             help="clusters for K-Means and GMM (ignored by DBSCAN/HDBSCAN)")
     n_iterations: int = param(2, minimum=1, maximum=50, label="iterations",

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cryohet.core.classify import map_log_likelihoods
 from napari_cryohet.core.device import select_device
 from napari_cryohet.core.half_maps import assign_half_sets, reconstruct_half_maps
 from napari_cryohet.core.label_alignment import align_labels
@@ -51,6 +52,7 @@ from napari_cryohet.stages.checkpoint import Checkpointer
 from napari_cryohet.stages.protocol import Embedding, array_hash, dataset_indices
 from napari_cryohet.stages.refine.clustering import (
     CLUSTERERS,
+    ClusterResult,
     align_embedding,
     cluster_vectors,
     embed_vectors,
@@ -122,11 +124,14 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
     iterations: list[dict[str, Any]] = []  # poses after, maps and FSC curves of every iteration
     next_id = 0
     vae = source if config.vae_epochs > 0 else None
+    pending: np.ndarray | None = None  # labels from the class maps, for the next iteration
     if state is not None:
         labels = [row for row in state["labels"].numpy()]
         rotations, shifts = state["rotations"].to(torch.float64), state["shifts_a"].to(torch.float64)
         history, next_id = list(state["history"]), int(state["next_id"])
         iterations = list(state.get("iterations", []))
+        if "pending_labels" in state:
+            pending = state["pending_labels"].numpy()
         if "vectors" in state:
             vectors = state["vectors"].numpy()
         if vae is not None and "vae_state" in state:
@@ -143,13 +148,18 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         check_cancel(cancel)
         base = it / config.n_iterations
         step = 1.0 / config.n_iterations
-        report(progress, base, f"iteration {it + 1}/{config.n_iterations}: clustering ({config.cluster_method})")
         previous = labels[-1] if labels else None
-        warm = previous if (config.warm_start and spec.warm_start and previous is not None
-                            and len(np.unique(previous[previous >= 0])) == params.get("n_clusters")) else None
-        clustered = cluster_vectors(vectors if spec.needs_decoder else embedded, config.cluster_method,
-                                    seed=config.seed, init_labels=warm, decode=decode, **params)
-        record: dict[str, Any] = {"iteration": it + 1, "cluster_method": config.cluster_method,
+        if pending is not None:  # the previous iteration assigned every particle to a class map
+            report(progress, base, f"iteration {it + 1}/{config.n_iterations}: particles assigned to the class maps")
+            clustered = ClusterResult(pending, None, None, "maps", {"by": "class map likelihood"})
+        else:
+            report(progress, base, f"iteration {it + 1}/{config.n_iterations}: clustering ({config.cluster_method})")
+            warm = previous if (config.warm_start and spec.warm_start and previous is not None
+                                and len(np.unique(previous[previous >= 0])) == params.get("n_clusters")) else None
+            clustered = cluster_vectors(vectors if spec.needs_decoder else embedded, config.cluster_method,
+                                        seed=config.seed, init_labels=warm, decode=decode, **params)
+        pending = None
+        record: dict[str, Any] = {"iteration": it + 1, "cluster_method": clustered.method,
                                   "cluster_params": {k: v for k, v in clustered.params.items()},
                                   "resolution_limit_a": None}
         if previous is None:
@@ -168,6 +178,7 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         ids = [int(k) for k in np.unique(current) if k >= 0]
         clusters: dict[str, Any] = {}
         maps: dict[int, Any] = {}
+        refs: dict[int, tuple[Any, Any]] = {}  # FSC-weighted half maps, the references of this iteration
         for j, k in enumerate(ids):
             check_cancel(cancel)
             sel = np.flatnonzero(current == k)
@@ -183,11 +194,12 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
             post = postprocess(map_a, map_b, apix=apix)
             entry = {"particles": int(len(sel)), "resolution_a": float(post.resolution_a),
                      "weighted": weights is not None}
+            ref_a = fsc_weighted_filter(map_a, post.curves.corrected)
+            ref_b = fsc_weighted_filter(map_b, post.curves.corrected)
+            refs[k] = (ref_a, ref_b)
             if config.refine_poses and (config.sigma_angle_deg > 0 or config.sigma_shift_a > 0):
                 report(progress, frac, f"iteration {it + 1}: cluster {k}: refining poses to {resolution:g} Å")
                 # references: each half map weighted by the FSC (Rosenthal & Henderson 2003), as RELION's are
-                ref_a = fsc_weighted_filter(map_a, post.curves.corrected)
-                ref_b = fsc_weighted_filter(map_b, post.curves.corrected)
                 refined = refine_half_sets(images[sel], rotations[sel], shifts[sel], sub_ctf, halves[sel],
                                            ref_a, ref_b, apix=apix, sigma_angle_deg=config.sigma_angle_deg,
                                            sigma_shift_a=config.sigma_shift_a, max_resolution_a=resolution,
@@ -201,6 +213,12 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
                              mean_shift_change_a=float(refined.shift_moved_a.mean()))
             clusters[str(k)] = entry
             maps[k] = post
+        if config.assignment == "maps" and it + 1 < config.n_iterations and len(refs) > 1:
+            report(progress, base + step * 0.99, f"iteration {it + 1}: assigning particles to the {len(refs)} "
+                                                 "class maps")
+            pending, changed = _assign_to_maps(images, rotations, shifts, ctf, halves, current, refs, apix,
+                                               resolution, device, cancel)
+            record["reassigned_fraction"] = changed
         if vae is not None:
             report(progress, base + step * len(ids) / (len(ids) + 1),
                    f"iteration {it + 1}: {config.vae_epochs} VAE epochs on the refined poses (Silvera Coeff 2025, "
@@ -222,6 +240,8 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         if ckpt is not None:
             saved = {"epoch": it + 1, "labels": torch.as_tensor(np.stack(labels)), "rotations": rotations,
                      "shifts_a": shifts, "history": history, "next_id": next_id, "iterations": iterations}
+            if pending is not None:
+                saved["pending_labels"] = torch.as_tensor(pending)
             if vae is not None:
                 saved["vectors"] = torch.as_tensor(vectors)
                 saved["vae_state"] = {k: v.detach().cpu() for k, v in vae.model.state_dict().items()}
@@ -232,6 +252,31 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
     last_maps = _final_maps(images, rotations, shifts, ctf, halves, labels[-1], apix, config, device)
     report(progress, 1.0, f"{config.n_iterations} iterations, {len(last_maps)} class maps")
     return _result(indices, labels, halves, rotations, shifts, last_maps, apix, history, config, iterations)
+
+
+def _assign_to_maps(images, rotations, shifts, ctf, halves, current, refs, apix, resolution, device, cancel):
+    """Each particle in a cluster with a map → the cluster whose map explains its image best, at its
+    refined pose, as RELION's 3D classification does (Scheres 2012): log-likelihood
+    (:func:`~napari_cryohet.core.classify.map_log_likelihoods`) plus the log of the cluster's share of
+    the particles. Half 1 is compared with the half-1 maps only, half 2 with the half-2 maps
+    (gold standard). Particles in no cluster, or in one too small for a map, keep their label.
+    Returns the new labels and the fraction of particles that changed cluster."""
+    ids = sorted(refs)
+    new = current.copy()
+    counts = np.array([np.sum(current == k) for k in ids], dtype=np.float64)
+    log_prior = torch.as_tensor(np.log(counts / counts.sum()))
+    movable = np.isin(current, ids)
+    for h in (1, 2):
+        sel = np.flatnonzero(movable & (halves == h))
+        if len(sel) == 0:
+            continue
+        maps = torch.stack([refs[k][h - 1].to(torch.float32).cpu() for k in ids])
+        sub_ctf = None if ctf is None else {key: v[sel] for key, v in ctf.items()}
+        ll = map_log_likelihoods(images[sel], rotations[sel], shifts[sel], sub_ctf, maps, apix=apix,
+                                 max_resolution_a=resolution, device=device, cancel=lambda: check_cancel(cancel))
+        new[sel] = np.asarray(ids)[(ll + log_prior).argmax(1).numpy()]
+    moved = movable & (new != current)
+    return new, float(moved.sum() / max(1, movable.sum()))
 
 
 def _retrain_vae(vae, dataset, rotations, shifts, config: RefineConfig, cancel):
