@@ -56,7 +56,7 @@ _COLUMN_TIPS = (
 )
 #: Names of the clustering methods for the table (registry keys of stages.refine.clustering.CLUSTERERS).
 METHOD_NAMES = {"kmeans": "K-Means", "gmm": "Gaussian mixture", "dbscan": "DBSCAN", "hdbscan": "HDBSCAN",
-                "landscape": "volume landscape"}
+                "landscape": "volume landscape", "maps": "best-matching class map"}
 #: The gold-standard FSC threshold (Silvera Coeff 2025, §2.7).
 FSC_THRESHOLD = 0.143
 

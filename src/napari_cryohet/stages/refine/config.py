@@ -26,7 +26,9 @@ class RefineConfig(StageConfig):
                               help="dimensions of the UMAP or PCA embedding; 2–3 in Silvera Coeff 2025 §2.8")
     cluster_method: str = param("kmeans", choices=tuple(CLUSTERERS), label="clustering method",
                                 help="K-Means and GMM need the number of clusters; DBSCAN and HDBSCAN find it and "
-                                     "mark outliers as noise (no cluster)")
+                                     "mark outliers as noise (no cluster); landscape (with a VAE run as input) "
+                                     "groups volumes decoded from the latents, as cryoDRGN's landscape analysis "
+                                     "does (Zhong et al. 2021)")
     assignment: str = param("embedding", choices=("embedding", "maps"), label="particles join clusters by",
                             help="embedding: every iteration clusters the input vectors again (Silvera Coeff 2025, "
                                  "§4.1); maps: the first iteration clusters the input vectors, later iterations "
