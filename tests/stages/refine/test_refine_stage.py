@@ -267,3 +267,4 @@ def test_assignment_to_class_maps_repairs_a_poor_clustering(two_classes, tmp_pat
         run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed", progress=kill_at_iteration_3, cancel=token)
     resumed = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed")
     np.testing.assert_array_equal(resumed.labels, result.labels)
+

@@ -216,8 +216,8 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         if config.assignment == "maps" and it + 1 < config.n_iterations and len(refs) > 1:
             report(progress, base + step * 0.99, f"iteration {it + 1}: assigning particles to the {len(refs)} "
                                                  "class maps")
-            pending, changed = _assign_to_maps(images, rotations, shifts, ctf, halves, current, refs, apix,
-                                               resolution, device, cancel)
+            pending, changed, _ = _assign_to_maps(images, rotations, shifts, ctf, halves, current, apix, resolution,
+                                                  config, device, cancel)
             record["reassigned_fraction"] = changed
         if vae is not None:
             report(progress, base + step * len(ids) / (len(ids) + 1),
@@ -254,29 +254,58 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
     return _result(indices, labels, halves, rotations, shifts, last_maps, apix, history, config, iterations)
 
 
-def _assign_to_maps(images, rotations, shifts, ctf, halves, current, refs, apix, resolution, device, cancel):
+def _assign_to_maps(images, rotations, shifts, ctf, halves, current, apix, resolution, config, device, cancel):
     """Each particle in a cluster with a map → the cluster whose map explains its image best, at its
     refined pose, as RELION's 3D classification does (Scheres 2012): log-likelihood
-    (:func:`~napari_cryohet.core.classify.map_log_likelihoods`) plus the log of the cluster's share of
-    the particles. Half 1 is compared with the half-1 maps only, half 2 with the half-2 maps
-    (gold standard). Particles in no cluster, or in one too small for a map, keep their label.
-    Returns the new labels and the fraction of particles that changed cluster."""
-    ids = sorted(refs)
-    new = current.copy()
-    counts = np.array([np.sum(current == k) for k in ids], dtype=np.float64)
-    log_prior = torch.as_tensor(np.log(counts / counts.sum()))
-    movable = np.isin(current, ids)
+    (:func:`~napari_cryohet.core.classify.map_log_likelihoods`) plus the log of the cluster's share.
+
+    A particle is never compared with a map it is part of: within each gold-standard half, the
+    particles are split in two alternate quarters, each cluster gets one map per quarter, and a
+    particle is scored against the map of the *other* quarter of its own half. (Against maps that
+    contain it, a particle prefers its own cluster: with 10 particles per half map no particle moved
+    at all.) Half 1 never sees half 2. Particles in no cluster (noise) keep their label; those of a
+    cluster too small for a map join the cluster they match best. Returns the new labels, the fraction of particles that changed cluster, and each
+    cluster's map (the mean of its four FSC-weighted quarter maps)."""
+    n = len(current)
+    quarter = np.zeros(n, dtype=np.int64)
     for h in (1, 2):
-        sel = np.flatnonzero(movable & (halves == h))
-        if len(sel) == 0:
-            continue
-        maps = torch.stack([refs[k][h - 1].to(torch.float32).cpu() for k in ids])
-        sub_ctf = None if ctf is None else {key: v[sel] for key, v in ctf.items()}
-        ll = map_log_likelihoods(images[sel], rotations[sel], shifts[sel], sub_ctf, maps, apix=apix,
-                                 max_resolution_a=resolution, device=device, cancel=lambda: check_cancel(cancel))
-        new[sel] = np.asarray(ids)[(ll + log_prior).argmax(1).numpy()]
+        idx = np.flatnonzero(halves == h)
+        quarter[idx[1::2]] = 1
+    ids = [int(k) for k in np.unique(current) if k >= 0 and np.sum(current == k) >= config.min_cluster_size]
+    movable = (current >= 0) if ids else np.zeros(n, dtype=bool)  # clusters too small for a map dissolve
+    ll = torch.full((n, len(ids)), -torch.inf, dtype=torch.float64)
+    maps: dict[int, Any] = {}
+    for j, k in enumerate(ids):
+        for h in (1, 2):
+            check_cancel(cancel)
+            sel = np.flatnonzero((current == k) & (halves == h))
+            if len(sel) < 4 or len(np.unique(quarter[sel])) < 2:
+                continue
+            sub_ctf = None if ctf is None else {key: v[sel] for key, v in ctf.items()}
+            map_0, map_1, _ = reconstruct_half_maps(images[sel], rotations[sel], shifts[sel], sub_ctf, apix,
+                                                    quarter[sel] + 1, device=device)
+            fsc = postprocess(map_0, map_1, apix=apix).curves.corrected
+            quarter_maps = (fsc_weighted_filter(map_0, fsc), fsc_weighted_filter(map_1, fsc))
+            maps[k] = maps.get(k, 0.0) + 0.25 * (quarter_maps[0] + quarter_maps[1])
+            for q in (0, 1):
+                target = np.flatnonzero(movable & (halves == h) & (quarter == q))
+                if len(target) == 0:
+                    continue
+                t_ctf = None if ctf is None else {key: v[target] for key, v in ctf.items()}
+                ll[target, j] = map_log_likelihoods(images[target], rotations[target], shifts[target], t_ctf,
+                                                    quarter_maps[1 - q].to(torch.float32).cpu()[None], apix=apix,
+                                                    max_resolution_a=resolution, device=device,
+                                                    cancel=lambda: check_cancel(cancel))[:, 0]
+    new = current.copy()
+    if ids:
+        counts = np.array([np.sum(current == k) for k in ids], dtype=np.float64)
+        score = ll + torch.as_tensor(np.log(counts / counts.sum()))
+        rows = np.flatnonzero(movable)
+        best = score[rows].argmax(1).numpy()
+        ok = torch.isfinite(score[rows].max(1).values).numpy()
+        new[rows[ok]] = np.asarray(ids)[best[ok]]
     moved = movable & (new != current)
-    return new, float(moved.sum() / max(1, movable.sum()))
+    return new, float(moved.sum() / max(1, movable.sum())), maps
 
 
 def _retrain_vae(vae, dataset, rotations, shifts, config: RefineConfig, cancel):
