@@ -26,6 +26,19 @@ def two_classes():
     return ds, truth, Embedding.for_dataset(vectors, ds, name="latents")
 
 
+def _killed_then_resumed(ds, config, emb, run_dir, *, at_iteration: int, progress=None):
+    """Run until iteration ``at_iteration`` starts, cancel there, then run again in the same folder."""
+    token = CancelToken()
+
+    def kill(fraction, message):
+        if message.startswith(f"iteration {at_iteration}"):
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_refine(ds, config, embedding=emb, run_dir=run_dir, progress=kill, cancel=token)
+    return run_refine(ds, config, embedding=emb, run_dir=run_dir, progress=progress)
+
+
 def test_clusters_match_truth_and_stay_stable(two_classes):
     ds, truth, emb = two_classes
     config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=2, refine_poses=False, min_cluster_size=10,
@@ -52,17 +65,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(two_classes, tmp_path):
     config = RefineConfig(embedding_method="none", n_clusters=2, n_iterations=3, refine_poses=False, min_cluster_size=10,
                           device="cpu", warm_start=False)
     whole = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "whole")
-    token = CancelToken()
-
-    def kill_at_iteration_2(fraction, message):
-        if message.startswith("iteration 2"):
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed", progress=kill_at_iteration_2, cancel=token)
     notes = []
-    resumed = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed",
-                         progress=lambda f, m: notes.append(m))
+    resumed = _killed_then_resumed(ds, config, emb, tmp_path / "killed", at_iteration=2,
+                                   progress=lambda f, m: notes.append(m))
     assert any(m.startswith("resumed from epoch 1") for m in notes)
     np.testing.assert_array_equal(resumed.labels, whole.labels)
     np.testing.assert_allclose(resumed.rotations, whole.rotations)
@@ -228,15 +233,7 @@ def test_vae_epochs_retrain_the_input_vae_and_resume(two_classes, tmp_path):
     for rec in whole.history:
         assert rec["vae"]["epochs"] == 1 and np.isfinite(rec["vae"]["loss"])
         assert rec["vae"]["latent_change"] > 0  # the latents moved with the re-training
-    token = CancelToken()
-
-    def kill_at_iteration_2(fraction, message):
-        if message.startswith("iteration 2"):
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed", progress=kill_at_iteration_2, cancel=token)
-    resumed = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed")
+    resumed = _killed_then_resumed(ds, config, emb, tmp_path / "killed", at_iteration=2)
     np.testing.assert_array_equal(resumed.labels, whole.labels)
     np.testing.assert_allclose(resumed.rotations, whole.rotations, atol=1e-9)
     assert resumed.history[1]["vae"]["latent_change"] == pytest.approx(whole.history[1]["vae"]["latent_change"])
@@ -257,14 +254,6 @@ def test_assignment_to_class_maps_repairs_a_poor_clustering(two_classes, tmp_pat
     print(f"ARI: clustered vectors {first:.3f} → assigned to the class maps {last:.3f}")
     assert first < 0.7 and last > 0.95
     assert result.history[1]["cluster_method"] == "maps" and result.history[0]["reassigned_fraction"] > 0.05
-    token = CancelToken()
-
-    def kill_at_iteration_3(fraction, message):
-        if message.startswith("iteration 3"):
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed", progress=kill_at_iteration_3, cancel=token)
-    resumed = run_refine(ds, config, embedding=emb, run_dir=tmp_path / "killed")
+    resumed = _killed_then_resumed(ds, config, emb, tmp_path / "killed", at_iteration=3)
     np.testing.assert_array_equal(resumed.labels, result.labels)
 

@@ -47,11 +47,12 @@ class RefineConfig(StageConfig):
                                                      help="highest resolution used to refine poses in each "
                                                           "iteration (the last value repeats): frequency marching")
     sigma_angle_deg: float = param(2.0, minimum=0.0, maximum=30.0, unit="°", label="angle prior σ",
-                                   help="width of the Gaussian prior on pose changes; the search covers ±3σ "
-                                        "(RELION --sigma_ang); 0 keeps the angles")
+                                   help="width of the Gaussian prior on the change of orientation from the input poses "
+                                        "(RELION --sigma_ang); each iteration searches ±3σ around the current "
+                                        "orientation; 0 keeps the angles")
     sigma_shift_a: float = param(1.5, minimum=0.0, maximum=50.0, unit="Å", label="shift prior σ",
-                                 help="width of the Gaussian prior on shift changes; the search covers ±3σ; "
-                                      "0 keeps the shifts")
+                                 help="width of the Gaussian prior on the change of shift from the input poses; each "
+                                      "iteration searches ±3σ around the current shift; 0 keeps the shifts")
     refine_poses: bool = param(True, label="refine poses",
                                help="local pose refinement per cluster against that cluster's half map "
                                     "(Silvera Coeff 2025 §4.1.5: local search only)")
@@ -59,8 +60,8 @@ class RefineConfig(StageConfig):
                             help="orientations per axis of the first local search grid across ±3σ of the current "
                                  "pose (1: no grid, start the refinement steps at the current pose)")
     refine_steps: int = param(6, minimum=0, maximum=50, label="refinement steps",
-                              help="Gauss–Newton steps on each particle's orientation and shift after the grid "
-                                   "(0: grid only)")
+                              help="steps of a least-squares (Gauss–Newton) search on each particle's orientation "
+                                   "and shift after the grid (0: grid only)")
     soft_weights: bool = param(True, label="weight particles by membership",
                                help="with a Gaussian mixture, each particle counts in its cluster's map by its "
                                     "membership probability (0–1) instead of fully")
