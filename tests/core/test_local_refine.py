@@ -230,3 +230,14 @@ def test_prior_centre_can_differ_from_the_start(problem):
     sh = (res.shifts_a - problem["sh_true"][:8]).norm(dim=-1) / APIX
     print(f"to the prior's centre: {ang.max():.3f}° / {sh.max():.4f} px")
     assert float(ang.max()) < 0.1 and float(sh.max()) < 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(problem):
+    kw = dict(KW, device="cpu")
+    sub = {k: (v[:8] if isinstance(v, torch.Tensor) else v) for k, v in problem["ctf"].items()}
+    args = (problem["images"][:8], problem["rot_start"][:8], problem["sh_start"][:8], sub, problem["vol"])
+    cpu = refine_poses(*args, **kw)
+    gpu = refine_poses(*args, **dict(kw, device="cuda"))
+    assert float(geodesic_angle_deg(cpu.rotations, gpu.rotations).max()) < 0.05
+    assert float((cpu.shifts_a - gpu.shifts_a).abs().max()) < 0.01
