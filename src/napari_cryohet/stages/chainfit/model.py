@@ -15,11 +15,12 @@ import torch
 
 from napari_cryohet.core.frenet import bond_lengths, build_chain
 from napari_cryohet.core.frenet_2d import build_chain_2d
+from napari_cryohet.io.pdb import MAX_CA_DISTANCE_A
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.reference import default_reference_atom
 
 __all__ = ["SpectralAngles", "build_chains", "coefficient_mask", "scaled_eigenvectors", "chain_errors",
-           "reference_bond_lengths", "reference_index"]
+           "reference_bond_lengths", "reference_index", "gap_bonds"]
 
 
 def build_chains(theta: torch.Tensor, psi: torch.Tensor, positions: torch.Tensor, frames: torch.Tensor, j0: int,
@@ -47,11 +48,16 @@ class SpectralAngles(torch.nn.Module):
         return theta, psi
 
 
-def coefficient_mask(n_angles: int, k: int, config: ChainFitConfig) -> np.ndarray:
-    """``(m-2, K)`` float32: 1 where a coefficient is fitted (fixed / rigid / varying angles)."""
+def coefficient_mask(n_angles: int, k: int, config: ChainFitConfig,
+                     frozen_angles: tuple[int, ...] | list[int] = ()) -> np.ndarray:
+    """``(m-2, K)`` float32: 1 where a coefficient is fitted (fixed / rigid / varying angles).
+
+    ``frozen_angles`` are kept at the reference like ``config.fixed_angles`` (e.g. the
+    angles at a gap, ``ChainReference.gap_angles()``).
+    """
     mask = np.ones((n_angles, k), dtype=np.float32)
     for name, indices in (("fixed_angles", config.fixed_angles), ("rigid_angles", config.rigid_angles),
-                          ("varying_angles", config.varying_angles or ())):
+                          ("varying_angles", config.varying_angles or ()), ("frozen_angles", frozen_angles)):
         bad = [j for j in indices if not 0 <= j < n_angles]
         if bad:
             raise ValueError(f"{name}: angle indices {bad[:5]} outside [0, {n_angles - 1}]")
@@ -61,6 +67,7 @@ def coefficient_mask(n_angles: int, k: int, config: ChainFitConfig) -> np.ndarra
         mask[~keep] = 0.0
     mask[list(config.rigid_angles), 1:] = 0.0
     mask[list(config.fixed_angles)] = 0.0
+    mask[list(frozen_angles)] = 0.0
     return mask
 
 
@@ -90,12 +97,40 @@ def chain_errors(predicted: np.ndarray | torch.Tensor, truth: np.ndarray | torch
     return float(dist.mean()), float(dist.max(dim=-1).values.mean())
 
 
-def reference_bond_lengths(reference: torch.Tensor, config: ChainFitConfig) -> torch.Tensor:
-    """δ: the given ``bond_length_a``, the mean reference bond, or every reference bond."""
-    if config.bond_length_a is not None:
-        return torch.tensor(float(config.bond_length_a), dtype=torch.float64)
+def gap_bonds(reference: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Bond indices of a chain whose length says it is broken (missing residues, two chains).
+
+    A bond longer than ``io.pdb.MAX_CA_DISTANCE_A`` (4.2 Å) *and* 1.5 × the median bond:
+    the first rule finds Cα gaps, the second keeps chains with longer regular bonds (toy
+    models) whole.
+    """
+    lengths = bond_lengths(torch.as_tensor(reference, dtype=torch.float64)).numpy()
+    return np.flatnonzero((lengths > MAX_CA_DISTANCE_A) & (lengths > 1.5 * np.median(lengths))).astype(np.int64)
+
+
+def reference_bond_lengths(reference: torch.Tensor, config: ChainFitConfig,
+                           gaps: np.ndarray | None = None) -> torch.Tensor:
+    """δ: the given ``bond_length_a``, the mean reference bond, or every reference bond.
+
+    Gap bonds (``gaps``, bond indices; ``None``: found by :func:`gap_bonds`) always keep
+    their reference length, so the chain is rebuilt exactly across a gap instead of
+    with a 3.8 Å bond that is not there; the mean is taken over the other bonds. Returns
+    a scalar when the chain has no gap and ``bond_length_mode`` is not ``"reference"``,
+    else ``(m-1,)`` per-bond lengths.
+    """
     lengths = bond_lengths(reference)
-    return lengths.mean() if config.bond_length_mode == "mean" else lengths
+    gaps = gap_bonds(reference) if gaps is None else np.asarray(gaps, dtype=np.int64).reshape(-1)
+    if config.bond_length_a is None and config.bond_length_mode == "reference":
+        return lengths
+    regular = torch.ones(len(lengths), dtype=torch.bool)
+    regular[torch.as_tensor(gaps, dtype=torch.long)] = False
+    if not bool(regular.any()):
+        return lengths
+    value = (torch.tensor(float(config.bond_length_a), dtype=lengths.dtype) if config.bond_length_a is not None
+             else lengths[regular].mean())
+    if bool(regular.all()):
+        return value
+    return torch.where(regular, value, lengths)
 
 
 def reference_index(config: ChainFitConfig, coords: np.ndarray) -> int:

@@ -44,9 +44,16 @@ class ChainReference:
     resnames, resids
         ``(m,)`` residue names and numbers (defaults ``"ALA"``, ``1 … m``).
     gaps
-        ``(G,)`` bond indices where the chain is broken (from ``io.pdb.read_ca_chain``).
+        ``(G,)`` bond indices where the chain is broken (from ``io.pdb.read_ca_chains``): a
+        gap inside a chain or the step from one chain to the next. The model keeps each gap
+        bond at its reference length (``model.reference_bond_lengths``), never a 3.8 Å bond.
     source
         Where it came from (file path, ``"dataset:global/reference_coords_a"``, …).
+    chain_ids, icodes
+        ``(m,)`` chain name and insertion code of each atom (defaults ``""``).
+    notes
+        Sentences for the user from reading the file: each gap, residues left out (caps,
+        ligands, waters), alternative locations chosen.
     """
 
     coords_a: np.ndarray
@@ -54,6 +61,9 @@ class ChainReference:
     resids: np.ndarray | None = None
     gaps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     source: str = ""
+    chain_ids: np.ndarray | None = None
+    icodes: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.coords_a = np.asarray(self.coords_a, dtype=np.float64)
@@ -66,23 +76,55 @@ class ChainReference:
         self.resnames = np.full(m, "ALA") if self.resnames is None else np.asarray(self.resnames, dtype=str)
         if len(self.resids) != m or len(self.resnames) != m:
             raise ValueError(f"reference resids/resnames: need {m} entries")
-        self.gaps = np.asarray(self.gaps, dtype=np.int64)
+        self.chain_ids = np.full(m, "") if self.chain_ids is None else np.asarray(self.chain_ids, dtype=str)
+        self.icodes = np.full(m, "") if self.icodes is None else np.asarray(self.icodes, dtype=str)
+        if len(self.chain_ids) != m or len(self.icodes) != m:
+            raise ValueError(f"reference chain_ids/icodes: need {m} entries")
+        self.gaps = np.unique(np.asarray(self.gaps, dtype=np.int64).reshape(-1))
+        if self.gaps.size and not (0 <= self.gaps[0] and self.gaps[-1] <= m - 2):
+            raise ValueError(f"reference gaps: bond indices must lie in [0, {m - 2}], got {self.gaps.tolist()}")
+        self.notes = tuple(str(n) for n in self.notes)
 
     @property
     def n_atoms(self) -> int:
         return len(self.coords_a)
+
+    @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        """Half-open atom ranges ``(start, stop)`` of the connected pieces between gaps."""
+        bounds = [0, *(int(g) + 1 for g in self.gaps), self.n_atoms]
+        return tuple(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def gap_angles(self) -> tuple[int, ...]:
+        """Angle indices at either end of a gap bond (angles ``j - 1`` and ``j`` of gap ``j``).
+
+        Angle ``j`` sits at atom ``j + 1``, between bonds ``j`` and ``j + 1``: these are the
+        angles that turn one segment against the next across missing residues; keeping
+        them fixed (``coefficient_mask(frozen_angles=…)``) makes the gap a rigid link.
+        """
+        n_angles = self.n_atoms - 2
+        return tuple(sorted({int(a) for g in self.gaps for a in (g - 1, g) if 0 <= a < n_angles}))
 
     def angles(self, ranges_text: str | None) -> tuple[int, ...]:
         """Angle indices of the residue ranges ``"10-20,33"`` of this chain (empty text: none)."""
         return tuple(int(j) for j in angles_for_residues(self.resids, parse_residue_ranges(ranges_text)))
 
 
-def reference_from_pdb(path: str | Path, *, chain: str | None = None) -> ChainReference:
-    """Reference chain from the Cα atoms of a PDB/mmCIF file (``io.pdb.read_ca_chain``)."""
-    from napari_cryohet.io.pdb import read_ca_chain
+def reference_from_pdb(path: str | Path, *, chain: str | None = None,
+                       chains: str | Sequence[str] | None = None) -> ChainReference:
+    """Reference chain from the Cα atoms of a PDB/mmCIF file (``io.pdb.read_ca_chains``).
 
-    coords, resnames, resids, gaps = read_ca_chain(path, chain=chain)
-    return ChainReference(coords, resnames, resids, gaps, source=str(path))
+    Standard amino acids only (caps, ligands, waters and HETATM residues are left out), the
+    most occupied alternative location, insertion codes as distinct residues. ``chain``:
+    one chain name or several separated by commas (``"A,B"``); ``chains``: several names;
+    neither: the first chain with amino acids. Each chain is its own segment; gaps are
+    listed in ``gaps`` and described, with what was left out, in ``notes``.
+    """
+    from napari_cryohet.io.pdb import read_ca_chains
+
+    read = read_ca_chains(path, chain=chain, chains=None if chains is None else tuple(chains))
+    return ChainReference(read.coords, read.resnames, read.resids, read.gaps, source=str(path),
+                          chain_ids=read.chain_ids, icodes=read.icodes, notes=read.notes)
 
 
 def reference_from_dataset(dataset: Any, *, particle: int | None = None,
