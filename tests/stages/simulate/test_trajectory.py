@@ -115,6 +115,7 @@ def test_read_trajectory_multi_model_pdb(tmp_path, adk_ref):
           f"{np.round(after, 3)} Å after superposition (as made: {np.round(before, 3)} Å)")
     assert traj.coords_a.shape == (4, 60, 3)  # the NME cap and the water are not residues
     np.testing.assert_array_equal(traj.resids, resids)
+    assert any("NME 999" in note and "water" in note for note in traj.notes)  # left out, and said so
     assert err < 0.005
     np.testing.assert_allclose(traj.reference_a, ref, atol=0.002)
     np.testing.assert_allclose(traj.coords_a[0], ref, atol=0.002)
@@ -161,6 +162,21 @@ def test_anm_dataset_ground_truth_like_adk_chain(adk_ref):
                                   sigma_a=3.0)
     expected = apply_ctf_and_shift(proj, apix=ds.apix, ctf=ds.ctf.to_torch()).numpy()
     np.testing.assert_allclose(truth["clean_images"], expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_anm_dataset_from_a_gapped_topology(tmp_path, adk_ref):
+    """Residues 31–35 missing: the gap is a long 'bond' whose length the deformation keeps."""
+    keep = np.r_[0:30, 35:100]
+    top = write_chains_pdb(tmp_path / "gapped.pdb", adk_ref[keep], resids=keep + 1)
+    ds = T.trajectory_chain(6, topology=str(top), normal_modes=2, amplitude_a=3.0, n_frames=4, snr=None, seed=0)
+    truth = ds.ground_truth
+    ref = truth["global/reference_coords_a"].astype(np.float64)
+    bond_err = np.abs(_bonds(truth["global/trajectory_coords_a"]) - _bonds(ref)).max()
+    print(f"gapped topology: gap {_bonds(ref)[29]:.1f} Å kept, worst bond {bond_err:.1e} Å; notes: {ds.meta['trajectory_notes']}")
+    np.testing.assert_array_equal(truth["global/gaps"], [29])
+    assert _bonds(ref)[29] > 8.0 and bond_err < 0.05
+    assert any("30→36" in note for note in ds.meta["trajectory_notes"])
+    assert _rmsd(truth["coords_a"], ref).max() <= 3.0
 
 
 def test_file_dataset_and_bad_recipes(tmp_path, adk_ref):

@@ -23,7 +23,7 @@ read from a file are superposed on the reference (Kabsch, all Cα) unless
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,11 @@ class ChainTrajectory:
     mode_amplitudes_a
         ``(F, K)`` float32 the amplitudes each frame was made with (Å of RMSD per mode,
         before the bond lengths were restored), else ``None``.
+    gaps
+        ``(G,)`` bond indices where the reference's chain is broken (``io.pdb``); their
+        distances are kept like every other Cα–Cα distance.
+    notes
+        What reading the topology left out or found (gaps, caps, waters, altlocs).
     source
         Where the frames came from.
     """
@@ -76,6 +81,8 @@ class ChainTrajectory:
     resids: np.ndarray
     modes: ANMModes | None = None
     mode_amplitudes_a: np.ndarray | None = None
+    gaps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    notes: tuple[str, ...] = ()
     source: str = ""
 
     @property
@@ -239,28 +246,22 @@ def _kabsch(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return out
 
 
-def _residue_key(chain_name: str, residue) -> tuple[str, int, str]:  # noqa: ANN001 (gemmi.Residue)
-    return chain_name, int(residue.seqid.num), residue.seqid.icode.strip()
-
-
-def _ca_by_residue(model, chain: str | None) -> dict[tuple[str, int, str], tuple[tuple[float, float, float], str]]:  # noqa: ANN001
-    """Cα of every amino-acid residue (gemmi's table: caps, waters and ligands are not),
-    first alternative location, in file order: ``{(chain, number, icode): (xyz, resname)}``."""
+def _model_ca(model, keys: set[tuple[str, int, str]]) -> dict[tuple[str, int, str], tuple[float, float, float]]:  # noqa: ANN001
+    """Cα of the residues ``keys`` (chain, number, insertion code) in one gemmi model, the
+    most occupied alternative location (as ``io.pdb.read_ca_chains`` chooses)."""
     import gemmi
 
-    found: dict[tuple[str, int, str], tuple[tuple[float, float, float], str]] = {}
+    carbon = gemmi.Element("C")
+    best: dict[tuple[str, int, str], tuple[float, tuple[float, float, float]]] = {}
     for ch in model:
-        if chain is not None and ch.name != chain:
-            continue
         for residue in ch:
-            info = gemmi.find_tabulated_residue(residue.name)
-            if info is None or not info.is_amino_acid():
+            key = (ch.name, int(residue.seqid.num), residue.seqid.icode.strip())
+            if key not in keys:
                 continue
-            atom = residue.find_atom("CA", "*", gemmi.Element("C"))
-            key = _residue_key(ch.name, residue)
-            if atom is not None and key not in found:
-                found[key] = ((atom.pos.x, atom.pos.y, atom.pos.z), residue.name)
-    return found
+            for atom in residue:
+                if atom.name == "CA" and atom.element == carbon and (key not in best or atom.occ > best[key][0]):
+                    best[key] = (atom.occ, (atom.pos.x, atom.pos.y, atom.pos.z))
+    return {k: v[1] for k, v in best.items()}
 
 
 def _read_structure(path: Path):  # noqa: ANN202
@@ -288,12 +289,19 @@ def _read_frames_mdanalysis(topology: Path, trajectory: Path, keys: list[tuple[s
             "installed (pip install MDAnalysis); or write the frames as a multi-model PDB file",
             field="trajectory") from err
     universe = mda.Universe(str(topology), str(trajectory))
-    chains = sorted({k[0] for k in keys})
-    ca = universe.select_atoms("name CA and (" + " or ".join(f"chainID {c}" for c in chains) + ")")
-    if len(ca) != len(keys):
-        raise CryohetInputError(trajectory, f"{len(ca)} Cα atoms in the trajectory's selection, the topology "
-                                f"{topology.name} has {len(keys)} amino-acid Cα", field="CA")
-    return np.stack([ca.positions.astype(np.float64) for _ in universe.trajectory])
+    ca = universe.select_atoms("name CA")
+    chain_ids = ca.chainIDs if hasattr(ca, "chainIDs") else np.full(len(ca), "")
+    icodes = ca.icodes if hasattr(ca, "icodes") else np.full(len(ca), "")
+    index: dict[tuple[str, int, str], int] = {}
+    for i, (c, r, ic) in enumerate(zip(chain_ids, ca.resids, icodes, strict=True)):
+        index.setdefault((str(c).strip(), int(r), str(ic).strip()), i)
+    missing = [k for k in keys if k not in index]
+    if missing:
+        ch, num, icode = missing[0]
+        raise CryohetInputError(trajectory, f"no Cα for residue {ch} {num}{icode} of the topology {topology.name} "
+                                f"({len(missing)} missing in all)", field="CA")
+    pick = np.array([index[k] for k in keys])
+    return np.stack([ca.positions[pick].astype(np.float64) for _ in universe.trajectory])
 
 
 def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, *, chain: str | None = None,
@@ -303,13 +311,17 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
     Parameters
     ----------
     topology
-        PDB/mmCIF file; its first model is the reference. Amino-acid residues only (caps,
-        waters, ligands left out), first alternative location.
+        PDB/mmCIF file; its first model is the reference, read as the chain fit reads a
+        reference (``io.pdb.read_ca_chains``: standard amino acids only, most occupied
+        alternative location, insertion codes; what was left out and the gaps are in
+        ``notes``).
     trajectory
         Multi-model PDB/mmCIF (every model a frame, read with gemmi), or DCD/XTC/TRR (read
         with MDAnalysis, needed only then); ``None``: the models of ``topology`` itself.
+        Every frame must hold the reference's residues (matched by chain, number and
+        insertion code).
     chain
-        Chain name; ``None`` takes all chains, in file order.
+        Chain name or several (``"A,B"``); ``None``: the first chain with amino acids.
     superpose
         Superpose every frame on the reference (Kabsch, all Cα).
 
@@ -319,34 +331,31 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
         A file is missing or unreadable, a frame lacks a residue of the reference (named),
         the chain is absent, or MDAnalysis is needed and not installed.
     """
+    from napari_cryohet.io.pdb import read_ca_chains
+
     topology = Path(topology)
-    structure = _read_structure(topology)
-    ref_atoms = _ca_by_residue(structure[0], chain)
-    if len(ref_atoms) < 3:
-        which = f"chain {chain!r}" if chain is not None else "the first model"
-        raise CryohetInputError(topology, f"{len(ref_atoms)} amino-acid Cα atoms in {which}, a chain needs 3",
-                                field="chain")
-    keys = list(ref_atoms)
-    reference = np.array([ref_atoms[k][0] for k in keys])
-    resnames = np.array([ref_atoms[k][1] for k in keys], dtype=str)
-    resids = np.array([k[1] for k in keys], dtype=np.int64)
+    read = read_ca_chains(topology, chain=chain)
+    keys = [(str(c), int(r), str(i)) for c, r, i in zip(read.chain_ids, read.resids, read.icodes, strict=True)]
+    reference = read.coords.astype(np.float64)
     source_path = topology if trajectory is None else Path(trajectory)
-    if source_path.suffix.lower() in MDANALYSIS_SUFFIXES:
+    suffix = source_path.suffix.lower()
+    if suffix in MDANALYSIS_SUFFIXES:
         if not source_path.is_file():
             raise CryohetInputError(source_path, "file does not exist")
         frames = _read_frames_mdanalysis(topology, source_path, keys)
-    elif source_path.suffix.lower() in GEMMI_SUFFIXES:
-        models = structure if trajectory is None else _read_structure(source_path)
+    elif suffix in GEMMI_SUFFIXES:
+        models = _read_structure(source_path)
         frames = np.empty((len(models), len(keys), 3))
+        wanted = set(keys)
         for f, model in enumerate(models):
-            atoms = _ca_by_residue(model, chain)
+            atoms = _model_ca(model, wanted)
             missing = [k for k in keys if k not in atoms]
             if missing:
                 ch, num, icode = missing[0]
                 raise CryohetInputError(source_path, f"model {f + 1} lacks the Cα of residue {ch} "
-                                        f"{resnames[keys.index(missing[0])]} {num}{icode} of the topology "
+                                        f"{read.resnames[keys.index(missing[0])]} {num}{icode} of the topology "
                                         f"({len(missing)} missing in all)", field="MODEL")
-            frames[f] = [atoms[k][0] for k in keys]
+            frames[f] = [atoms[k] for k in keys]
     else:
         raise CryohetInputError(source_path, f"unknown trajectory format {source_path.suffix!r}: expected a "
                                 f"multi-model PDB/mmCIF or {', '.join(MDANALYSIS_SUFFIXES)}", field="trajectory")
@@ -356,7 +365,8 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
     n = len(frames)
     t = np.arange(n, dtype=np.float32)[:, None] / max(n - 1, 1)
     return ChainTrajectory(coords_a=frames.astype(np.float32), reference_a=reference.astype(np.float32), params=t,
-                           resnames=resnames, resids=resids, source=str(source_path))
+                           resnames=read.resnames, resids=read.resids, gaps=read.gaps, notes=read.notes,
+                           source=str(source_path))
 
 
 # ------------------------------------------------------------------ the recipe
@@ -423,8 +433,8 @@ def trajectory_chain(
         ``(M, 3)`` the reference (topology's first model / the undeformed chain).
     ``global/trajectory_coords_a``
         ``(F, M, 3)`` all frames.
-    ``global/resids``
-        ``(M,)`` residue numbers; normal modes also give ``global/mode_vectors (K, M, 3)``,
+    ``global/resids``, ``global/gaps``
+        ``(M,)`` residue numbers, ``(G,)`` bond indices of the reference's gaps; normal modes also give ``global/mode_vectors (K, M, 3)``,
         ``global/mode_eigenvalues (K,)``, ``global/mode_amplitudes_a (F, K)``.
     ``global/sigma_a``, ``clean_images``, ``global/snr``, ``global/noise_var``.
     """
@@ -437,13 +447,16 @@ def trajectory_chain(
 
             ca = load_adk_ca()
             ref, resnames, resids = ca["coords"][0], ca["resnames"], ca["resids"]
+            gaps, notes = np.zeros(0, dtype=np.int64), ()
         else:
             ref_traj = read_trajectory(topology, chain=chain)
             ref, resnames, resids = ref_traj.reference_a, ref_traj.resnames, ref_traj.resids
+            gaps, notes = ref_traj.gaps, ref_traj.notes
         report(progress, 0.0, f"elastic-network modes of {len(ref)} residues, {n_frames} frames")
         traj = normal_mode_trajectory(ref, n_modes=int(normal_modes), amplitude_a=amplitude_a, n_frames=n_frames,
                                       amplitudes=amplitudes, cutoff_a=cutoff_a, seed=seed, resnames=resnames,
                                       resids=resids)
+        traj.gaps, traj.notes = gaps, notes
         path_like = amplitudes == "sinusoidal"
     else:
         if topology is None:
@@ -477,6 +490,7 @@ def trajectory_chain(
         "global/reference_coords_a": traj.reference_a,
         "global/trajectory_coords_a": coords_f,
         "global/resids": traj.resids,
+        "global/gaps": traj.gaps,
     }
     if traj.modes is not None:
         truth["global/mode_vectors"] = traj.modes.vectors.astype(np.float32)
@@ -488,4 +502,5 @@ def trajectory_chain(
                            shift_std_a=shift_std_a, seed=seed, batch_size=batch_size, device=device,
                            progress=progress, cancel=cancel)
     ds.meta["trajectory_source"] = traj.source
+    ds.meta["trajectory_notes"] = list(traj.notes)
     return ds
