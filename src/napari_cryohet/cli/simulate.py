@@ -7,6 +7,8 @@ Datasets (recipes of ``napari_cryohet.stages.simulate``):
   adk_volumes       adenylate kinase, all atoms, several conformations (Kimanius, Jamali & Scheres 2022)
   assembly_classes  adenylate kinase lacking some domains (Silvera Coeff 2025)
   cat, pretzel      blob models with moving parts (Lederman, Andén & Singer 2020)
+  trajectory        your own protein (Cα): --topology PDB with --trajectory DCD/XTC/multi-model PDB,
+                    or --normal-modes N --amplitude-a A (elastic-network modes, Atilgan et al. 2001)
 
 Particle datasets are written to ``--out`` as ``<name>.mrcs`` + RELION ``<name>.star`` +
 cryoDRGN ``<name>_poses.pkl`` / ``<name>_ctf.pkl`` + ``<name>_truth.npz`` (the true
@@ -17,6 +19,8 @@ unset keep the dataset's own imaging conditions (those of its paper). Examples::
 
     cryohet simulate adk_chain --n 4000 --snr 0.0136 --out adk4000 --device cuda
     cryohet simulate adk_chain --n 200 --workspace ws     # then: cryohet spectral --workspace ws
+    cryohet simulate trajectory --topology my.pdb --normal-modes 3 --amplitude-a 5 --n 4000 --out mine
+    cryohet simulate trajectory --topology my.pdb --trajectory md.pdb --chain A --n 4000 --out mine
 """
 
 from __future__ import annotations
@@ -40,7 +44,20 @@ _OPTIONS = {
     "continuous": "continuous",
     "noise_var": "noise_var",
     "low_dim_frame": "low_dim_frame",
+    "topology": "topology",
+    "trajectory": "trajectory",
+    "chain": "chain",
+    "normal_modes": "normal_modes",
+    "amplitude_a": "amplitude_a",
+    "n_frames": "n_frames",
+    "amplitudes": "amplitudes",
+    "cutoff_a": "cutoff_a",
 }
+
+
+def _absolute(path: str) -> str:
+    """A file argument as an absolute path (a workspace made here stays valid from anywhere)."""
+    return str(Path(path).resolve())
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +95,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="box_arms_2d: frame of the 64x64 low-resolution densities: consensus = each chain "
                              "superposed on the reference, as a consensus refinement aligns it; anchor = the anchor atom "
                              "fixed at the centre (default: consensus)")
+    own = parser.add_argument_group("your own protein (dataset 'trajectory')")
+    own.add_argument("--topology", type=_absolute, default=None, metavar="PDB",
+                     help="PDB/mmCIF of the protein: its standard amino acids' Cα atoms are the chain")
+    own.add_argument("--trajectory", type=_absolute, default=None, metavar="FILE",
+                     help="its motion: a multi-model PDB/mmCIF, or DCD/XTC/TRR (needs MDAnalysis)")
+    own.add_argument("--chain", default=None, metavar="A[,B]", help="chain(s) of --topology to use (default: all)")
+    own.add_argument("--normal-modes", type=int, default=None, metavar="N",
+                     help="instead of --trajectory: deform along the N slowest elastic-network modes")
+    own.add_argument("--amplitude-a", type=float, default=None, metavar="A",
+                     help="largest deformation along the modes, Å of RMSD from the reference (default: 5)")
+    own.add_argument("--n-frames", type=int, default=None, metavar="N", help="frames of the deformation (default: 100)")
+    own.add_argument("--amplitudes", choices=("random", "sinusoidal"), default=None,
+                     help="random mixtures of the modes, or one smooth path from the reference (default: random)")
+    own.add_argument("--cutoff-a", type=float, default=None, metavar="X",
+                     help="elastic-network spring cutoff between Cα atoms in Å (default: 15)")
     parser.add_argument("--device", default=None, metavar="DEVICE",
                         help="where to compute: cpu, cuda (graphics card) or auto (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",

@@ -85,6 +85,11 @@ from napari_cryohet.stages.simulate.engine import (
 from napari_cryohet.stages.simulate.hypermolecule_toys import cat, cat_blobs, pretzel, pretzel_blobs
 from napari_cryohet.stages.simulate.imaging import SimulationConfig, draw_ctf, draw_shifts
 from napari_cryohet.stages.simulate.recipe_support import sample_data_dir
+from napari_cryohet.stages.simulate.trajectory import (
+    normal_mode_trajectory,
+    read_trajectory,
+    trajectory_chain,
+)
 
 __all__ = [
     # the forward model
@@ -118,6 +123,9 @@ __all__ = [
     "pretzel",
     "pretzel_blobs",
     "sample_data_dir",
+    "trajectory_chain",
+    "read_trajectory",
+    "normal_mode_trajectory",
 ]
 
 #: name → recipe function (the CLI and the napari samples look recipes up here).
@@ -128,4 +136,5 @@ RECIPES: dict[str, Callable[..., Any]] = {
     "assembly_classes": assembly_classes,
     "cat": cat,
     "pretzel": pretzel,
+    "trajectory": trajectory_chain,
 }
