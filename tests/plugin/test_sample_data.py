@@ -15,6 +15,7 @@ SMALL = {
     "assembly_classes": {"n_particles": 6, "box_size": 32, "apix": 3.0, "sigma_a": 3.0},
     "cat": {"n_particles": 6, "n_volumes": 2, "box_size": 32, "apix": 5.0},
     "pretzel": {"n_particles": 6, "n_volumes_per_arm": 2, "box_size": 32, "apix": 5.0},
+    "trajectory": {"n_particles": 6, "normal_modes": 2, "amplitude_a": 4.0, "n_frames": 8},
 }
 
 
@@ -124,3 +125,19 @@ def test_samples_open_in_napari(small, make_napari_viewer):
     kinds = {type(layer).__name__ for layer in viewer.layers}
     assert {"Image", "Points", "Surface", "Shapes"} <= kinds
     assert len(viewer.layers) == 8
+
+
+def test_trajectory_sample_layers(small):
+    """Chains deformed along elastic-network modes: one path per particle, and every true chain keeps
+    the reference's bond lengths while moving away from it."""
+    kinds = _by_kind(S.trajectory_sample())
+    (stack, skw), = kinds["image"]
+    assert stack.shape[0] == 6
+    (paths, _), = kinds["shapes"]
+    assert len(paths) == 6 and paths[0].shape == (214, 3)
+    truth = skw["metadata"][DATASET_KEY].ground_truth
+    atoms, ref = np.asarray(truth["coords_a"]), np.asarray(truth["global/reference_coords_a"])
+    bonds = np.linalg.norm(np.diff(atoms, axis=1), axis=-1)
+    assert np.abs(bonds - np.linalg.norm(np.diff(ref, axis=0), axis=-1)).max() < 0.05
+    rmsd = np.sqrt(((atoms - ref) ** 2).sum(-1).mean(-1))
+    assert 0.0 < rmsd.max() <= 4.0 + 1e-6

@@ -51,6 +51,7 @@ SAMPLE_SIZES: dict[str, dict[str, Any]] = {
     "assembly_classes": {"n_particles": 100},
     "cat": {"n_particles": 100, "n_volumes": 3},
     "pretzel": {"n_particles": 100, "n_volumes_per_arm": 2},
+    "trajectory": {"n_particles": 100, "normal_modes": 3, "amplitude_a": 5.0, "snr": 0.05},
 }
 
 _TRUTH_COLOUR = "#ffb000"
@@ -187,6 +188,13 @@ def _dataset_sample(name: str, *, chains: bool = False, points_size_a: float = 2
 def adk_chain_sample() -> list[LayerData]:
     """AdK Cα chains (seed 000 §3.2): stack, Cα atoms as points, chains as paths."""
     return _dataset_sample("adk_chain", chains=True, points_size_a=2.5)
+
+
+def trajectory_sample() -> list[LayerData]:
+    """Your own protein (here AdK, closed) deformed along its 3 slowest elastic-network modes
+    (Atilgan et al. 2001): stack, Cα atoms as points, chains as paths. The same recipe takes any
+    PDB (``cryohet simulate trajectory --topology``)."""
+    return _dataset_sample("trajectory", chains=True, points_size_a=2.5)
 
 
 def adk_volumes_sample() -> list[LayerData]:
