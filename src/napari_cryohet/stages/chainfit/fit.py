@@ -104,6 +104,8 @@ def run_chainfit(
     if dataset.rotations is None:
         raise ValueError("dataset has no poses (rotations); the chain fit needs known poses (Assumption 4)")
     reference = reference or resolve_reference(config, dataset)
+    for note in getattr(reference, "notes", ()) or ():  # gaps, residues left out: say so before fitting
+        report(progress, 0.0, f"reference: {note}")
     ref_np = reference.coords_a
     if ref_np.shape[1] != 3:
         raise ValueError("reference: a 3D chain (m, 3) is needed for particle images; use run_chainfit_2d")
@@ -147,7 +149,7 @@ def run_chainfit(
     problem = Problem(
         n=n, planar=False, phi=torch.as_tensor(phi, device=device),
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype),
-        ref_index=j0, delta=reference_bond_lengths(ref, config).to(device, dtype), misfit=misfit,
+        ref_index=j0, delta=reference_bond_lengths(ref, config, gaps=reference.gaps).to(device, dtype), misfit=misfit,
         truth_coords=truth_coords, particle_indices=dataset_indices(dataset),
         data_hash=array_hash(phi, ref_np, positions.numpy(), frames.numpy()),
     )

@@ -123,7 +123,7 @@ def run_chainfit_2d(
     problem = Problem(
         n=n, planar=True, phi=torch.as_tensor(phi, device=device),
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype), ref_index=j0,
-        delta=reference_bond_lengths(ref, config).to(device, dtype), truth_coords=truth_coords, misfit=misfit,
+        delta=reference_bond_lengths(ref, config, gaps=reference.gaps).to(device, dtype), truth_coords=truth_coords, misfit=misfit,
         particle_indices=dataset_indices(toy),
         data_hash=array_hash(phi, reference.coords_a, positions.numpy(), frames.numpy()),
     )
