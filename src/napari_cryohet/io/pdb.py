@@ -30,7 +30,7 @@ import numpy as np
 from napari_cryohet.io.atomic import atomic_path
 from napari_cryohet.io.errors import CorruptFileError, CryohetInputError
 
-__all__ = ["MAX_CA_DISTANCE_A", "FORCE_FIELD_NAMES", "CaChains", "read_ca_chains", "read_ca_chain", "write_chains_pdb"]
+__all__ = ["MAX_CA_DISTANCE_A", "FORCE_FIELD_NAMES", "CaChains", "read_structure", "read_ca_chains", "read_ca_chain", "write_chains_pdb"]
 
 #: Consecutive Cα atoms farther apart than this (Å) count as a chain break (trans peptide
 #: Cα–Cα ≈ 3.8 Å, cis ≈ 2.9 Å).
@@ -152,6 +152,23 @@ def _read_one_chain(gemmi, residues):
     return rows, excluded, altloc_notes
 
 
+def read_structure(path: str | Path):
+    """A PDB/mmCIF file read with gemmi (every model); errors name the file: missing, unreadable,
+    or without a model."""
+    import gemmi
+
+    path = Path(path)
+    if not path.is_file():
+        raise CryohetInputError(path, "file does not exist")
+    try:
+        structure = gemmi.read_structure(str(path))
+    except (RuntimeError, ValueError) as err:
+        raise CorruptFileError(path, f"not a readable PDB/mmCIF file ({err})") from err
+    if len(structure) == 0:
+        raise CryohetInputError(path, "no model in the file", field="MODEL")
+    return structure
+
+
 def read_ca_chains(
     path: str | Path, *, chain: str | None = None, chains: str | tuple[str, ...] | list[str] | None = None
 ) -> CaChains:
@@ -195,14 +212,7 @@ def read_ca_chains(
 
     wanted = _chain_names(chain, chains)
     path = Path(path)
-    if not path.is_file():
-        raise CryohetInputError(path, "file does not exist")
-    try:
-        structure = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError) as err:
-        raise CorruptFileError(path, f"not a readable PDB/mmCIF file ({err})") from err
-    if len(structure) == 0:
-        raise CryohetInputError(path, "no model in the file", field="MODEL")
+    structure = read_structure(path)
     model = structure[0]
     names = list(dict.fromkeys(ch.name for ch in model))
 

@@ -264,22 +264,6 @@ def _model_ca(model, keys: set[tuple[str, int, str]]) -> dict[tuple[str, int, st
     return {k: v[1] for k, v in best.items()}
 
 
-def _read_structure(path: Path):  # noqa: ANN202
-    import gemmi
-
-    from napari_cryohet.io.errors import CorruptFileError
-
-    if not path.is_file():
-        raise CryohetInputError(path, "file does not exist")
-    try:
-        structure = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError) as err:
-        raise CorruptFileError(path, f"not a readable PDB/mmCIF file ({err})") from err
-    if len(structure) == 0:
-        raise CryohetInputError(path, "no model in the file", field="MODEL")
-    return structure
-
-
 def _read_frames_mdanalysis(topology: Path, trajectory: Path, keys: list[tuple[str, int, str]]) -> np.ndarray:
     try:
         import MDAnalysis as mda  # noqa: N813
@@ -331,7 +315,7 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
         A file is missing or unreadable, a frame lacks a residue of the reference (named),
         the chain is absent, or MDAnalysis is needed and not installed.
     """
-    from napari_cryohet.io.pdb import read_ca_chains
+    from napari_cryohet.io.pdb import read_ca_chains, read_structure
 
     topology = Path(topology)
     read = read_ca_chains(topology, chain=chain)
@@ -344,7 +328,7 @@ def read_trajectory(topology: str | Path, trajectory: str | Path | None = None, 
             raise CryohetInputError(source_path, "file does not exist")
         frames = _read_frames_mdanalysis(topology, source_path, keys)
     elif suffix in GEMMI_SUFFIXES:
-        models = _read_structure(source_path)
+        models = read_structure(source_path)
         frames = np.empty((len(models), len(keys), 3))
         wanted = set(keys)
         for f, model in enumerate(models):
