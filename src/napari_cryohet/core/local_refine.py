@@ -256,15 +256,23 @@ class _Problem:
         s = self.s0.reshape((-1,) + (1,) * (len(lead) - 1) + (2,))
         return m * _phases(self.model.k, s if de is None else s + de)
 
+    def angle_prior(self, om: torch.Tensor) -> torch.Tensor:
+        """Negative log-prior of ``ω`` (b, ..., 3) → (b, ...)."""
+        if self.sig_a == 0:
+            return torch.zeros(om.shape[:-1], dtype=om.dtype, device=om.device)
+        centre = self.om_p.reshape((-1,) + (1,) * (om.dim() - 2) + (3,))
+        return 0.5 * ((om + centre) ** 2).sum(-1) / self.sig_a ** 2
+
+    def shift_prior(self, de: torch.Tensor) -> torch.Tensor:
+        """Negative log-prior of ``δ`` (b, ..., 2) → (b, ...)."""
+        if self.sig_s == 0:
+            return torch.zeros(de.shape[:-1], dtype=de.dtype, device=de.device)
+        centre = self.de_p.reshape((-1,) + (1,) * (de.dim() - 2) + (2,))
+        return 0.5 * ((de + centre) ** 2).sum(-1) / self.sig_s ** 2
+
     def prior(self, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
         """Negative log-prior of ``ω`` (b, ..., 3), ``δ`` (b, ..., 2) → (b, ...)."""
-        lead = (-1,) + (1,) * (om.dim() - 2)
-        out = torch.zeros(om.shape[:-1], dtype=om.dtype, device=om.device)
-        if self.sig_a > 0:
-            out = out + 0.5 * ((om + self.om_p.reshape(lead + (3,))) ** 2).sum(-1) / self.sig_a ** 2
-        if self.sig_s > 0:
-            out = out + 0.5 * ((de + self.de_p.reshape(lead + (2,))) ** 2).sum(-1) / self.sig_s ** 2
-        return out
+        return self.angle_prior(om) + self.shift_prior(de)
 
     def score(self, m: torch.Tensor, om: torch.Tensor, de: torch.Tensor) -> torch.Tensor:
         """``(b,)`` log-posterior (both half-planes: weight 2) for the model ``m`` (b, P)."""
@@ -287,11 +295,7 @@ def _grid_search(pb: _Problem, omegas: torch.Tensor, deltas: torch.Tensor):
     cross = torch.einsum("bgp,hp->bgh", mp.conj() * pb.y[:, None, :], dph.conj()).real  # (b, G, H)
     norm_m = (mp.abs() ** 2).sum(-1)  # (b, G)
     data = -(pb.norm_y[:, None, None] + norm_m[:, :, None] - 2 * cross) / pb.var[:, None, None]
-    zero_de = torch.zeros(b, 1, 2, dtype=deltas.dtype, device=deltas.device)
-    zero_om = torch.zeros(b, 1, 3, dtype=omegas.dtype, device=omegas.device)
-    post = data - pb.prior(om, zero_de.expand(-1, om.shape[1], -1))[:, :, None] \
-        - pb.prior(zero_om.expand(-1, n_h, -1), deltas.expand(b, -1, -1))[:, None, :]
-    post = post + pb.prior(zero_om, zero_de)[:, :, None]  # the constant counted twice
+    post = data - pb.angle_prior(om)[:, :, None] - pb.shift_prior(deltas.expand(b, -1, -1))[:, None, :]
     flat = post.reshape(b, -1)
     best = flat.argmax(-1)
     return omegas[best // n_h], deltas[best % n_h], flat[torch.arange(b, device=best.device), best]
