@@ -23,11 +23,11 @@ import torch
 from napari_cryohet.core.device import select_device
 from napari_cryohet.core.fft import fft2_centered
 from napari_cryohet.core.local_refine import (
-    _check_ctf,
-    _ctf_batch,
-    _phases,
-    _SliceModel,
+    SliceModel,
     background_noise_variance,
+    check_ctf,
+    ctf_at_pixels,
+    shift_phases,
 )
 
 __all__ = ["map_log_likelihoods"]
@@ -94,14 +94,14 @@ def map_log_likelihoods(
         raise ValueError("maps contain non-finite values")
     if float(apix) <= 0 or float(max_resolution_a) <= 0:
         raise ValueError(f"apix and max_resolution_a must be positive, got {apix} and {max_resolution_a}")
-    _check_ctf(ctf, n)
+    check_ctf(ctf, n)
     pad = (3 if d <= 128 else 2) if pad_factor is None else int(pad_factor)
     dtype = torch.float64 if vols.dtype == torch.float64 else torch.float32
     k_max = min(float(apix) / float(max_resolution_a), 0.5)
     out = torch.zeros(n, vols.shape[0], dtype=torch.float64)
     bs = max(1, int(batch_size))
     for j in range(vols.shape[0]):
-        model = _SliceModel(vols[j].to(dev, dtype), d, k_max, pad)
+        model = SliceModel(vols[j].to(dev, dtype), d, k_max, pad)
         for start in range(0, n, bs):
             if cancel is not None:
                 cancel()
@@ -115,9 +115,9 @@ def map_log_likelihoods(
             else:
                 var = torch.full((len(idx),), float(noise_variance), device=dev, dtype=dtype)
             m = model.spectra(rot[idx].to(dev, dtype))
-            c = _ctf_batch(ctf, idx, d, float(apix), dev, dtype, model.pix)
+            c = ctf_at_pixels(ctf, idx, d, float(apix), dev, dtype, model.pix)
             if c is not None:
                 m = m * c
-            m = m * _phases(model.k, (sh[idx] / float(apix)).to(dev, dtype))
+            m = m * shift_phases(model.k, (sh[idx] / float(apix)).to(dev, dtype))
             out[idx, j] = (-((y - m).abs() ** 2).sum(-1) / var).to("cpu", torch.float64)
     return out

@@ -64,7 +64,8 @@ from napari_cryohet.core.fft import fft2_centered
 from napari_cryohet.core.projection import volume_transform
 
 __all__ = ["RefinedPoses", "refine_poses", "refine_half_sets", "axis_angle_to_matrix", "rotation_to_axis_angle",
-           "geodesic_angle_deg", "background_noise_variance"]
+           "geodesic_angle_deg", "background_noise_variance", "SliceModel", "shift_phases", "ctf_at_pixels",
+           "check_ctf"]
 
 
 @dataclass
@@ -121,7 +122,7 @@ def geodesic_angle_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos))
 
 
-class _SliceModel:
+class SliceModel:
     """The map's central slices at the compared pixels (one half-plane, ``0 < |k| ≤ k_max``).
 
     ``spectra(R)`` is ``(M, P)`` complex: the padded, gridding-corrected transform of the map
@@ -157,7 +158,7 @@ class _SliceModel:
         return torch.complex(out[0, 0, :, :, 0], out[0, 1, :, :, 0])
 
 
-def _phases(k: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
+def shift_phases(k: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
     """``(..., P)`` ``exp(+2πi k·s)`` for ``k`` (P, 2) cycles/px and ``shifts_px`` (..., 2).
 
     The model spectrum of a particle with origin ``s`` is ``CTF·S·exp(+2πi k·s)``
@@ -186,7 +187,7 @@ def _shift_grid(sigma_px: float, n_steps: int, dtype) -> torch.Tensor:
     return g[torch.argsort(g.norm(dim=-1), stable=True)]
 
 
-def _check_ctf(ctf, n: int) -> None:
+def check_ctf(ctf, n: int) -> None:
     if ctf is None:
         return
     unknown = set(ctf) - set(CTF_KEYS)
@@ -198,7 +199,7 @@ def _check_ctf(ctf, n: int) -> None:
             raise ValueError(f"ctf[{key!r}] has {t.shape[0]} entries for {n} particles")
 
 
-def _ctf_batch(ctf, idx: torch.Tensor, d: int, apix: float, device, dtype, pix) -> torch.Tensor | None:
+def ctf_at_pixels(ctf, idx: torch.Tensor, d: int, apix: float, device, dtype, pix) -> torch.Tensor | None:
     if ctf is None:
         return None
     params = {}
@@ -239,7 +240,7 @@ class _Problem:
     the prior is ``|ω + om_p|²/2σ_a² + |δ + de_p|²/2σ_s²`` (``exp(ω)·exp(om_p) ≈ exp(ω + om_p)``
     to first order in the angles, a few degrees here)."""
 
-    def __init__(self, model: _SliceModel, y, c, r0, s0_px, var, sig_a, sig_s, om_p, de_p):
+    def __init__(self, model: SliceModel, y, c, r0, s0_px, var, sig_a, sig_s, om_p, de_p):
         self.model, self.y, self.c, self.r0, self.s0 = model, y, c, r0, s0_px
         self.var, self.sig_a, self.sig_s = var, sig_a, sig_s
         self.om_p, self.de_p = om_p, de_p
@@ -254,7 +255,7 @@ class _Problem:
         if self.c is not None:
             m = m * self.c.reshape((-1,) + (1,) * (len(lead) - 1) + self.c.shape[-1:])
         s = self.s0.reshape((-1,) + (1,) * (len(lead) - 1) + (2,))
-        return m * _phases(self.model.k, s if de is None else s + de)
+        return m * shift_phases(self.model.k, s if de is None else s + de)
 
     def angle_prior(self, om: torch.Tensor) -> torch.Tensor:
         """Negative log-prior of ``ω`` (b, ..., 3) → (b, ...)."""
@@ -291,7 +292,7 @@ def _grid_search(pb: _Problem, omegas: torch.Tensor, deltas: torch.Tensor):
     b, n_h = pb.y.shape[0], deltas.shape[0]
     om = omegas.expand(b, -1, -1)  # (b, G, 3)
     mp = pb.model_spectra(om, None)  # (b, G, P) at the starting shift
-    dph = _phases(pb.model.k, deltas)  # (H, P)
+    dph = shift_phases(pb.model.k, deltas)  # (H, P)
     cross = torch.einsum("bgp,hp->bgh", mp.conj() * pb.y[:, None, :], dph.conj()).real  # (b, G, H)
     norm_m = (mp.abs() ** 2).sum(-1)  # (b, G)
     data = -(pb.norm_y[:, None, None] + norm_m[:, :, None] - 2 * cross) / pb.var[:, None, None]
@@ -451,7 +452,7 @@ def refine_poses(
         pad_factor = 3 if d <= 128 else 2
     if int(pad_factor) < 1:
         raise ValueError(f"pad_factor must be an integer ≥ 1, got {pad_factor}")
-    _check_ctf(ctf, n)
+    check_ctf(ctf, n)
     if mask is None:
         mask_t = torch.ones(n, dtype=torch.bool)
     else:
@@ -475,7 +476,7 @@ def refine_poses(
         raise ValueError("reference_map contains non-finite values")
     dtype = torch.float64 if vol.dtype == torch.float64 else torch.float32
     k_max = min(float(apix) / float(max_resolution_a), 0.5)
-    model = _SliceModel(vol.to(dev, dtype), d, k_max, int(pad_factor))
+    model = SliceModel(vol.to(dev, dtype), d, k_max, int(pad_factor))
     if model.pix.numel() < 2:
         raise ValueError(f"max_resolution_a={max_resolution_a} Å leaves no Fourier pixel to compare")
 
@@ -498,7 +499,7 @@ def refine_poses(
         img = torch.as_tensor(images[idx.numpy()] if not isinstance(images, torch.Tensor) else images[idx])
         img = img.to(dev, dtype)
         y = fft2_centered(img).reshape(b, d * d)[:, model.pix]  # (b, P)
-        c = _ctf_batch(ctf, idx, d, float(apix), dev, dtype, model.pix)
+        c = ctf_at_pixels(ctf, idx, d, float(apix), dev, dtype, model.pix)
         if noise_variance is None:
             var = background_noise_variance(img)
             var = var.clamp_min(1e-6 * float(var.max()) + 1e-30).to(dtype)
