@@ -38,8 +38,13 @@ AdK's Table 1 check (avg error ≤ 1.45 Å against the paper's 2.43-2.49 Å, the
 low-dimensional noise settings) is ``benchmarks/chainfit_adk.py``; it is not repeated here.
 
 ``--quick``: 600 particles, 3 epochs, 32 × 32 images at twice the pixel size, same proteins
-and keys (well under a minute). ``--proteins adk,1a28`` and ``--bases eigenvectors`` run a
-subset.
+and keys (≈ 35 s on one thread of a shared 2-core machine). ``--proteins adk,1a28`` and
+``--bases eigenvectors`` run a subset.
+
+Cost at full size (one thread, shared 2-core machine, eigenvector basis, whole 64² images):
+about 1.5 / 3.0 / 10-12.5 s per epoch for AdK / 1a28 / 6msm, plus ≈ 1 min of simulation
+(the 1181-residue ANM) and ≈ 20 s of spectral embeddings: ≈ 15-20 min for both bases at 30
+epochs, so the fit keeps the whole image (``--fit-box-size 32`` would cut it further).
 
 Usage::
 
@@ -128,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="600 particles, 3 epochs, 32-px images at twice the pixel size")
     parser.add_argument("--json", default=None, help="also write the JSON document here")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch intra-op threads (default 2; on a machine shared with other jobs use 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch (and BLAS) threads (default 1: on the 2-core machine shared with other jobs, "
+                             "--quick took 35 s with 1 thread and 305 s with 2)")
     parser.add_argument("--proteins", default=",".join(PROTEINS), help=f"subset of {', '.join(PROTEINS)}")
     parser.add_argument("--bases", default=",".join(BASES), help=f"subset of {', '.join(BASES)}")
     parser.add_argument("--n-particles", type=int, default=None, help="default 4000 (quick: 600)")
@@ -146,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown protein or basis {unknown[0]!r}")
 
     torch.set_num_threads(args.threads)
+    try:  # numpy/scipy's BLAS too (the ANM's eigensolver), when threadpoolctl is there
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass
     from napari_cryohet.stages.chainfit import ChainFitConfig, run_chainfit
     from napari_cryohet.stages.simulate import measured_snr
     from napari_cryohet.stages.spectral import SpectralConfig, run_spectral
