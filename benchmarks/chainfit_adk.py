@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                              "Gaussian atoms of σ = 3 Å keep exp(-4π²σ²k²) ≈ 0.4% of their power")
     parser.add_argument("--n-particles", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="optimiser step (default: the chain fit's default for the step scaling)")
+    parser.add_argument("--step-scaling", default="lever_arm", choices=("lever_arm", "none"),
+                        help="per-angle step scaling (default lever_arm; 'none' with --learning-rate 0.002 is "
+                             "the setting this benchmark used before the scaling existed)")
     parser.add_argument("--anchor", default="reference", choices=("reference", "truth"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", default="0,1,2,3", help="which rows of Table 1 to run (0-3)")
@@ -91,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed))
                 eigenvectors[noise_var] = spectral.embedding()
                 setup[f"spectral_var_{noise_var}"] = time.perf_counter() - tic
-            config = ChainFitConfig(n_eigenvectors=10, epochs=epochs, batch_size=100,
-                                    learning_rate=args.learning_rate, test_fraction=0.1, anchor=args.anchor,
-                                    fit_box_size=args.fit_box_size, seed=args.seed)
+            extra = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+            config = ChainFitConfig(n_eigenvectors=10, epochs=epochs, batch_size=100, test_fraction=0.1,
+                                    anchor=args.anchor, fit_box_size=args.fit_box_size, seed=args.seed,
+                                    step_scaling=args.step_scaling, **extra)
             tic, cpu = time.perf_counter(), time.process_time()
             result = run_chainfit(dataset, config, eigenvectors=eigenvectors[noise_var],
                                   reference=reference_from_dataset(dataset))
@@ -122,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": epochs,
         "threads": args.threads,
         "anchor": args.anchor,
-        "learning_rate": args.learning_rate,
+        "learning_rate": ChainFitConfig(**({} if args.learning_rate is None else
+                                           {"learning_rate": args.learning_rate})).learning_rate,
+        "step_scaling": args.step_scaling,
         "fit_box_size": args.fit_box_size or 64,
         "rows": rows,
         "setup_seconds": setup,

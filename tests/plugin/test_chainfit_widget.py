@@ -84,7 +84,7 @@ def test_widget_runs_in_a_workspace_on_the_bundled_sample(make_napari_viewer, qt
     for name in ("lr_schedule", "device", "test_fraction", "fit_box_size", "checkpoint_every"):
         assert name in widget.form.inputs  # settings the old hand-made form lacked
     assert "rigid_angles" not in widget.form.inputs  # set from the residue ranges
-    assert widget.form.learning_rate.tooltip and "rad per step" in widget.form.learning_rate.label
+    assert widget.form.learning_rate.tooltip and "Å per step" in widget.form.learning_rate.label
     ws_dir = tmp_path / "ws"
     widget.workspace.folder.value = str(ws_dir)
     widget.form.epochs.value = 1

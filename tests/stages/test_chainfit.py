@@ -100,7 +100,8 @@ def test_adk_fit_reduces_error(adk_small, tmp_path):
     ds, phi = adk_small
     # K = 2: the trivial eigenvector and the path-like first one (135 training images are
     # too few for K = 10 coefficients on every angle)
-    cfg = ChainFitConfig(n_eigenvectors=2, epochs=6, batch_size=45, learning_rate=0.003, seed=0)
+    # 30 optimiser steps in all: a bolder step than the default (0.05 Å), which is sized for ~1000 steps
+    cfg = ChainFitConfig(n_eigenvectors=2, epochs=10, batch_size=45, learning_rate=1.0, seed=0)
     result = run_chainfit(ds, cfg, eigenvectors=phi, reference=reference_from_dataset(ds), run_dir=tmp_path)
     start, end = result.history[0], result.history[-1]
     assert start["avg_error_a"] > 3.0  # frame 0 vs the trajectory
@@ -123,7 +124,7 @@ def test_resume_continues_where_it_stopped(adk_small, tmp_path):
     """Cancel during epoch 2, resume from the epoch-1 checkpoint: same result as one run."""
     ds, phi = adk_small
     ref = reference_from_dataset(ds)
-    cfg = ChainFitConfig(epochs=2, batch_size=45, learning_rate=0.002, n_eigenvectors=4)
+    cfg = ChainFitConfig(epochs=2, batch_size=45, n_eigenvectors=4)
     full = run_chainfit(ds, cfg, eigenvectors=phi, reference=ref)
     token = CancelToken()
 
@@ -183,7 +184,8 @@ def test_box_arms_varying_angles_below_one_angstrom():
     """
     toy = box_arms_2d(600, noise_var=250.0, seed=1)
     basis = np.column_stack([np.ones(len(toy)), toy.state_params])
-    cfg = ChainFitConfig(n_eigenvectors=4, epochs=15, batch_size=50, learning_rate=0.05,
+    # three hinges swinging by up to a radian: the paper's plain step in radians (no lever-arm scaling)
+    cfg = ChainFitConfig(n_eigenvectors=4, epochs=15, batch_size=50, learning_rate=0.05, step_scaling="none",
                          varying_angles=BOX_ARMS_VARYING)
     result = run_chainfit_2d(toy, cfg, eigenvectors=Embedding.for_dataset(basis, toy))
     assert result.history[0]["avg_error_a"] > 20.0

@@ -17,7 +17,7 @@ from napari_cryohet.stages.simulate import adk_chain
 from napari_cryohet.stages.workspace import Workspace
 
 #: Small and quick: 3 eigenvectors, 16² Fourier components of 32-px images.
-TINY = dict(n_eigenvectors=3, epochs=2, batch_size=20, learning_rate=0.003, fit_box_size=16)
+TINY = dict(n_eigenvectors=3, epochs=2, batch_size=20, fit_box_size=16)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

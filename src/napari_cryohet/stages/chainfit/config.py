@@ -55,9 +55,17 @@ class ChainFitConfig(StageConfig):
                            help="How the coefficients are updated: 'adam' (adapts the step of every coefficient; "
                                 "robust) or 'sgd' = plain gradient descent with momentum, as in the paper")
     learning_rate: float = param(
-        0.002, unit="rad per step", label="learning rate",
-        help="Step size of the optimiser; the coefficients are angle changes in radians per unit of eigenvector; "
-             "Adam: 0.0005-0.01 typical; SGD (as in Esteve-Yagüe et al. 2022): about 0.5")
+        0.05, unit="Å per step", label="learning rate",
+        help="Step size of the optimiser. With step scaling 'lever arm' (the default): about how far, in Å, one "
+             "step moves the atoms through one angle, the same for a small or a large protein; 0.05-1 typical. "
+             "With step scaling 'none': radians per step (Adam 0.0005-0.01; SGD about 0.5 as in Esteve-Yagüe "
+             "et al. 2022)")
+    step_scaling: str = param(
+        "lever_arm", choices=("lever_arm", "none"), label="step scaling",
+        help="'lever_arm' = each angle's step is divided by how far it moves the atoms (an angle near the anchor "
+             "of a large protein swings hundreds of atoms, one at a chain end a single atom), so the defaults hold "
+             "for 100-1000 residues; 'none' = every angle gets the same step in radians, as in Esteve-Yagüe et al. "
+             "2022")
     lr_schedule: str = param(
         "cosine", choices=LR_SCHEDULES, label="learning-rate schedule",
         help="'cosine' = the step size falls smoothly to zero by the last epoch (steadier on noisy data); "

@@ -9,6 +9,7 @@ particle index, never by row position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from napari_cryohet.stages._common import CancelToken, ProgressCallback, report
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.model import (
     SpectralAngles,
+    angle_step_scales,
     coefficient_mask,
     reference_bond_lengths,
     reference_index,
@@ -38,7 +40,7 @@ from napari_cryohet.stages.chainfit.train import (
 )
 from napari_cryohet.stages.protocol import Embedding, array_hash, dataset_indices
 
-__all__ = ["run_chainfit", "aligned_eigenvectors"]
+__all__ = ["run_chainfit", "aligned_eigenvectors", "box_restraint"]
 
 
 def aligned_eigenvectors(eigenvectors: Embedding, dataset, k: int) -> np.ndarray:
@@ -53,6 +55,29 @@ def aligned_eigenvectors(eigenvectors: Embedding, dataset, k: int) -> np.ndarray
                         f"{type(eigenvectors).__name__}")
     rows = eigenvectors.aligned_to(dataset)
     return scaled_eigenvectors(rows, len(rows), k)
+
+
+def box_restraint(half_width_a: float, sigma_a: float, fit_d: int, fit_apix: float, amplitude: float,
+                  device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A penalty that pulls atoms back into the box: ``E₁ Σ_atoms (max(|r| − R, 0) / σ)²`` per particle.
+
+    An atom that leaves the image (``|r| > R = half-width − 2σ``, model frame centred on the
+    box) stops contributing to the misfit, so nothing would bring it back. ``E₁`` is the
+    misfit's value for one missing atom (mean square per pixel of one projected atom), so an
+    atom ``σ`` beyond the edge costs what losing it from the image costs. Zero for every
+    chain inside the box: it changes nothing while the fit behaves.
+    """
+    radius = max(half_width_a - 2 * sigma_a, 0.5 * half_width_a)
+    one = project_gaussian_atoms(torch.zeros(1, 1, 3, dtype=dtype, device=device),
+                                 torch.eye(3, dtype=dtype, device=device)[None], d=fit_d, apix=fit_apix,
+                                 sigma_a=sigma_a) * amplitude
+    energy = float((one**2).mean())
+
+    def restraint(coords: torch.Tensor) -> torch.Tensor:
+        outside = (torch.linalg.vector_norm(coords, dim=-1) - radius).clamp_min(0.0) / sigma_a
+        return energy * (outside**2).sum(dim=-1).mean()
+
+    return restraint
 
 
 def run_chainfit(
@@ -146,15 +171,19 @@ def run_chainfit(
                                         apix=fit_apix, sigma_a=sigma_a)  # (B, D', D')
         return targets.misfit(images * config.amplitude, idx, clean)
 
+    restraint = box_restraint(d * float(dataset.apix) / 2, sigma_a, fit_d, fit_apix, config.amplitude, device, dtype)
     problem = Problem(
-        n=n, planar=False, phi=torch.as_tensor(phi, device=device),
+        n=n, planar=False, restraint=restraint, phi=torch.as_tensor(phi, device=device),
         anchor_positions=positions.to(device, dtype), anchor_frames=frames.to(device, dtype),
         ref_index=j0, delta=reference_bond_lengths(ref, config, gaps=reference.gaps).to(device, dtype), misfit=misfit,
         truth_coords=truth_coords, particle_indices=dataset_indices(dataset),
         data_hash=array_hash(phi, ref_np, positions.numpy(), frames.numpy()),
     )
+    scales = None
+    if config.step_scaling == "lever_arm":
+        scales = angle_step_scales(theta0, psi0, ref[j0], frenet_frames(ref)[j0], j0, problem.delta, False)
     model = SpectralAngles(theta0.to(device, dtype), psi0.to(device, dtype),
-                           torch.as_tensor(mask, device=device), config.fit_bond_angles)
+                           torch.as_tensor(mask, device=device), config.fit_bond_angles, scales=scales)
     history, train_idx, test_idx = train(problem, model, config, run_dir=run_dir, progress=progress,
                                          cancel=cancel, on_epoch=on_epoch)
     result = make_result(problem, model, reference, config, history, train_idx, test_idx)

@@ -19,7 +19,7 @@ from napari_cryohet.io.pdb import MAX_CA_DISTANCE_A
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.reference import default_reference_atom
 
-__all__ = ["SpectralAngles", "build_chains", "coefficient_mask", "scaled_eigenvectors", "chain_errors",
+__all__ = ["SpectralAngles", "angle_step_scales", "build_chains", "coefficient_mask", "scaled_eigenvectors", "chain_errors",
            "reference_bond_lengths", "reference_index", "gap_bonds"]
 
 
@@ -32,20 +32,73 @@ def build_chains(theta: torch.Tensor, psi: torch.Tensor, positions: torch.Tensor
 
 
 class SpectralAngles(torch.nn.Module):
-    """``Θ = Θ₀ + (A ⊙ mask) Φ``, ``Ψ = Ψ₀ + (B ⊙ mask) Φ`` (eq. 2.6), A = B = 0 at start (Remark 2.5)."""
+    """``Θ = Θ₀ + A Φ``, ``Ψ = Ψ₀ + B Φ`` (eq. 2.6), A = B = 0 at start (Remark 2.5).
 
-    def __init__(self, theta0: torch.Tensor, psi0: torch.Tensor, mask: torch.Tensor, fit_psi: bool):
+    The optimiser sees ``U``, ``V`` with ``A = U ⊙ mask ⊙ s_θ``, ``B = V ⊙ mask ⊙ s_ψ``:
+    ``s`` (per angle, :func:`angle_step_scales`; 1 = the paper's plain parametrisation)
+    makes one unit of ``U`` move the atoms by one Å whatever the angle's lever arm, so a
+    step size means the same on a 200- and a 1000-residue protein. :meth:`coefficients`
+    gives ``A``, ``B`` in radians.
+    """
+
+    def __init__(self, theta0: torch.Tensor, psi0: torch.Tensor, mask: torch.Tensor, fit_psi: bool,
+                 scales: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         self.register_buffer("theta0", theta0)
         self.register_buffer("psi0", psi0)
         self.register_buffer("mask", mask)
+        ones = torch.ones(mask.shape[0], 1, dtype=mask.dtype, device=mask.device)
+        s_theta, s_psi = scales if scales is not None else (ones[:, 0], ones[:, 0])
+        self.register_buffer("scale_theta", s_theta.to(mask)[:, None] * mask)
+        self.register_buffer("scale_psi", s_psi.to(mask)[:, None] * mask)
         self.coeff_theta = torch.nn.Parameter(torch.zeros_like(mask))
         self.coeff_psi = torch.nn.Parameter(torch.zeros_like(mask), requires_grad=fit_psi)
 
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A``, ``B`` of eq. 2.6: ``(m-2, K)`` radians per unit of eigenvector."""
+        return self.coeff_theta * self.scale_theta, self.coeff_psi * self.scale_psi
+
     def forward(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        theta = self.theta0 + phi @ (self.coeff_theta * self.mask).T  # (B, m-2)
-        psi = self.psi0 + phi @ (self.coeff_psi * self.mask).T
-        return theta, psi
+        a, b = self.coefficients()
+        return self.theta0 + phi @ a.T, self.psi0 + phi @ b.T  # (B, m-2) each
+
+
+def angle_step_scales(theta0: torch.Tensor, psi0: torch.Tensor, position: torch.Tensor, frame: torch.Tensor,
+                      j0: int, delta: torch.Tensor, planar: bool, *, eps: float = 1e-4,
+                      chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-angle preconditioner ``s_j = 1 / max(‖∂Z/∂angle_j‖, δ̄)``, rad per Å, ``(m-2,)`` each.
+
+    ``‖∂Z/∂θ_j‖`` (Å per radian, over all atoms, at the reference angles ``theta0``,
+    ``psi0`` with the anchor ``position``/``frame`` at atom ``j0``) is the lever arm of
+    angle ``j`` seen from the anchor: next to the anchor of a 600-residue chain ~1000
+    Å/rad, at a chain end one bond length. Plain Adam moves every coefficient by about the
+    learning rate per step, so the step that suits adenylate kinase (214 residues, median
+    ~120 Å/rad) throws a large protein's far end across the box. With ``A = U ⊙ s`` one
+    step of ``U`` moves the atoms by about the learning rate in Å for every angle, whatever
+    the protein's size or the anchor's place. Forward differences through
+    :func:`build_chains` (exact enough for a preconditioner; right for gaps, planar chains
+    and any anchor); floored at the mean bond length ``δ̄`` so an end angle does not get an
+    unbounded step. Planar chains have no bond angles: their ``ψ`` scales are 1.
+    """
+    dt = torch.float64
+    theta0, psi0 = theta0.to(dt).cpu(), psi0.to(dt).cpu()
+    position, frame, delta = position.to(dt).cpu(), frame.to(dt).cpu(), torch.as_tensor(delta).to(dt).cpu()
+    n = theta0.shape[-1]
+    floor = float(delta.mean()) if delta.numel() else 3.8
+    base = build_chains(theta0[None], psi0[None], position, frame, j0, delta, planar)
+    scales = []
+    for which in ((theta0,) if planar else (theta0, psi0)):
+        norms = []
+        for s in range(0, n, chunk):
+            rows = torch.arange(s, min(s + chunk, n))
+            angles = [theta0.expand(len(rows), n).clone(), psi0.expand(len(rows), n).clone()]
+            angles[0 if which is theta0 else 1][torch.arange(len(rows)), rows] += eps
+            coords = build_chains(angles[0], angles[1], position, frame, j0, delta, planar)
+            norms.append(torch.linalg.vector_norm((coords - base).reshape(len(rows), -1), dim=1) / eps)
+        scales.append(1.0 / torch.cat(norms).clamp_min(floor))
+    if planar:
+        scales.append(torch.ones(n, dtype=dt))
+    return scales[0], scales[1]
 
 
 def coefficient_mask(n_angles: int, k: int, config: ChainFitConfig,

@@ -22,6 +22,7 @@ from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.fit import aligned_eigenvectors
 from napari_cryohet.stages.chainfit.model import (
     SpectralAngles,
+    angle_step_scales,
     coefficient_mask,
     reference_bond_lengths,
     reference_index,
@@ -127,8 +128,12 @@ def run_chainfit_2d(
         particle_indices=dataset_indices(toy),
         data_hash=array_hash(phi, reference.coords_a, positions.numpy(), frames.numpy()),
     )
+    scales = None
+    if config.step_scaling == "lever_arm":
+        scales = angle_step_scales(theta0, torch.zeros_like(theta0), ref[j0], chain_frames_2d(ref)[j0], j0,
+                                   problem.delta, True)
     model = SpectralAngles(theta0.to(device, dtype), torch.zeros_like(theta0, dtype=dtype, device=device),
-                           torch.as_tensor(mask, device=device), fit_psi=False)
+                           torch.as_tensor(mask, device=device), fit_psi=False, scales=scales)
     history, train_idx, test_idx = train(problem, model, config, run_dir=run_dir, progress=progress,
                                          cancel=cancel, on_epoch=on_epoch)
     result = make_result(problem, model, reference, config, history, train_idx, test_idx)

@@ -147,16 +147,29 @@ def reference_from_dataset(dataset: Any, *, particle: int | None = None,
     if particle is not None:
         if "coords_a" not in truth:
             raise ValueError("dataset has no ground_truth['coords_a']")
-        return ChainReference(np.asarray(truth["coords_a"][int(particle)]), source=f"dataset:particle {particle}")
-    if frame is not None:
+        coords, source = np.asarray(truth["coords_a"][int(particle)]), f"dataset:particle {particle}"
+    elif frame is not None:
         if "global/trajectory_coords_a" not in truth:
             raise ValueError("dataset has no ground_truth['global/trajectory_coords_a']")
-        return ChainReference(np.asarray(truth["global/trajectory_coords_a"][int(frame)]),
-                              source=f"dataset:frame {frame}")
-    if "global/reference_coords_a" not in truth:
+        coords, source = np.asarray(truth["global/trajectory_coords_a"][int(frame)]), f"dataset:frame {frame}"
+    elif "global/reference_coords_a" not in truth:
         raise ValueError("reference: the dataset has no known conformation (ground_truth"
                          "['global/reference_coords_a']); give a PDB/mmCIF file of it")
-    return ChainReference(np.asarray(truth["global/reference_coords_a"]), source="dataset:global/reference_coords_a")
+    else:
+        coords, source = np.asarray(truth["global/reference_coords_a"]), "dataset:global/reference_coords_a"
+    # the simulator's gaps (missing residues, chain ends) — found from the bond lengths when it has none
+    if "global/gaps" in truth:
+        gaps = np.asarray(truth["global/gaps"], dtype=np.int64).reshape(-1)
+    else:
+        from napari_cryohet.stages.chainfit.model import gap_bonds  # model imports this module
+
+        gaps = gap_bonds(coords) if coords.shape[-1] == 3 else np.zeros(0, dtype=np.int64)
+    resids = truth.get("global/resids")
+    if resids is not None and len(resids) != len(coords):
+        resids = None
+    notes = tuple(f"gap after residue {int(resids[g]) if resids is not None else g + 1}: the chain is rebuilt "
+                  f"across it with its own length" for g in gaps)
+    return ChainReference(coords, resids=resids, gaps=gaps, source=source, notes=notes)
 
 
 #: File name of a reference model shipped beside a dataset's ``.star`` file: the Cα chain of

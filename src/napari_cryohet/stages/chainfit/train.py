@@ -2,7 +2,14 @@
 
 Minibatch Adam or SGD on the misfit of eq. 2.11 (per pixel), from ``A = B = 0``, with a
 held-out test set scored every epoch (test loss; average and maximum error, eq. 3.7 / 3.6,
-when the true chains are known). Runs with a run directory save a checkpoint through the
+when the true chains are known).
+
+A *divergence guard* watches the loss of up to ``GUARD_PARTICLES`` held-out particles
+(training particles when nothing is held out) ``GUARD_CHECKS`` times an epoch: when it is
+non-finite or more than ``GUARD_TOLERANCE`` above the best so far, or a batch's loss is not
+finite, the model goes back to the best state, the optimiser's memory is cleared and the
+step is halved (``backoffs`` in the history counts these). A run therefore never goes far
+from its best state, whatever the step size, and a wild step costs a fifth of an epoch. Runs with a run directory save a checkpoint through the
 shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer` and resume from it; a
 checkpoint of other settings, other particles, other eigenvectors or another reference is
 refused (:class:`~napari_cryohet.stages.checkpoint.CheckpointMismatchError`), never reused
@@ -37,6 +44,13 @@ __all__ = ["Problem", "EpochCallback", "train", "make_result", "split"]
 
 EpochCallback = Callable[[dict[str, float]], None]
 
+#: Relative rise of the guard's loss over its best value that counts as diverging (minibatch noise moves
+#: it by ~10-20 %; a diverging fit by many times).
+GUARD_TOLERANCE = 0.5
+#: Checks of the divergence guard per epoch, and the held-out particles it scores.
+GUARD_CHECKS = 5
+GUARD_PARTICLES = 128
+
 
 @dataclass
 class Problem:
@@ -53,6 +67,7 @@ class Problem:
     truth_coords: np.ndarray | None  # (N, m, d) model frame
     particle_indices: np.ndarray  # (N,) root particle indices
     data_hash: str = ""  # array_hash of eigenvectors, reference and anchors: what a checkpoint must match
+    restraint: Callable[[torch.Tensor], torch.Tensor] | None = None  # coords → training-loss penalty
 
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,10 +91,13 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     if len(train_idx) == 0:
         raise ValueError("no training particles (dataset too small for test_fraction)")
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.learning_rate)
-    else:
-        opt = torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum)
+
+    def new_optimizer() -> torch.optim.Optimizer:
+        if config.optimizer == "adam":
+            return torch.optim.Adam(params, lr=config.learning_rate)
+        return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum)
+
+    opt = new_optimizer()
 
     def chains(idx: np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(idx)
@@ -104,9 +122,17 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
             record["avg_error_a"], record["max_error_a"] = avg, mx
         return record
 
+    probe = (test_idx if len(test_idx) else train_idx)[:GUARD_PARTICLES]
+
+    def probe_loss() -> float:
+        with torch.no_grad():
+            return float(problem.misfit(chains(probe), probe, True))
+
     checkpointer = None
     history: list[dict[str, float]] = []
     start_epoch = 1
+    # divergence guard: the best state so far, its probe loss, and the step factor after back-offs
+    guard = {"state": None, "loss": math.inf, "lr_factor": 1.0, "backoffs": 0}
     if run_dir is not None:
         checkpointer = Checkpointer(run_dir, config=config, n_particles=problem.n,
                                     particle_indices=problem.particle_indices,
@@ -117,13 +143,29 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
             opt.load_state_dict(state["optimizer"])
             history = [dict(h) for h in state["history"]]
             start_epoch = int(state["epoch"]) + 1
+            if "guard" in state:
+                guard.update(state["guard"])
     if not history:
-        record = {"epoch": 0, **evaluate(), "seconds": 0.0}
+        record = {"epoch": 0, **evaluate(), "seconds": 0.0, "backoffs": 0}
         history.append(record)
         if on_epoch is not None:
             on_epoch(dict(record))
+    if guard["state"] is None:
+        guard["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        guard["loss"] = probe_loss()
+
+    def back_off(epoch: int, why: str) -> torch.optim.Optimizer:
+        model.load_state_dict(guard["state"])
+        guard["lr_factor"] *= 0.5
+        guard["backoffs"] += 1
+        report(progress, (epoch - 1) / max(config.epochs, 1),
+               f"epoch {epoch}: the fit was moving away ({why}); went back to the best state so far and "
+               f"halved the step")
+        return new_optimizer()  # Adam's moments of the wild steps would push the same way again
+
     n_batches = math.ceil(len(train_idx) / config.batch_size)
     total_steps = max(config.epochs * n_batches, 1)
+    check_every = max(n_batches // GUARD_CHECKS, 1)
     for epoch in range(start_epoch, config.epochs + 1):
         tic = time.perf_counter()
         order = train_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(train_idx))]
@@ -131,18 +173,32 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            set_scheduled_lr(opt, [config.learning_rate] * len(opt.param_groups), config.lr_schedule,
-                             (epoch - 1) * n_batches + b, total_steps)
-            loss = problem.misfit(chains(idx), idx, False)
+            set_scheduled_lr(opt, [config.learning_rate * guard["lr_factor"]] * len(opt.param_groups),
+                             config.lr_schedule, (epoch - 1) * n_batches + b, total_steps)
+            coords = chains(idx)
+            loss = problem.misfit(coords, idx, False)
+            if problem.restraint is not None:
+                loss = loss + problem.restraint(coords)
+            if not bool(torch.isfinite(loss)):
+                opt = back_off(epoch, "the loss of a batch is not a finite number")
+                continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+            if (b + 1) % check_every == 0 or b == n_batches - 1:
+                now = probe_loss()
+                if not math.isfinite(now) or now > guard["loss"] * (1 + GUARD_TOLERANCE):
+                    opt = back_off(epoch, f"held-out loss {now:.4g}, best {guard['loss']:.4g}")
+                elif now < guard["loss"]:
+                    guard["loss"] = now
+                    guard["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             report(progress, ((epoch - 1) + (b + 1) / n_batches) / max(config.epochs, 1),
                    f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}")
         seconds = time.perf_counter() - tic
         record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds}
+        record["backoffs"] = int(guard["backoffs"])
         history.append(record)
         if on_epoch is not None:
             on_epoch(dict(record))
@@ -152,7 +208,7 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         report(progress, epoch / max(config.epochs, 1), msg)
         if checkpointer is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
             checkpointer.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "history": history})
+                               "history": history, "guard": guard})
     return history, train_idx, test_idx
 
 
@@ -168,7 +224,7 @@ def make_result(problem: Problem, model: SpectralAngles, reference: ChainReferen
     delta = np64(problem.delta)
     m = reference.n_atoms
     return ChainFitResult(
-        coeff_theta=np32(model.coeff_theta * model.mask), coeff_psi=np32(model.coeff_psi * model.mask),
+        coeff_theta=np32(model.coefficients()[0]), coeff_psi=np32(model.coefficients()[1]),
         theta0=np64(model.theta0), psi0=np64(model.psi0), phi=np32(problem.phi),
         anchor_positions=np64(problem.anchor_positions), anchor_frames=np64(problem.anchor_frames),
         reference=reference, ref_index=problem.ref_index,
