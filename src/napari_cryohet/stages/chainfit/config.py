@@ -31,7 +31,7 @@ class ChainFitConfig(StageConfig):
     RETIRED = ("resume",)  # the workspace decides this now
 
     #: Fields the settings form always shows; the others sit under "Advanced settings".
-    PRIMARY: ClassVar[tuple[str, ...]] = ("reference", "n_eigenvectors", "epochs", "learning_rate")
+    PRIMARY: ClassVar[tuple[str, ...]] = ("reference", "basis", "n_eigenvectors", "epochs", "learning_rate")
 
     reference: str | None = param(
         None, label="reference model",
@@ -41,6 +41,33 @@ class ChainFitConfig(StageConfig):
     reference_chain: str | None = param(
         None, label="reference chain",
         help="Chain identifier in the reference model (e.g. A); empty = the first chain")
+    basis: str = param(
+        "eigenvectors", choices=("eigenvectors", "normal_modes"), label="deformation model",
+        help="'eigenvectors' = every angle of the chain follows the particles' spectral-embedding eigenvectors "
+             "(Esteve-Yagüe et al. 2022); 'normal_modes' = each particle's chain is the reference moved along its "
+             "slowest elastic-network normal modes, amplitudes fitted to each image (HEMNMA, Jin et al. 2014; "
+             "eq. 7 of Toader, Sigworth & Lederman 2023); needs no eigenvectors")
+    n_modes: int = param(
+        6, minimum=1, unit="modes", label="normal modes",
+        help="Normal-mode model only: how many of the slowest elastic-network modes each particle may move "
+             "along; 3-10 typical (HEMNMA uses a handful)")
+    mode_cutoff_a: float = param(
+        15.0, unit="Å", label="spring cutoff",
+        help="Normal-mode model only: Cα atoms closer than this are joined by springs in the elastic network "
+             "(anisotropic network model, Atilgan et al. 2001); 12-20 Å typical")
+    mode_step_a: float = param(
+        0.5, unit="Å per step", label="amplitude step",
+        help="Normal-mode model only: about how far one optimiser step moves a particle along a mode (Å of "
+             "RMSD); 0.1-2 typical")
+    mode_prior_a: float | None = param(
+        2.0, unit="Å", label="expected motion",
+        help="Normal-mode model only: how far particles typically move along the softest mode (Å of RMSD; softer "
+             "modes are expected to move more, as in the elastic network); a prior that keeps noisy images from "
+             "pulling the amplitudes around; empty = no prior, as in HEMNMA")
+    mode_steps: int = param(
+        5, minimum=1, unit="steps", label="steps per visit",
+        help="Normal-mode model only: optimiser steps on a particle's amplitudes each time its batch comes up "
+             "(each particle has only its own image to learn from); 1-10")
     n_eigenvectors: int = param(
         10, minimum=1, unit="eigenvectors", label="eigenvectors used",
         help="How many of the spectral embedding's eigenvectors (smooth per-particle coordinates, the constant "
@@ -130,6 +157,12 @@ class ChainFitConfig(StageConfig):
     def validate(self) -> None:
         if not self.learning_rate > 0:
             self.fail("learning_rate", "a positive number", self.learning_rate)
+        if not self.mode_step_a > 0:
+            self.fail("mode_step_a", "a positive step in Å", self.mode_step_a)
+        if self.mode_prior_a is not None and not self.mode_prior_a > 0:
+            self.fail("mode_prior_a", "a positive distance in Å (or empty: no prior)", self.mode_prior_a)
+        if not self.mode_cutoff_a > 0:
+            self.fail("mode_cutoff_a", "a positive distance in Å", self.mode_cutoff_a)
         if not self.test_fraction < 1:
             self.fail("test_fraction", "a fraction in [0, 1)", self.test_fraction)
         if self.sigma_a is not None and not self.sigma_a > 0:

@@ -29,6 +29,11 @@ from napari_cryohet.stages.chainfit.model import (
     reference_index,
     scaled_eigenvectors,
 )
+from napari_cryohet.stages.chainfit.normal_modes import (
+    NormalModeAmplitudes,
+    mode_displacements,
+    prior_weights,
+)
 from napari_cryohet.stages.chainfit.reference import ChainReference, resolve_reference
 from napari_cryohet.stages.chainfit.result import ChainFitResult
 from napari_cryohet.stages.chainfit.targets import FourierTargets
@@ -84,7 +89,7 @@ def run_chainfit(
     dataset: ParticleDataset,
     config: ChainFitConfig | None = None,
     *,
-    eigenvectors: Embedding,
+    eigenvectors: Embedding | None = None,
     reference: ChainReference | None = None,
     run_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
@@ -105,6 +110,7 @@ def run_chainfit(
         :class:`~napari_cryohet.stages.protocol.Embedding` (``SpectralResult.embedding()``,
         ``Workspace.embedding("spectral/0002")``), ``K' ≥ config.n_eigenvectors`` columns in
         ascending eigenvalue order. Rows are matched to the particles by particle index.
+        Not used (may be ``None``) with ``config.basis == "normal_modes"``.
     reference
         The known conformation; ``None``: ``config.reference`` (a PDB/mmCIF file), else the
         dataset's own (:func:`~napari_cryohet.stages.chainfit.reference.reference_from_dataset`).
@@ -135,7 +141,14 @@ def run_chainfit(
     if ref_np.shape[1] != 3:
         raise ValueError("reference: a 3D chain (m, 3) is needed for particle images; use run_chainfit_2d")
     k = int(config.n_eigenvectors)
-    phi = aligned_eigenvectors(eigenvectors, dataset, k)
+    normal_modes = config.basis == "normal_modes"
+    if normal_modes:  # amplitudes of their own: the eigenvectors (if given) are not used
+        phi = np.zeros((n, 0), dtype=np.float32)
+    elif eigenvectors is None:
+        raise ValueError("eigenvectors: the 'eigenvectors' basis needs a spectral embedding of the particles "
+                         "(or set basis='normal_modes')")
+    else:
+        phi = aligned_eigenvectors(eigenvectors, dataset, k)
     truth = dataset.ground_truth or {}
     truth_coords = np.asarray(truth["coords_a"], dtype=np.float64) if "coords_a" in truth else None
     if truth_coords is not None and truth_coords.shape[1:] != ref_np.shape:
@@ -179,11 +192,25 @@ def run_chainfit(
         truth_coords=truth_coords, particle_indices=dataset_indices(dataset),
         data_hash=array_hash(phi, ref_np, positions.numpy(), frames.numpy()),
     )
-    scales = None
-    if config.step_scaling == "lever_arm":
-        scales = angle_step_scales(theta0, psi0, ref[j0], frenet_frames(ref)[j0], j0, problem.delta, False)
-    model = SpectralAngles(theta0.to(device, dtype), psi0.to(device, dtype),
-                           torch.as_tensor(mask, device=device), config.fit_bond_angles, scales=scales)
+    model: SpectralAngles | NormalModeAmplitudes
+    if normal_modes:
+        report(progress, 0.0, f"elastic-network normal modes of the reference ({len(ref_np)} atoms)")
+        displacements, eigenvalues = mode_displacements(ref_np, int(config.n_modes), float(config.mode_cutoff_a))
+        weights = None
+        if config.mode_prior_a is not None:
+            # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all noise)
+            sample = np.arange(0, n, max(n // 256, 1))[:256]
+            with torch.no_grad():
+                noise_var = float(misfit(ref.to(device, dtype).expand(len(sample), -1, -1), sample, False))
+            weights = torch.as_tensor(prior_weights(eigenvalues, config.mode_prior_a, noise_var, d * d))
+        model = NormalModeAmplitudes(ref.to(device, dtype), torch.as_tensor(displacements, device=device, dtype=dtype),
+                                     n, steps_per_batch=config.mode_steps, prior_weights=weights)
+    else:
+        scales = None
+        if config.step_scaling == "lever_arm":
+            scales = angle_step_scales(theta0, psi0, ref[j0], frenet_frames(ref)[j0], j0, problem.delta, False)
+        model = SpectralAngles(theta0.to(device, dtype), psi0.to(device, dtype),
+                               torch.as_tensor(mask, device=device), config.fit_bond_angles, scales=scales)
     history, train_idx, test_idx = train(problem, model, config, run_dir=run_dir, progress=progress,
                                          cancel=cancel, on_epoch=on_epoch)
     result = make_result(problem, model, reference, config, history, train_idx, test_idx)

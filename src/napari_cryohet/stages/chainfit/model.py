@@ -62,6 +62,12 @@ class SpectralAngles(torch.nn.Module):
         a, b = self.coefficients()
         return self.theta0 + phi @ a.T, self.psi0 + phi @ b.T  # (B, m-2) each
 
+    def coords(self, problem, idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (train.Problem: no cycle)
+        """Chains ``(B, m, d)`` of the particles in rows ``idx`` of ``problem`` (eq. 2.1 / 2.6)."""
+        theta, psi = self(problem.phi[idx])
+        return build_chains(theta, psi, problem.anchor_positions[idx], problem.anchor_frames[idx],
+                            problem.ref_index, problem.delta, problem.planar)
+
 
 def angle_step_scales(theta0: torch.Tensor, psi0: torch.Tensor, position: torch.Tensor, frame: torch.Tensor,
                       j0: int, delta: torch.Tensor, planar: bool, *, eps: float = 1e-4,

@@ -57,6 +57,11 @@ class ChainFitResult(StageResult):
         The :class:`~napari_cryohet.stages.chainfit.config.ChainFitConfig` as a dict.
     particle_indices
         ``(N,)`` root particle index of each row (``ParticleDataset.indices``).
+    mode_vectors
+        The normal-mode basis only (``config["basis"] == "normal_modes"``): ``Δ (K, m, 3)``,
+        Å per unit amplitude; ``phi`` then holds each particle's amplitudes ``b_i`` (Å of
+        RMSD along each mode) and the chains are ``r⁰ + Σ_k b_ik Δ_k`` (eq. 7 of Toader et
+        al. 2023; :mod:`~napari_cryohet.stages.chainfit.normal_modes`); ``coeff_*`` are zero.
     """
 
     STAGE = "chainfit"
@@ -66,7 +71,8 @@ class ChainFitResult(StageResult):
                  phi: np.ndarray, anchor_positions: np.ndarray, anchor_frames: np.ndarray,
                  reference: ChainReference, ref_index: int, bond_lengths_a: np.ndarray, coeff_mask: np.ndarray,
                  history: list[dict[str, float]], train_indices: np.ndarray, test_indices: np.ndarray,
-                 config: dict[str, Any], particle_indices: np.ndarray | None = None) -> None:
+                 config: dict[str, Any], particle_indices: np.ndarray | None = None,
+                 mode_vectors: np.ndarray | None = None) -> None:
         self.coeff_theta, self.coeff_psi = coeff_theta, coeff_psi
         self.theta0, self.psi0, self.phi = theta0, psi0, phi
         self.anchor_positions, self.anchor_frames = anchor_positions, anchor_frames
@@ -75,6 +81,7 @@ class ChainFitResult(StageResult):
         self.history = history
         self.train_indices, self.test_indices = np.asarray(train_indices), np.asarray(test_indices)
         self.config = config
+        self.mode_vectors = None if mode_vectors is None else np.asarray(mode_vectors, dtype=np.float32)
         n = len(phi)
         self._particle_indices = (np.arange(n, dtype=np.int64) if particle_indices is None
                                   else np.asarray(particle_indices, dtype=np.int64))
@@ -102,6 +109,8 @@ class ChainFitResult(StageResult):
         then ``Ψ_i − Ψ₀`` of those angles when bond angles were fitted (e.g. the spectral
         stage's ``"table"`` representation embeds them).
         """
+        if self.mode_vectors is not None:
+            return Embedding(self.phi, self.particle_indices, run_id=self.run_id, name="normal-mode amplitudes")
         fitted = np.flatnonzero(self.coeff_mask.any(axis=1))
         theta, psi = self.angles()
         parts = [theta[:, fitted] - self.theta0[fitted]]
@@ -116,6 +125,11 @@ class ChainFitResult(StageResult):
 
     def angles(self, indices: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(Θ_i, Ψ_i)`` of rows ``indices`` (default all): ``(n, m-2)`` each."""
+        if self.mode_vectors is not None:  # the angles of the moved atoms
+            from napari_cryohet.core.frenet import chain_angles
+
+            theta, psi = chain_angles(torch.as_tensor(self.chains(indices), dtype=torch.float64))
+            return theta.numpy(), psi.numpy()
         phi = self.phi if indices is None else self.phi[indices]
         theta = self.theta0 + phi @ self.coeff_theta.T
         psi = self.psi0 + phi @ self.coeff_psi.T
@@ -124,6 +138,9 @@ class ChainFitResult(StageResult):
     def chains(self, indices: Any = None) -> np.ndarray:
         """Fitted chains of rows ``indices`` (default all), model frame: ``(n, m, d)``."""
         idx = np.arange(len(self.phi)) if indices is None else np.atleast_1d(np.arange(len(self.phi))[indices])
+        if self.mode_vectors is not None:
+            moved = np.einsum("nk,kmd->nmd", self.phi[idx].astype(np.float64), self.mode_vectors.astype(np.float64))
+            return (self.reference.coords_a + moved).astype(np.float32)
         theta, psi = self.angles(idx)
         out = []
         for s in range(0, len(idx), 2048):
@@ -147,6 +164,7 @@ class ChainFitResult(StageResult):
             bond_lengths_a=self.bond_lengths_a, coeff_mask=self.coeff_mask,
             train_indices=self.train_indices, test_indices=self.test_indices,
             particle_indices=self.particle_indices,
+            **({} if self.mode_vectors is None else {"mode_vectors": self.mode_vectors}),
         )
         write_json(run_dir / META, {"ref_index": self.ref_index, "history": self.history, "config": self.config,
                                     "reference_source": self.reference.source})

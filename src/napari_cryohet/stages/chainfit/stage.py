@@ -25,14 +25,16 @@ def run(dataset: Any, config: ChainFitConfig, *, inputs: dict[str, Any] | None =
         run_dir: str | Path | None = None) -> ChainFitResult:
     """Fit the chains of ``dataset`` on the eigenvectors ``inputs["eigenvectors"]``."""
     inputs = inputs or {}
-    if "eigenvectors" not in inputs:
-        raise ValueError("inputs: the chain fit needs 'eigenvectors' (a spectral run)")
+    if "eigenvectors" not in inputs and config.basis != "normal_modes":
+        raise ValueError("inputs: the chain fit needs 'eigenvectors' (a spectral run), or basis='normal_modes'")
     if getattr(dataset, "low_dim", None) is not None:  # the planar box with two arms (§3.1)
         from napari_cryohet.stages.chainfit.planar import run_chainfit_2d
 
+        if config.basis == "normal_modes":
+            raise ValueError("ChainFitConfig.basis: the planar toy has no normal modes; use 'eigenvectors'")
         return run_chainfit_2d(dataset, config, eigenvectors=inputs["eigenvectors"], run_dir=run_dir,
                                progress=progress, cancel=cancel, on_epoch=getattr(progress, "on_epoch", None))
-    return run_chainfit(dataset, config, eigenvectors=inputs["eigenvectors"], run_dir=run_dir,
+    return run_chainfit(dataset, config, eigenvectors=inputs.get("eigenvectors"), run_dir=run_dir,
                         progress=progress, cancel=cancel)
 
 

@@ -9,8 +9,14 @@ A *divergence guard* watches the loss of up to ``GUARD_PARTICLES`` held-out part
 non-finite or more than ``GUARD_TOLERANCE`` above the best so far, or a batch's loss is not
 finite, the model goes back to the best state, the optimiser's memory is cleared and the
 step is halved (``backoffs`` in the history counts these). A run therefore never goes far
-from its best state, whatever the step size, and a wild step costs a fifth of an epoch. Runs with a run directory save a checkpoint through the
-shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer` and resume from it; a
+from its best state, whatever the step size, and a wild step costs a fifth of an epoch.
+
+The model is either :class:`~napari_cryohet.stages.chainfit.model.SpectralAngles` (angles
+on eigenvectors, trained on the training particles) or
+:class:`~napari_cryohet.stages.chainfit.normal_modes.NormalModeAmplitudes` (per-particle
+normal-mode amplitudes: every particle is fitted to its own image, several steps a batch).
+
+Runs with a run directory save a checkpoint through the shared :class:`~napari_cryohet.stages.checkpoint.Checkpointer` and resume from it; a
 checkpoint of other settings, other particles, other eigenvectors or another reference is
 refused (:class:`~napari_cryohet.stages.checkpoint.CheckpointMismatchError`), never reused
 or overwritten.
@@ -27,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_cryohet.core.frenet import chain_angles
 from napari_cryohet.stages._common import (
     CancelToken,
     ProgressCallback,
@@ -35,7 +42,8 @@ from napari_cryohet.stages._common import (
     set_scheduled_lr,
 )
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
-from napari_cryohet.stages.chainfit.model import SpectralAngles, build_chains, chain_errors
+from napari_cryohet.stages.chainfit.model import SpectralAngles, chain_errors
+from napari_cryohet.stages.chainfit.normal_modes import NormalModeAmplitudes
 from napari_cryohet.stages.chainfit.reference import ChainReference
 from napari_cryohet.stages.chainfit.result import ChainFitResult
 from napari_cryohet.stages.checkpoint import Checkpointer
@@ -91,8 +99,14 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     if len(train_idx) == 0:
         raise ValueError("no training particles (dataset too small for test_fraction)")
     params = [p for p in model.parameters() if p.requires_grad]
+    per_particle = bool(getattr(model, "per_particle", False))  # normal modes: every particle fits its own
+    fit_idx = np.arange(problem.n) if per_particle else train_idx
+    steps_per_batch = int(getattr(model, "steps_per_batch", 1))
+    base_lr = float(config.mode_step_a if per_particle else config.learning_rate)
 
     def new_optimizer() -> torch.optim.Optimizer:
+        if per_particle:
+            return model.optimizer(base_lr)
         if config.optimizer == "adam":
             return torch.optim.Adam(params, lr=config.learning_rate)
         return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum)
@@ -100,10 +114,7 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     opt = new_optimizer()
 
     def chains(idx: np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(idx)
-        theta, psi = model(problem.phi[t])
-        return build_chains(theta, psi, problem.anchor_positions[t], problem.anchor_frames[t], problem.ref_index,
-                            problem.delta, problem.planar)
+        return model.coords(problem, torch.as_tensor(idx))
 
     def evaluate() -> dict[str, float]:
         record: dict[str, float] = {}
@@ -163,30 +174,34 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
                f"halved the step")
         return new_optimizer()  # Adam's moments of the wild steps would push the same way again
 
-    n_batches = math.ceil(len(train_idx) / config.batch_size)
+    n_batches = math.ceil(len(fit_idx) / config.batch_size)
     total_steps = max(config.epochs * n_batches, 1)
     check_every = max(n_batches // GUARD_CHECKS, 1)
     for epoch in range(start_epoch, config.epochs + 1):
         tic = time.perf_counter()
-        order = train_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(train_idx))]
+        order = fit_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(fit_idx))]
         total, seen = 0.0, 0
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            set_scheduled_lr(opt, [config.learning_rate * guard["lr_factor"]] * len(opt.param_groups),
+            set_scheduled_lr(opt, [base_lr * guard["lr_factor"]] * len(opt.param_groups),
                              config.lr_schedule, (epoch - 1) * n_batches + b, total_steps)
-            coords = chains(idx)
-            loss = problem.misfit(coords, idx, False)
-            if problem.restraint is not None:
-                loss = loss + problem.restraint(coords)
-            if not bool(torch.isfinite(loss)):
-                opt = back_off(epoch, "the loss of a batch is not a finite number")
-                continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+            for _ in range(steps_per_batch):
+                coords = chains(idx)
+                loss = problem.misfit(coords, idx, False)
+                if problem.restraint is not None:
+                    loss = loss + problem.restraint(coords)
+                if per_particle:
+                    loss = loss + model.penalty(torch.as_tensor(idx))
+                if not bool(torch.isfinite(loss)):
+                    opt = back_off(epoch, "the loss of a batch is not a finite number")
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            else:
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
             if (b + 1) % check_every == 0 or b == n_batches - 1:
                 now = probe_loss()
                 if not math.isfinite(now) or now > guard["loss"] * (1 + GUARD_TOLERANCE):
@@ -212,8 +227,9 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     return history, train_idx, test_idx
 
 
-def make_result(problem: Problem, model: SpectralAngles, reference: ChainReference, config: ChainFitConfig,
-                history: list[dict[str, float]], train_idx: np.ndarray, test_idx: np.ndarray) -> ChainFitResult:
+def make_result(problem: Problem, model: SpectralAngles | NormalModeAmplitudes, reference: ChainReference,
+                config: ChainFitConfig, history: list[dict[str, float]], train_idx: np.ndarray,
+                test_idx: np.ndarray) -> ChainFitResult:
     """The :class:`ChainFitResult` of a trained model (arrays on the CPU)."""
     def np32(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float32)
@@ -223,12 +239,18 @@ def make_result(problem: Problem, model: SpectralAngles, reference: ChainReferen
 
     delta = np64(problem.delta)
     m = reference.n_atoms
-    return ChainFitResult(
-        coeff_theta=np32(model.coefficients()[0]), coeff_psi=np32(model.coefficients()[1]),
-        theta0=np64(model.theta0), psi0=np64(model.psi0), phi=np32(problem.phi),
-        anchor_positions=np64(problem.anchor_positions), anchor_frames=np64(problem.anchor_frames),
-        reference=reference, ref_index=problem.ref_index,
-        bond_lengths_a=np.broadcast_to(delta, (m - 1,)).copy(), coeff_mask=np32(model.mask),
-        history=history, train_indices=train_idx, test_indices=test_idx, config=config.to_dict(),
-        particle_indices=problem.particle_indices,
-    )
+    common = dict(anchor_positions=np64(problem.anchor_positions), anchor_frames=np64(problem.anchor_frames),
+                  reference=reference, ref_index=problem.ref_index,
+                  bond_lengths_a=np.broadcast_to(delta, (m - 1,)).copy(), history=history,
+                  train_indices=train_idx, test_indices=test_idx, config=config.to_dict(),
+                  particle_indices=problem.particle_indices)
+    if isinstance(model, NormalModeAmplitudes):
+        theta0, psi0 = chain_angles(model.reference.detach().cpu().double())
+        k = model.displacements.shape[0]
+        zeros = np.zeros((m - 2, k), dtype=np.float32)
+        return ChainFitResult(coeff_theta=zeros, coeff_psi=zeros, theta0=np64(theta0), psi0=np64(psi0),
+                              phi=np32(model.amplitudes.weight), coeff_mask=zeros,
+                              mode_vectors=np32(model.displacements), **common)
+    a, b = model.coefficients()
+    return ChainFitResult(coeff_theta=np32(a), coeff_psi=np32(b), theta0=np64(model.theta0), psi0=np64(model.psi0),
+                          phi=np32(problem.phi), coeff_mask=np32(model.mask), **common)

@@ -1,0 +1,103 @@
+"""The normal-mode basis of the chain fit: per-particle amplitudes of elastic-network modes.
+
+The second basis of the chain-fit stage, beside the Laplacian eigenvectors of
+Esteve-Yagüe et al. 2022. Eq. 7 of ``002_0d217c95809d417a.txt`` (Toader, Sigworth &
+Lederman 2023, "Normal Modes and Predefined Spaces of Conformations") writes a particle's
+atoms as the reference moved along ``K`` normal modes,
+
+    r_i = r⁰ + Σ_k b_ik Δ_k,
+
+and HEMNMA (Jin et al. 2014, *Structure* 22:496) fits the amplitudes ``b_i`` of every
+particle image to that image. Here ``Δ_k`` are the slowest modes of the anisotropic
+network model of the reference (:func:`napari_cryohet.core.anm.anm_modes`), scaled so that
+``b_ik = 1`` moves the atoms by 1 Å RMSD, and each image is compared with the same forward
+model as the eigenvector basis (Gaussian atoms, CTF, shift: eq. 2.9–2.11 of Esteve-Yagüe
+et al. 2022), so the two bases are compared on equal terms.
+
+Differences to keep in mind when comparing them:
+
+- the amplitudes belong to each particle: every particle (the held-out ones too) is fitted
+  to its own image, as in HEMNMA, whereas the eigenvector basis learns one map from the
+  eigenvectors to the angles and applies it to held-out particles;
+- the modes are linear: a large amplitude stretches bonds and cannot rotate a domain far
+  (the eigenvector basis changes angles and keeps bond lengths exactly);
+- no eigenvectors (no spectral run) are needed, only the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_cryohet.core.anm import anm_modes
+
+__all__ = ["NormalModeAmplitudes", "mode_displacements", "prior_weights"]
+
+
+def prior_weights(eigenvalues: np.ndarray, prior_a: float, noise_variance: float, n_pixels: int) -> np.ndarray:
+    """``w_k = σ² / (P s_k²)``: a Gaussian prior ``b_k ~ N(0, s_k²)`` in the misfit's units.
+
+    The misfit is the mean square residual per pixel (``P`` pixels), i.e. ``σ²/P`` times
+    the negative log-likelihood of white noise of variance ``σ²`` (up to a factor 2 and a
+    constant), so adding ``Σ_k w_k b_k²`` makes the loss a MAP objective. The spread follows
+    the elastic network's thermal fluctuations, ``s_k = prior_a · sqrt(λ₁ / λ_k)`` (softer
+    modes move more), with ``prior_a`` the spread along the softest mode in Å of RMSD.
+    Without it, six amplitudes fitted to one image at SNR 0.05 follow the noise (HEMNMA
+    itself fits unregularised, on images of much higher SNR per particle).
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    spread = float(prior_a) * np.sqrt(lam[0] / lam)
+    return float(noise_variance) / float(n_pixels) / spread**2
+
+
+def mode_displacements(reference_a: np.ndarray, n_modes: int, cutoff_a: float) -> tuple[np.ndarray, np.ndarray]:
+    """``Δ (K, m, 3)`` in Å of RMSD per unit amplitude, and the ANM eigenvalues ``(K,)``.
+
+    Raises ``ValueError`` naming the settings when the reference has too few atoms for
+    ``n_modes`` or its elastic network falls apart at ``cutoff_a``.
+    """
+    ref = np.asarray(reference_a, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != 3:
+        raise ValueError("normal modes need a 3D reference chain (m, 3); the planar toy has none")
+    if not 1 <= n_modes <= 3 * len(ref) - 6:
+        raise ValueError(f"n_modes: expected 1 to {3 * len(ref) - 6} modes for {len(ref)} atoms, got {n_modes}")
+    modes = anm_modes(ref, n_modes=int(n_modes), cutoff_a=float(cutoff_a))
+    return modes.vectors * np.sqrt(len(ref)), modes.eigenvalues
+
+
+class NormalModeAmplitudes(torch.nn.Module):
+    """``r_i = r⁰ + Σ_k b_ik Δ_k`` (eq. 7 of Toader et al. 2023) with ``b`` one row per particle.
+
+    The amplitudes are a sparse embedding table (``torch.optim.SparseAdam`` updates only the
+    rows of a batch: a particle's amplitudes move only when its image is seen), all zero at
+    the start (the reference). ``steps_per_batch`` optimiser steps are taken on each batch
+    because every particle is seen once an epoch and has only its own image to learn from.
+    """
+
+    per_particle = True
+
+    def __init__(self, reference: torch.Tensor, displacements: torch.Tensor, n_particles: int,
+                 steps_per_batch: int = 5, prior_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("reference", reference)
+        self.register_buffer("displacements", displacements)  # (K, m, 3)
+        k = displacements.shape[0]
+        self.register_buffer("prior_weights", torch.zeros(k, dtype=reference.dtype, device=reference.device)
+                             if prior_weights is None else prior_weights.to(reference))
+        self.amplitudes = torch.nn.Embedding(n_particles, displacements.shape[0], sparse=True,
+                                             dtype=reference.dtype, device=reference.device)
+        torch.nn.init.zeros_(self.amplitudes.weight)
+        self.steps_per_batch = int(steps_per_batch)
+
+    def coords(self, problem, idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (train.Problem: no cycle)
+        """Chains ``(B, m, 3)`` of the particles in rows ``idx``."""
+        b = self.amplitudes(idx.to(self.reference.device))  # (B, K)
+        return self.reference + torch.einsum("bk,kmd->bmd", b, self.displacements)
+
+    def penalty(self, idx: torch.Tensor) -> torch.Tensor:
+        """The Gaussian prior on the amplitudes, in the misfit's units: ``mean_i Σ_k w_k b_ik²``."""
+        b = self.amplitudes(idx.to(self.reference.device))
+        return (b**2 * self.prior_weights).sum(dim=1).mean()
+
+    def optimizer(self, learning_rate: float) -> torch.optim.Optimizer:
+        return torch.optim.SparseAdam(list(self.parameters()), lr=learning_rate)
