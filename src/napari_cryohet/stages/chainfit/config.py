@@ -121,9 +121,11 @@ class ChainFitConfig(StageConfig):
              "orientation (the particle pose does the rest); 'truth' = at each particle's true position "
              "(simulated data only, to test the fit)")
     bond_length_mode: str = param(
-        "mean", choices=("mean", "reference"), label="bond lengths",
-        help="'mean' = every Cα–Cα distance set to the reference's mean (3.8 Å in proteins); 'reference' = each bond "
-             "as long as in the reference model")
+        "reference", choices=("reference", "mean"), label="bond lengths",
+        help="'reference' = each Cα–Cα distance as long as in the reference model, so the untrained chain is the "
+             "reference exactly (a cis-proline's 2.9 Å bond stays 2.9 Å); 'mean' = every bond set to the "
+             "reference's mean (3.8 Å in proteins), as in Esteve-Yagüe et al. 2022; gaps keep their own length "
+             "either way")
     bond_length_a: float | None = param(
         None, unit="Å", label="bond length",
         help="One fixed Cα–Cα distance for every bond instead; empty = from the reference (3.8 Å in proteins)")
