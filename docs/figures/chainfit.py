@@ -1,6 +1,9 @@
 """Screenshot for docs/chainfit.md: a backbone chain fitted to one particle of the bundled sample.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/figures/chainfit.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/figures/chainfit.py [--normal-modes]
+
+``--normal-modes`` picks the second deformation model (per-particle amplitudes of the
+elastic-network normal modes, HEMNMA) in the form and writes ``chainfit_normal_modes.png``.
 
 Opens the bundled ``sample_data/adk_small/particles.star`` (200 simulated adenylate-kinase
 particles) through the plugin's reader, docks the session (left) and the chain-fit widget
@@ -23,7 +26,7 @@ from napari_cryohet.plugin.chainfit_widget import ChainFitWidget
 from napari_cryohet.plugin.session_widget import SessionWidget
 
 
-def main() -> None:
+def main(normal_modes: bool = False) -> None:
     viewer = new_viewer("napari-cryohet: backbone chain fit")
     dock(viewer, SessionWidget(viewer), SESSION, area="left")
     viewer.open(str(STAR), plugin="napari-cryohet")
@@ -31,6 +34,8 @@ def main() -> None:
     widget = ChainFitWidget(viewer)
     dock(viewer, widget, CHAINFIT)
     print("known conformation:", widget.reference_note.value)
+    if normal_modes:
+        widget.form.basis.value = "normal_modes"
     widget.run()
     wait(widget.runner)
     result = widget.result
@@ -44,7 +49,10 @@ def main() -> None:
     settle(0.5)
     widget.session.scenes.frame()  # the scene's own framing: looking down z, chains left, images right
     label(viewer, "fit (orange) · truth (cyan) · known conformation (magenta)", size=10)
-    shot(viewer, "chainfit")
+    shot(viewer, "chainfit_normal_modes" if normal_modes else "chainfit")
+    if normal_modes:
+        viewer.close()
+        return
     # the chains close up, turned (scroll and drag do this by hand): the canvas only
     chains = [lyr for lyr in viewer.layers if lyr.name.startswith("chainfit") and lyr._type_string == "points"]
     viewer.reset_view(layers=chains)
@@ -56,4 +64,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(normal_modes="--normal-modes" in sys.argv)

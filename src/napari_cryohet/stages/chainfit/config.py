@@ -55,6 +55,11 @@ class ChainFitConfig(StageConfig):
         15.0, unit="Å", label="spring cutoff",
         help="Normal-mode model only: Cα atoms closer than this are joined by springs in the elastic network "
              "(anisotropic network model, Atilgan et al. 2001); 12-20 Å typical")
+    mode_min_collectivity: float = param(
+        0.1, minimum=0.0, maximum=1.0, unit="fraction", label="least collectivity",
+        help="Normal-mode model only: skip modes in which fewer atoms move than this share (Brüschweiler 1995 "
+             "collectivity: 1 = all atoms move alike, near 0 = one loose loop flaps); 0 = the slowest modes "
+             "whatever they are; 0.1 typical")
     mode_step_a: float = param(
         0.5, unit="Å per step", label="amplitude step",
         help="Normal-mode model only: about how far one optimiser step moves a particle along a mode (Å of "

@@ -195,7 +195,10 @@ def run_chainfit(
     model: SpectralAngles | NormalModeAmplitudes
     if normal_modes:
         report(progress, 0.0, f"elastic-network normal modes of the reference ({len(ref_np)} atoms)")
-        displacements, eigenvalues = mode_displacements(ref_np, int(config.n_modes), float(config.mode_cutoff_a))
+        displacements, eigenvalues, note = mode_displacements(ref_np, int(config.n_modes), float(config.mode_cutoff_a),
+                                                              float(config.mode_min_collectivity))
+        if note:
+            report(progress, 0.0, note)
         weights = None
         if config.mode_prior_a is not None:
             # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all noise)

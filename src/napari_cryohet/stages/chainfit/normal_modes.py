@@ -31,7 +31,7 @@ import torch
 
 from napari_cryohet.core.anm import anm_modes
 
-__all__ = ["NormalModeAmplitudes", "mode_displacements", "prior_weights"]
+__all__ = ["NormalModeAmplitudes", "collectivity", "mode_displacements", "prior_weights"]
 
 
 def prior_weights(eigenvalues: np.ndarray, prior_a: float, noise_variance: float, n_pixels: int) -> np.ndarray:
@@ -50,19 +50,48 @@ def prior_weights(eigenvalues: np.ndarray, prior_a: float, noise_variance: float
     return float(noise_variance) / float(n_pixels) / spread**2
 
 
-def mode_displacements(reference_a: np.ndarray, n_modes: int, cutoff_a: float) -> tuple[np.ndarray, np.ndarray]:
-    """``Δ (K, m, 3)`` in Å of RMSD per unit amplitude, and the ANM eigenvalues ``(K,)``.
+def collectivity(vectors: np.ndarray) -> np.ndarray:
+    """Brüschweiler's (1995) collectivity ``κ = exp(−Σ_i u_i² ln u_i²) / m`` of each mode, ``(K,)``.
 
-    Raises ``ValueError`` naming the settings when the reference has too few atoms for
-    ``n_modes`` or its elastic network falls apart at ``cutoff_a``.
+    ``u_i²`` is atom ``i``'s share of the mode's squared displacement: ``κ = 1`` when every
+    atom moves equally, ``1/m`` when one atom moves alone. ``vectors``: ``(K, m, 3)``.
+    """
+    share = (np.asarray(vectors, dtype=np.float64) ** 2).sum(axis=-1)
+    share /= share.sum(axis=-1, keepdims=True)
+    entropy = -np.sum(np.where(share > 0, share * np.log(np.where(share > 0, share, 1.0)), 0.0), axis=-1)
+    return np.exp(entropy) / share.shape[-1]
+
+
+def mode_displacements(reference_a: np.ndarray, n_modes: int, cutoff_a: float,
+                       min_collectivity: float = 0.0) -> tuple[np.ndarray, np.ndarray, str]:
+    """``Δ (K, m, 3)`` in Å of RMSD per unit amplitude, the ANM eigenvalues ``(K,)`` and a note.
+
+    The ``n_modes`` slowest modes whose collectivity (:func:`collectivity`) is at least
+    ``min_collectivity``: a mode carried by one loose residue (adenylate kinase's closed
+    structure has four among its ten slowest, residue 74 holding 45 % of one) is a loop
+    flapping, not a conformational change, and fitting it to noisy images flings that
+    residue out (selecting collective modes is what HEMNMA users do, Jin et al. 2014). The
+    note names the modes left out. Raises ``ValueError`` naming the settings when the
+    reference has too few atoms for ``n_modes`` or its elastic network falls apart.
     """
     ref = np.asarray(reference_a, dtype=np.float64)
     if ref.ndim != 2 or ref.shape[1] != 3:
         raise ValueError("normal modes need a 3D reference chain (m, 3); the planar toy has none")
-    if not 1 <= n_modes <= 3 * len(ref) - 6:
-        raise ValueError(f"n_modes: expected 1 to {3 * len(ref) - 6} modes for {len(ref)} atoms, got {n_modes}")
-    modes = anm_modes(ref, n_modes=int(n_modes), cutoff_a=float(cutoff_a))
-    return modes.vectors * np.sqrt(len(ref)), modes.eigenvalues
+    most = 3 * len(ref) - 6
+    if not 1 <= n_modes <= most:
+        raise ValueError(f"n_modes: expected 1 to {most} modes for {len(ref)} atoms, got {n_modes}")
+    modes = anm_modes(ref, n_modes=min(most, 3 * int(n_modes) + 10), cutoff_a=float(cutoff_a))
+    kappa = collectivity(modes.vectors)
+    keep = np.flatnonzero(kappa >= min_collectivity)[:n_modes]
+    if len(keep) < n_modes:
+        raise ValueError(f"mode_min_collectivity: only {len(keep)} of the {len(kappa)} slowest modes have a "
+                         f"collectivity of at least {min_collectivity:g}; lower it or ask for fewer modes")
+    skipped = [k for k in range(int(keep[-1]) + 1) if k not in set(keep.tolist())]
+    note = ""
+    if skipped:
+        note = (f"normal modes {', '.join(str(k + 1) for k in skipped)} left out: carried by a few residues "
+                f"(collectivity {', '.join(f'{kappa[k]:.2f}' for k in skipped)} < {min_collectivity:g})")
+    return modes.vectors[keep] * np.sqrt(len(ref)), modes.eigenvalues[keep], note
 
 
 class NormalModeAmplitudes(torch.nn.Module):
