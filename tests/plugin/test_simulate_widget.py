@@ -175,3 +175,49 @@ def test_your_own_trajectory_file(make_napari_viewer, qtbot, tmp_path):
     assert ds.meta["recipe"]["args"]["trajectory"] == str(traj.resolve())
     assert "normal_modes" not in ds.meta["recipe"]["args"]
     assert "md.pdb" in widget.layers[0].name
+
+
+def test_cancel_and_a_box_too_small(make_napari_viewer, qtbot):
+    """Cancel stops the run (no dataset, no layers); a pixel size that leaves atoms outside the
+    images is named, with the suggested one, before the run."""
+    viewer, widget = _widget(make_napari_viewer)
+    widget.structure_file.value = PDB
+    widget.chains.value = "A"
+    widget.check_structure()
+    widget.form.normal_modes.value = 2
+    widget.form.n_particles.value = 20
+    widget.form.box_size.value = 32
+    args = widget.recipe_args()
+    assert widget.box_warning(args) == ""  # the suggested pixel size fits
+    small = widget.box_warning({**args, "apix": 1.0})
+    print(f"\n{small}")
+    assert "16 Å from centre to edge" in small and f"suggested: {widget.suggested_apix:g} Å/px" in small
+
+    widget.run_button.native.click()
+    widget.runner.cancel_button.native.click()
+    _wait(qtbot, widget.runner)
+    assert widget.runner.status.value == "cancelled" and widget.runner.last_result is None
+    assert widget.dataset is None and len(viewer.layers) == 0
+
+
+def test_settings_in_plain_words(qtbot):
+    """The simulator's settings meet the stage forms' standard (tests/plugin/test_config_form.py):
+    short labels with units, a help sentence with a typical value, 4 settings shown, the rest folded."""
+    import dataclasses
+
+    from napari_cryohet.plugin._config_form import ConfigForm
+    from napari_cryohet.plugin.simulate_widget import SimulateProteinSettings
+
+    form = ConfigForm(SimulateProteinSettings)
+    qtbot.addWidget(form.native)
+    labels = {name: w.label for name, w in form.inputs.items()}
+    print(f"\n{labels}")
+    assert labels["amplitude_a"] == "largest RMSD (Å)" and labels["apix"] == "pixel size (Å/px)"
+    assert labels["box_size"] == "box size (px)" and labels["n_particles"] == "number of particles"
+    assert form.advanced_names == ("box_size", "snr", "seed")
+    assert "Atilgan et al. 2001" in form.normal_modes.tooltip
+    for f in dataclasses.fields(SimulateProteinSettings):
+        help_text = f.metadata["help"]
+        assert len(help_text) >= 40 and "default:" in form.inputs[f.name].tooltip, f.name
+        if f.name != "seed":
+            assert "typical" in help_text or " in " in help_text, f.name

@@ -55,8 +55,8 @@ ANM_HELP = ("The structure is bent along its slowest elastic-network modes: the 
             "(Atilgan et al. 2001, Biophys. J. 80:505) joins every pair of Cα atoms closer than 15 Å by a "
             "spring; its softest collective motions are the modes.")
 
-_APIX_HELP = ("Size of one pixel of the images; suggested when a structure is chosen so that the protein's largest "
-              "extent fills about 75 % of the box.")
+_APIX_HELP = ("Size of one pixel of the images in Å; suggested when a structure is chosen so that the protein's "
+              "largest extent fills about 75 % of the box.")
 
 
 @dataclass
@@ -66,19 +66,22 @@ class SimulateProteinSettings(StageConfig):
 
     PRIMARY: ClassVar[tuple[str, ...]] = ("normal_modes", "amplitude_a", "n_particles", "apix")
     normal_modes: int = param(3, minimum=1, maximum=50, label="number of modes",
-                              help=f"{ANM_HELP} How many of the softest modes move the protein (each particle a "
-                                   "random mix of them).")
+                              help=f"{ANM_HELP} How many of the softest modes move the protein, each particle a "
+                                   "random mix of them (typical: 1 to 5; the benchmarks use 3).")
     amplitude_a: float = param(5.0, minimum=0.1, maximum=50.0, unit="Å", label="largest RMSD",
                                help="The largest root-mean-square deviation of a particle's Cα atoms from the "
-                                    "structure; each particle moves by a random amount up to this.")
+                                    "structure; each particle moves by a random amount up to this (typical: 2 to 10 Å; "
+                                    "the benchmarks use 5 Å).")
     n_particles: int = param(1000, minimum=1, maximum=1_000_000, unit="particles", label="number of particles",
-                             help="How many particle images to simulate.")
+                             help="How many particle images to simulate (typical: a few thousand for a chain fit; "
+                                  "the paper's adenylate kinase test uses 4000).")
     apix: float = param(2.0, minimum=0.1, maximum=50.0, unit="Å/px", label="pixel size", help=_APIX_HELP)
     box_size: int = param(64, minimum=16, maximum=512, unit="px", label="box size",
-                          help="Edge length of each particle image (even numbers only).")
+                          help="Edge length of each particle image, an even number of pixels (typical: 64 to 128 "
+                               "px).")
     snr: float | None = param(0.05, minimum=0.0, label="signal-to-noise ratio",
                               help="Power of the protein's image over the power of the noise (cryo-EM particles: "
-                                   "about 0.01 to 0.1); empty: no noise.")
+                                   "typical 0.01 to 0.1; the chain-fit benchmarks use 0.05); empty: no noise.")
     seed: int = param(0, minimum=0, label="random seed",
                       help="Seed of the motions, poses, defocus values and noise: the same seed gives the same "
                            "particles.")
@@ -328,7 +331,7 @@ class SimulateProteinWidget(Container):
             self.info.value = f"Cannot simulate: {err}"
             return False
         name = self._dataset_name(args)
-        self.info.value = ""
+        self.info.value = self.box_warning(args)
 
         def job(progress, cancel):
             def progress_or_stop(fraction: float, message: str = "") -> None:  # the recipe cannot be cancelled
@@ -342,6 +345,17 @@ class SimulateProteinWidget(Container):
 
         self.runner.start(job, self.show_dataset_steps, on_error=self._show_error)
         return True
+
+    def box_warning(self, args: dict[str, Any]) -> str:
+        """A sentence when the protein (moved by up to the largest RMSD, blurred by 3σ) leaves the box."""
+        x = np.asarray(self.structure.coords, dtype=np.float64)
+        reach = float(np.linalg.norm(x - x.mean(axis=0), axis=1).max()) + 3 * SIGMA_A + args.get("amplitude_a", 0.0)
+        half = args["box_size"] * args["apix"] / 2
+        if reach <= half:
+            return ""
+        return (f"Note: the protein reaches about {reach:.0f} Å from its centre (with its motion and the width of "
+                f"its atoms) but the box is only {half:.0f} Å from centre to edge: atoms fall outside the images. "
+                f"Raise the pixel size (suggested: {self.suggested_apix:g} Å/px) or the box size.")
 
     def _dataset_name(self, args: dict[str, Any]) -> str:
         stem = Path(args["topology"]).name.split(".")[0]
@@ -362,10 +376,10 @@ class SimulateProteinWidget(Container):
             yield
         truth = dataset.ground_truth
         n_res = np.asarray(truth["coords_a"]).shape[1]
-        self.info.value = (f"Simulated {len(dataset)} particles of {n_res} residues "
-                           f"({dataset.box_size} px at {float(dataset.apix):g} Å/px) as "
-                           f"'{self.session.dataset_name(dataset) or self.layers[0].name}'. Fit them with "
-                           "Plugins ▸ napari-cryohet ▸ 3 · Backbone chain fit.")
+        done = (f"Simulated {len(dataset)} particles of {n_res} residues ({dataset.box_size} px at "
+                f"{float(dataset.apix):g} Å/px) as '{self.session.dataset_name(dataset) or self.layers[0].name}'. "
+                "Fit them with Plugins ▸ napari-cryohet ▸ 3 · Backbone chain fit.")
+        self.info.value = f"{self.info.value}\n{done}" if self.info.value else done
 
     def _show_error(self, err: BaseException) -> None:
         self.info.value = f"Could not simulate: {err}"
