@@ -51,6 +51,8 @@ SIGMA_A = 3.0
 STRUCTURE_FILTER = "*.pdb *.ent *.cif *.mmcif *.gz"
 TRAJECTORY_FILTER = "*.pdb *.ent *.cif *.mmcif *.gz *.dcd *.xtc *.trr *.nc"
 _TRUTH_COLOUR = "#ffb000"
+#: Notes of the structure listed in the dock (the rest in the note's tooltip).
+MAX_NOTES = 12
 ANM_HELP = ("The structure is bent along its slowest elastic-network modes: the anisotropic network model "
             "(Atilgan et al. 2001, Biophys. J. 80:505) joins every pair of Cα atoms closer than 15 Å by a "
             "spring; its softest collective motions are the modes.")
@@ -272,7 +274,10 @@ class SimulateProteinWidget(Container):
         lines = [f"{path.name}: {len(read.coords)} residues (Cα of standard amino acids) in chain"
                  f"{'s' if ',' in names else ''} {names}, {pieces} connected piece{'s' if pieces > 1 else ''}"
                  f"{'' if read.notes else '; nothing left out, no gaps'}."]
-        lines += [f"• {note}" for note in read.notes]
+        lines += [f"• {note}" for note in read.notes[:MAX_NOTES]]
+        if len(read.notes) > MAX_NOTES:
+            lines.append(f"• … and {len(read.notes) - MAX_NOTES} more (all {len(read.notes)} in the tooltip)")
+        self.structure_note.tooltip = "\n".join(read.notes) or None
         self.structure_note.value = "\n".join(lines)
         self._suggest()
         return read
