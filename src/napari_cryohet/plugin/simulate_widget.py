@@ -257,6 +257,7 @@ class SimulateProteinWidget(Container):
         from napari_cryohet.io.pdb import read_ca_chains
 
         self.structure, self.notes, self.suggested_apix = None, (), None
+        self.structure_note.tooltip = None
         path = self._path(self.structure_file)
         if path is None:
             self.structure_note.value = "Choose a PDB or mmCIF file of your protein."
