@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="optimiser step (default: the chain fit's default for the step scaling)")
+    parser.add_argument("--bond-length-mode", default=None, choices=("reference", "mean"),
+                        help="Cα–Cα bond lengths of the rebuilt chains (default: the chain fit's default)")
     parser.add_argument("--step-scaling", default="lever_arm", choices=("lever_arm", "none"),
                         help="per-angle step scaling (default lever_arm; 'none' with --learning-rate 0.002 is "
                              "the setting this benchmark used before the scaling existed)")
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 eigenvectors[noise_var] = spectral.embedding()
                 setup[f"spectral_var_{noise_var}"] = time.perf_counter() - tic
             extra = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+            if args.bond_length_mode:
+                extra["bond_length_mode"] = args.bond_length_mode
             config = ChainFitConfig(n_eigenvectors=10, epochs=epochs, batch_size=100, test_fraction=0.1,
                                     anchor=args.anchor, fit_box_size=args.fit_box_size, seed=args.seed,
                                     step_scaling=args.step_scaling, **extra)

@@ -100,7 +100,7 @@ def test_adk_fit_reduces_error(adk_small, tmp_path):
     ds, phi = adk_small
     # K = 2: the trivial eigenvector and the path-like first one (135 training images are
     # too few for K = 10 coefficients on every angle)
-    # 30 optimiser steps in all: a bolder step than the default (0.05 Å), which is sized for ~1000 steps
+    # 30 optimiser steps in all: a bolder step than the default (0.1 Å), which is sized for ~1000 steps
     cfg = ChainFitConfig(n_eigenvectors=2, epochs=10, batch_size=45, learning_rate=1.0, seed=0)
     result = run_chainfit(ds, cfg, eigenvectors=phi, reference=reference_from_dataset(ds), run_dir=tmp_path)
     start, end = result.history[0], result.history[-1]

@@ -87,7 +87,7 @@ class ChainFitConfig(StageConfig):
                            help="How the coefficients are updated: 'adam' (adapts the step of every coefficient; "
                                 "robust) or 'sgd' = plain gradient descent with momentum, as in the paper")
     learning_rate: float = param(
-        0.05, unit="Å per step", label="learning rate",
+        0.1, unit="Å per step", label="learning rate",
         help="Step size of the optimiser. With step scaling 'lever arm' (the default): about how far, in Å, one "
              "step moves the atoms through one angle, the same for a small or a large protein; 0.05-1 typical. "
              "With step scaling 'none': radians per step (Adam 0.0005-0.01; SGD about 0.5 as in Esteve-Yagüe "
@@ -126,11 +126,11 @@ class ChainFitConfig(StageConfig):
              "orientation (the particle pose does the rest); 'truth' = at each particle's true position "
              "(simulated data only, to test the fit)")
     bond_length_mode: str = param(
-        "reference", choices=("reference", "mean"), label="bond lengths",
-        help="'reference' = each Cα–Cα distance as long as in the reference model, so the untrained chain is the "
-             "reference exactly (a cis-proline's 2.9 Å bond stays 2.9 Å); 'mean' = every bond set to the "
-             "reference's mean (3.8 Å in proteins), as in Esteve-Yagüe et al. 2022; gaps keep their own length "
-             "either way")
+        "mean", choices=("mean", "reference"), label="bond lengths",
+        help="'mean' = every Cα–Cα distance set to the reference's mean (3.8 Å in proteins), as in Esteve-Yagüe et "
+             "al. 2022: the other conformations' bonds scatter around it, not around the reference's own; "
+             "'reference' = each bond as long as in the reference model, so the untrained chain is the reference "
+             "exactly (a cis-proline's 2.9 Å bond stays 2.9 Å); gaps keep their own length either way")
     bond_length_a: float | None = param(
         None, unit="Å", label="bond length",
         help="One fixed Cα–Cα distance for every bond instead; empty = from the reference (3.8 Å in proteins)")

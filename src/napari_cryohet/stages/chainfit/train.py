@@ -58,6 +58,9 @@ GUARD_TOLERANCE = 0.5
 #: Checks of the divergence guard per epoch, and the held-out particles it scores.
 GUARD_CHECKS = 5
 GUARD_PARTICLES = 128
+#: The step grows linearly over the first epoch (at least this many steps): Adam's first steps move every
+#: coefficient by the full step at once, which on a large protein overshoots before the moments settle.
+WARM_UP_STEPS = 10
 
 
 @dataclass
@@ -184,8 +187,10 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         for b in range(n_batches):
             check_cancel(cancel)
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-            set_scheduled_lr(opt, [base_lr * guard["lr_factor"]] * len(opt.param_groups),
-                             config.lr_schedule, (epoch - 1) * n_batches + b, total_steps)
+            step = (epoch - 1) * n_batches + b
+            warm_up = min(1.0, (step + 1) / max(n_batches, WARM_UP_STEPS))  # Adam's first steps overshoot
+            set_scheduled_lr(opt, [base_lr * guard["lr_factor"] * warm_up] * len(opt.param_groups),
+                             config.lr_schedule, step, total_steps)
             for _ in range(steps_per_batch):
                 coords = chains(idx)
                 loss = problem.misfit(coords, idx, False)
