@@ -72,7 +72,7 @@ class ChainFitConfig(StageConfig):
     mode_steps: int = param(
         5, minimum=1, unit="steps", label="steps per visit",
         help="Normal-mode model only: optimiser steps on a particle's amplitudes each time its batch comes up "
-             "(each particle has only its own image to learn from); 1-10")
+             "(each particle has only its own image to learn from); 1-10, 5 typical")
     n_eigenvectors: int = param(
         10, minimum=1, unit="eigenvectors", label="eigenvectors used",
         help="How many of the spectral embedding's eigenvectors (smooth per-particle coordinates, the constant "
