@@ -165,8 +165,9 @@ def _make_widget(f: dataclasses.Field, base: type, optional: bool, is_tuple: boo
     if base is bool and not optional and not is_tuple:
         return CheckBox(value=bool(value), **common)
     if meta.get("choices") is not None and not is_tuple:
-        choices = list(meta["choices"])
-        return ComboBox(value=value, choices=choices + ([None] if optional else []), **common)
+        # shown in words ("normal modes", not "normal_modes"); the value stays the setting's own
+        choices = [(c.replace("_", " "), c) if isinstance(c, str) else (str(c), c) for c in meta["choices"]]
+        return ComboBox(value=value, choices=choices + ([("None", None)] if optional else []), **common)
     if base is int and not optional and not is_tuple:
         lo = meta.get("minimum")
         hi = meta.get("maximum")
