@@ -237,3 +237,19 @@ def test_messy_pdb_bad_selection(messy_pdb):
     waters.write_text("\n".join(line for line in _messy_pdb_text().splitlines() if "HOH" in line or "END" in line))
     with pytest.raises(CryohetInputError, match="no Cα atom of a standard amino acid"):
         read_ca_chains(waters)
+
+
+def test_write_keeps_chains_and_insertion_codes(messy_pdb, tmp_path):
+    """Fitted chains of a two-chain reference with an insertion code are written back as two
+    chains with the same residue labels: reading the file gives the same residues and segments."""
+    read = read_ca_chains(messy_pdb, chain="A,B")
+    assert (read.icodes != "").any()
+    moved = read.coords[None] + np.array([0.5, -0.25, 1.0])
+    path = write_chains_pdb(tmp_path / "fits.pdb", moved, resnames=read.resnames, resids=read.resids,
+                            chain_id=read.chain_ids, icodes=read.icodes)
+    back = read_ca_chains(path, chain="A,B")
+    np.testing.assert_allclose(back.coords, moved[0], atol=1e-3)
+    assert list(back.chain_ids) == list(read.chain_ids) and list(back.icodes) == list(read.icodes)
+    assert list(back.resids) == list(read.resids) and back.segments == read.segments
+    with pytest.raises(ValueError, match="one per atom"):
+        write_chains_pdb(tmp_path / "x.pdb", moved, chain_id=np.array(["A", "B"]))

@@ -109,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"results in {ws.root / result.run_id}")
     if args.export_pdb is not None:
         ref = result.reference
-        write_chains_pdb(args.export_pdb, result.chains(), resnames=ref.resnames, resids=ref.resids)
+        write_chains_pdb(args.export_pdb, result.chains(), resnames=ref.resnames, resids=ref.resids,
+                         chain_id=ref.chain_ids, icodes=ref.icodes)
         print(f"fitted chains: {args.export_pdb} ({len(result.phi)} models)")
     return 0

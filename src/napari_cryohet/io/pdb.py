@@ -326,7 +326,8 @@ def write_chains_pdb(
     *,
     resnames: np.ndarray | None = None,
     resids: np.ndarray | None = None,
-    chain_id: str = "A",
+    chain_id: str | np.ndarray = "A",
+    icodes: np.ndarray | None = None,
 ) -> Path:
     """Write Cα chains as a multi-model PDB file (one ``MODEL`` per chain), atomically.
 
@@ -342,7 +343,10 @@ def write_chains_pdb(
     resids
         ``(M,)`` residue numbers (default ``1 … M``).
     chain_id
-        One-character chain name.
+        One-character chain name, or ``(M,)`` one per atom (a reference of several chains,
+        ``ChainReference.chain_ids``; empty names become ``A``); a ``TER`` closes each chain.
+    icodes
+        ``(M,)`` insertion codes (default none).
 
     Returns
     -------
@@ -362,17 +366,26 @@ def write_chains_pdb(
     resids = np.arange(1, m + 1) if resids is None else np.asarray(resids, dtype=np.int64)
     if len(resnames) != m or len(resids) != m:
         raise ValueError(f"resnames/resids: need {m} entries, got {len(resnames)} and {len(resids)}")
-    if len(chain_id) != 1:
-        raise ValueError(f"chain_id: must be one character, got {chain_id!r}")
+    chains = np.full(m, chain_id) if isinstance(chain_id, str) else np.asarray(chain_id, dtype=str)
+    chains = np.where(chains == "", "A", chains)
+    codes = np.full(m, " ") if icodes is None else np.where(np.asarray(icodes, dtype=str) == "", " ",
+                                                               np.asarray(icodes, dtype=str))
+    if len(chains) != m or len(codes) != m:
+        raise ValueError(f"chain_id/icodes: need one per atom ({m}), got {len(chains)} and {len(codes)}")
+    bad = [c for c in set(chains.tolist()) | set(codes.tolist()) if len(c) != 1]
+    if bad:
+        raise ValueError(f"chain_id/icodes: must be one character each, got {sorted(bad)[:3]}")
     lines = ["REMARK   1 CALPHA CHAINS FITTED BY NAPARI-CRYOHET (ONE MODEL PER PARTICLE)"]
     for k in range(n_models):
         lines.append(f"MODEL     {k + 1:>4d}")
         for j in range(m):
             x, y, z = coords[k, j]
             lines.append(
-                f"ATOM  {(j + 1) % 100000:>5d}  CA  {resnames[j][:3]:>3s} {chain_id}{int(resids[j]) % 10000:>4d}    "
-                f"{x:8.3f}{y:8.3f}{z:8.3f}{1.0:6.2f}{0.0:6.2f}          {'C':>2s}"
+                f"ATOM  {(j + 1) % 100000:>5d}  CA  {resnames[j][:3]:>3s} {chains[j]}{int(resids[j]) % 10000:>4d}"
+                f"{codes[j]}   {x:8.3f}{y:8.3f}{z:8.3f}{1.0:6.2f}{0.0:6.2f}          {'C':>2s}"
             )
+            if j + 1 < m and chains[j + 1] != chains[j]:
+                lines.append("TER")
         lines.append("TER")
         lines.append("ENDMDL")
     lines.append("END")

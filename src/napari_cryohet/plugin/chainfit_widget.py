@@ -306,7 +306,8 @@ class ChainFitWidget(Container):
             chains = self.chains
             if chains.shape[-1] == 2:  # planar chains (the box with two arms) in the z = 0 plane
                 chains = np.concatenate([chains, np.zeros(chains.shape[:-1] + (1,), chains.dtype)], axis=-1)
-            write_chains_pdb(path, chains, resnames=ref.resnames, resids=ref.resids)
+            write_chains_pdb(path, chains, resnames=ref.resnames, resids=ref.resids, chain_id=ref.chain_ids,
+                             icodes=ref.icodes)
         except (OSError, ValueError) as err:
             self.info.value = f"export failed: {err}" if not str(err).startswith("export:") else str(err)
             return None

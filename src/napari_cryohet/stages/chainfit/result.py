@@ -161,13 +161,15 @@ class ChainFitResult(StageResult):
             phi=self.phi, anchor_positions=self.anchor_positions, anchor_frames=self.anchor_frames,
             reference_coords_a=self.reference.coords_a, reference_resnames=self.reference.resnames.astype(str),
             reference_resids=self.reference.resids, reference_gaps=self.reference.gaps,
+            reference_chain_ids=self.reference.chain_ids.astype(str), reference_icodes=self.reference.icodes.astype(str),
             bond_lengths_a=self.bond_lengths_a, coeff_mask=self.coeff_mask,
             train_indices=self.train_indices, test_indices=self.test_indices,
             particle_indices=self.particle_indices,
             **({} if self.mode_vectors is None else {"mode_vectors": self.mode_vectors}),
         )
         write_json(run_dir / META, {"ref_index": self.ref_index, "history": self.history, "config": self.config,
-                                    "reference_source": self.reference.source})
+                                    "reference_source": self.reference.source,
+                                    "reference_notes": list(self.reference.notes)})
 
     @classmethod
     def _load(cls, run_dir: Path) -> ChainFitResult:
@@ -176,6 +178,9 @@ class ChainFitResult(StageResult):
             arrays = {k: data[k] for k in data.files}
         reference = ChainReference(arrays.pop("reference_coords_a"), arrays.pop("reference_resnames"),
                                    arrays.pop("reference_resids"), arrays.pop("reference_gaps"),
-                                   source=meta.get("reference_source", ""))
+                                   source=meta.get("reference_source", ""),
+                                   chain_ids=arrays.pop("reference_chain_ids", None),
+                                   icodes=arrays.pop("reference_icodes", None),
+                                   notes=tuple(meta.get("reference_notes", ())))
         return cls(reference=reference, ref_index=int(meta["ref_index"]), history=meta["history"],
                    config=meta["config"], **arrays)
