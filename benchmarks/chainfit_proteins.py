@@ -21,9 +21,8 @@ Per protein: the Laplacian eigenvectors of the spectral stage at its default set
 (``SpectralConfig()``), then the chain fit at its default settings (``ChainFitConfig()``:
 30 epochs, Adam, 10 eigenvectors, …) with ``basis="eigenvectors"`` (eq. 2.6 of seed 000)
 and ``basis="normal_modes"`` (per-particle amplitudes of the reference's slowest ANM modes,
-eq. 7 of 002_0d217c95809d417a.txt). With a chain-fit stage that has no ``basis`` setting yet,
-the eigenvector rows run without it (the stage's only basis) and the normal-mode rows are
-skipped with a note (``skipped`` in the JSON).
+eq. 7 of 002_0d217c95809d417a.txt). A basis the stage refuses is skipped with a note
+(``skipped`` in the JSON).
 
 Prints one JSON document — ``rows``: one per protein and basis, ``protein``, ``n_residues``,
 ``basis``, ``avg_error_before_A`` / ``max_error_before_A`` (the untrained reference, held-out
@@ -184,14 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         eigenvectors = run_spectral(dataset, SpectralConfig(seed=args.seed)).embedding()
         setup[f"spectral_{name}"] = time.perf_counter() - tic
         for basis in bases:
-            try:
-                config = ChainFitConfig(**overrides, basis=basis)
-            except TypeError as err:  # a chain-fit stage without the `basis` field: eigenvectors only
-                if basis != "eigenvectors":
-                    skipped.append({"protein": name, "basis": basis, "why": f"ChainFitConfig: {err}"})
-                    print(f"# {name} {basis}: skipped ({err})", file=sys.stderr)
-                    continue
-                config = ChainFitConfig(**overrides)
+            config = ChainFitConfig(**overrides, basis=basis)
             tic = time.perf_counter()
             try:
                 result = run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference)
