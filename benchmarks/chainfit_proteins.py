@@ -21,7 +21,9 @@ Per protein: the Laplacian eigenvectors of the spectral stage at its default set
 (``SpectralConfig()``), then the chain fit at its default settings (``ChainFitConfig()``:
 30 epochs, Adam, 10 eigenvectors, …) with ``basis="eigenvectors"`` (eq. 2.6 of seed 000)
 and ``basis="normal_modes"`` (per-particle amplitudes of the reference's slowest ANM modes,
-eq. 7 of 002_0d217c95809d417a.txt). A basis the stage refuses is skipped with a note
+eq. 7 of 002_0d217c95809d417a.txt, fitted to each image as in HEMNMA), and
+``normal_modes_pooled`` (the same modes, amplitudes expanded on the eigenvectors:
+``mode_amplitudes="eigenvectors"``). A basis the stage refuses is skipped with a note
 (``skipped`` in the JSON).
 
 Prints one JSON document — ``rows``: one per protein and basis, ``protein``, ``n_residues``,
@@ -48,7 +50,8 @@ epochs, so the fit keeps the whole image (``--fit-box-size 32`` would cut it fur
 Usage::
 
     python benchmarks/chainfit_proteins.py [--quick] [--json out.json] [--threads 1]
-        [--proteins adk,1a28,6msm] [--bases eigenvectors,normal_modes] [--fit-box-size 32]
+        [--proteins adk,1a28,6msm] [--bases eigenvectors,normal_modes,normal_modes_pooled]
+        [--fit-box-size 32]
 """
 
 from __future__ import annotations
@@ -72,7 +75,10 @@ PROTEINS = {
     "1a28": ("progesterone receptor LBD, chains A+B (ANM, 3 modes)", STRUCTURES / "1a28_ca.pdb", "A,B"),
     "6msm": ("CFTR chain A, cryo-EM, 4 gaps (ANM, 3 modes)", STRUCTURES / "6msm_A_ca.pdb", "A"),
 }
-BASES = ("eigenvectors", "normal_modes")
+BASES = ("eigenvectors", "normal_modes", "normal_modes_pooled")
+#: chain-fit settings of each row's model ("normal_modes_pooled": amplitudes expanded on the eigenvectors)
+BASIS_SETTINGS = {"eigenvectors": {"basis": "eigenvectors"}, "normal_modes": {"basis": "normal_modes"},
+                  "normal_modes_pooled": {"basis": "normal_modes", "mode_amplitudes": "eigenvectors"}}
 SNR = 0.05
 SIGMA_A = 3.0
 NORMAL_MODES = 3
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         eigenvectors = run_spectral(dataset, SpectralConfig(seed=args.seed)).embedding()
         setup[f"spectral_{name}"] = time.perf_counter() - tic
         for basis in bases:
-            config = ChainFitConfig(**overrides, basis=basis)
+            config = ChainFitConfig(**overrides, **BASIS_SETTINGS[basis])
             tic = time.perf_counter()
             try:
                 result = run_chainfit(dataset, config, eigenvectors=eigenvectors, reference=reference)

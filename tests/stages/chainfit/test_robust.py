@@ -155,3 +155,17 @@ def test_normal_mode_basis_recovers_the_modes_amplitudes(large_protein, tmp_path
     loaded = type(result).load(tmp_path)
     np.testing.assert_allclose(loaded.chains([0, 7]), result.chains([0, 7]), atol=1e-5)
     assert loaded.embedding().name == "normal-mode amplitudes"
+
+
+def test_pooled_normal_modes_follow_the_eigenvectors(large_protein):
+    """``mode_amplitudes="eigenvectors"``: b_i = C Φ_i, one map for all particles. With the true
+    amplitudes as the eigenvectors the motion is exactly in the model: the error all but vanishes,
+    far below what the per-image fit (1.08 Å) or the angle model (0.80 Å) reach on the same data."""
+    ds, phi = large_protein
+    cfg = ChainFitConfig(basis="normal_modes", mode_amplitudes="eigenvectors", n_eigenvectors=4, epochs=10)
+    result = run_chainfit(ds, cfg, eigenvectors=phi)
+    errors = np.array([h["avg_error_a"] for h in result.history])
+    assert errors.max() <= 1.2 * errors[0] and errors[-1] < 0.15 * errors[0], errors  # measured 1.75 → 0.10 Å
+    assert result.phi.shape == (len(ds), 6) and result.mode_vectors.shape[0] == 6
+    with pytest.raises(ValueError, match="spectral embedding"):
+        run_chainfit(ds, cfg)  # this variant needs the eigenvectors

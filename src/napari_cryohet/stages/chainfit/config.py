@@ -55,6 +55,11 @@ class ChainFitConfig(StageConfig):
         15.0, unit="Å", label="spring cutoff",
         help="Normal-mode model only: Cα atoms closer than this are joined by springs in the elastic network "
              "(anisotropic network model, Atilgan et al. 2001); 12-20 Å typical")
+    mode_amplitudes: str = param(
+        "per_particle", choices=("per_particle", "eigenvectors"), label="amplitudes from",
+        help="Normal-mode model only: 'per_particle' = each particle's amplitudes fitted to its own image, as in "
+             "HEMNMA (Jin et al. 2014); 'eigenvectors' = the amplitudes follow the spectral eigenvectors (one map "
+             "for all particles, as the angles do in Esteve-Yagüe et al. 2022), so each rests on all the images")
     mode_min_collectivity: float = param(
         0.1, minimum=0.0, maximum=1.0, unit="fraction", label="least collectivity",
         help="Normal-mode model only: skip modes in which fewer atoms move than this share (Brüschweiler 1995 "

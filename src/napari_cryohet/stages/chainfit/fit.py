@@ -30,6 +30,7 @@ from napari_cryohet.stages.chainfit.model import (
     scaled_eigenvectors,
 )
 from napari_cryohet.stages.chainfit.normal_modes import (
+    ModeExpansion,
     NormalModeAmplitudes,
     mode_displacements,
     prior_weights,
@@ -142,11 +143,11 @@ def run_chainfit(
         raise ValueError("reference: a 3D chain (m, 3) is needed for particle images; use run_chainfit_2d")
     k = int(config.n_eigenvectors)
     normal_modes = config.basis == "normal_modes"
-    if normal_modes:  # amplitudes of their own: the eigenvectors (if given) are not used
+    if normal_modes and config.mode_amplitudes == "per_particle":  # amplitudes of their own: no eigenvectors
         phi = np.zeros((n, 0), dtype=np.float32)
     elif eigenvectors is None:
-        raise ValueError("eigenvectors: the 'eigenvectors' basis needs a spectral embedding of the particles "
-                         "(or set basis='normal_modes')")
+        raise ValueError("eigenvectors: this model needs a spectral embedding of the particles (or set "
+                         "basis='normal_modes' with mode_amplitudes='per_particle')")
     else:
         phi = aligned_eigenvectors(eigenvectors, dataset, k)
     truth = dataset.ground_truth or {}
@@ -192,7 +193,7 @@ def run_chainfit(
         truth_coords=truth_coords, particle_indices=dataset_indices(dataset),
         data_hash=array_hash(phi, ref_np, positions.numpy(), frames.numpy()),
     )
-    model: SpectralAngles | NormalModeAmplitudes
+    model: SpectralAngles | NormalModeAmplitudes | ModeExpansion
     if normal_modes:
         report(progress, 0.0, f"elastic-network normal modes of the reference ({len(ref_np)} atoms)")
         displacements, eigenvalues, note = mode_displacements(ref_np, int(config.n_modes), float(config.mode_cutoff_a),
@@ -200,14 +201,18 @@ def run_chainfit(
         if note:
             report(progress, 0.0, note)
         weights = None
-        if config.mode_prior_a is not None:
+        if config.mode_prior_a is not None and config.mode_amplitudes == "per_particle":
             # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all noise)
             sample = np.arange(0, n, max(n // 256, 1))[:256]
             with torch.no_grad():
                 noise_var = float(misfit(ref.to(device, dtype).expand(len(sample), -1, -1), sample, False))
             weights = torch.as_tensor(prior_weights(eigenvalues, config.mode_prior_a, noise_var, d * d))
-        model = NormalModeAmplitudes(ref.to(device, dtype), torch.as_tensor(displacements, device=device, dtype=dtype),
-                                     n, steps_per_batch=config.mode_steps, prior_weights=weights)
+        if config.mode_amplitudes == "eigenvectors":
+            model = ModeExpansion(ref.to(device, dtype), torch.as_tensor(displacements, device=device, dtype=dtype), k)
+        else:
+            model = NormalModeAmplitudes(ref.to(device, dtype), torch.as_tensor(displacements, device=device,
+                                                                                dtype=dtype),
+                                         n, steps_per_batch=config.mode_steps, prior_weights=weights)
     else:
         scales = None
         if config.step_scaling == "lever_arm":

@@ -31,7 +31,7 @@ import torch
 
 from napari_cryohet.core.anm import anm_modes
 
-__all__ = ["NormalModeAmplitudes", "collectivity", "mode_displacements", "prior_weights"]
+__all__ = ["NormalModeAmplitudes", "ModeExpansion", "collectivity", "mode_displacements", "prior_weights"]
 
 
 def prior_weights(eigenvalues: np.ndarray, prior_a: float, noise_variance: float, n_pixels: int) -> np.ndarray:
@@ -130,3 +130,30 @@ class NormalModeAmplitudes(torch.nn.Module):
 
     def optimizer(self, learning_rate: float) -> torch.optim.Optimizer:
         return torch.optim.SparseAdam(list(self.parameters()), lr=learning_rate)
+
+
+class ModeExpansion(torch.nn.Module):
+    """``b_i = C Φ_i``: the normal-mode amplitudes expanded on the eigenvectors, as eq. 2.6 does for angles.
+
+    The pooled variant of the normal-mode model (``mode_amplitudes="eigenvectors"``): one
+    matrix ``C`` (modes × eigenvectors, Å of RMSD per unit of eigenvector) is fitted to the
+    training particles and applied to every particle, so each amplitude rests on all the
+    images instead of one (:class:`NormalModeAmplitudes`, HEMNMA's per-image fit). ``C = 0``
+    at the start: every particle starts as the reference.
+    """
+
+    def __init__(self, reference: torch.Tensor, displacements: torch.Tensor, n_eigenvectors: int):
+        super().__init__()
+        self.register_buffer("reference", reference)
+        self.register_buffer("displacements", displacements)  # (K, m, 3)
+        self.coeff = torch.nn.Parameter(torch.zeros(displacements.shape[0], n_eigenvectors, dtype=reference.dtype,
+                                                    device=reference.device))
+
+    def amplitudes(self, phi: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` amplitudes of particles with eigenvector rows ``phi (B, K')``."""
+        return phi @ self.coeff.T
+
+    def coords(self, problem, idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (train.Problem: no cycle)
+        """Chains ``(B, m, 3)`` of the particles in rows ``idx``."""
+        b = self.amplitudes(problem.phi[idx.to(problem.phi.device)])
+        return self.reference + torch.einsum("bk,kmd->bmd", b, self.displacements)

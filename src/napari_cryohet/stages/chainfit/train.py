@@ -43,7 +43,7 @@ from napari_cryohet.stages._common import (
 )
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.model import SpectralAngles, chain_errors
-from napari_cryohet.stages.chainfit.normal_modes import NormalModeAmplitudes
+from napari_cryohet.stages.chainfit.normal_modes import ModeExpansion, NormalModeAmplitudes
 from napari_cryohet.stages.chainfit.reference import ChainReference
 from napari_cryohet.stages.chainfit.result import ChainFitResult
 from napari_cryohet.stages.checkpoint import Checkpointer
@@ -232,7 +232,8 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     return history, train_idx, test_idx
 
 
-def make_result(problem: Problem, model: SpectralAngles | NormalModeAmplitudes, reference: ChainReference,
+def make_result(problem: Problem, model: SpectralAngles | NormalModeAmplitudes | ModeExpansion,
+                reference: ChainReference,
                 config: ChainFitConfig, history: list[dict[str, float]], train_idx: np.ndarray,
                 test_idx: np.ndarray) -> ChainFitResult:
     """The :class:`ChainFitResult` of a trained model (arrays on the CPU)."""
@@ -249,13 +250,15 @@ def make_result(problem: Problem, model: SpectralAngles | NormalModeAmplitudes, 
                   bond_lengths_a=np.broadcast_to(delta, (m - 1,)).copy(), history=history,
                   train_indices=train_idx, test_indices=test_idx, config=config.to_dict(),
                   particle_indices=problem.particle_indices)
-    if isinstance(model, NormalModeAmplitudes):
+    if isinstance(model, NormalModeAmplitudes | ModeExpansion):
         theta0, psi0 = chain_angles(model.reference.detach().cpu().double())
         k = model.displacements.shape[0]
         zeros = np.zeros((m - 2, k), dtype=np.float32)
+        amplitudes = (model.amplitudes.weight if isinstance(model, NormalModeAmplitudes)
+                      else model.amplitudes(problem.phi))  # (N, K) per particle either way
         return ChainFitResult(coeff_theta=zeros, coeff_psi=zeros, theta0=np64(theta0), psi0=np64(psi0),
-                              phi=np32(model.amplitudes.weight), coeff_mask=zeros,
-                              mode_vectors=np32(model.displacements), **common)
+                              phi=np32(amplitudes), coeff_mask=zeros, mode_vectors=np32(model.displacements),
+                              **common)
     a, b = model.coefficients()
     return ChainFitResult(coeff_theta=np32(a), coeff_psi=np32(b), theta0=np64(model.theta0), psi0=np64(model.psi0),
                           phi=np32(problem.phi), coeff_mask=np32(model.mask), **common)
