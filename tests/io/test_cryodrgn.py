@@ -10,6 +10,7 @@ import pytest
 from napari_cryohet.core.particle_dataset import CTFParams
 from napari_cryohet.core.rotation import euler_to_matrix
 from napari_cryohet.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_ctf_pkl, write_poses_pkl
+from napari_cryohet.io.errors import CorruptFileError
 from napari_cryohet.io.load_particles import load_dataset
 
 
@@ -93,6 +94,26 @@ def test_ctf_pickle_round_trip_and_columns(tmp_path):
     assert d == 48 and apix == pytest.approx(1.1)
     for name, value in ctf.as_dict().items():
         np.testing.assert_allclose(getattr(back, name), value, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_ctf_pickle_nan_phase_shift_and_named_nan_columns(tmp_path):
+    """cryoDRGN 4.3 writes NaN phase shifts when the .star has no rlnPhaseShift: read as 0° with a
+    warning; a NaN anywhere else is refused, naming the column and the first particle."""
+    row = [64, 1.5, 1.5e4, 1.4e4, 10.0, 300.0, 2.7, 0.1, np.nan]
+    arr = np.array([row] * 4, dtype=np.float32)
+    with open(tmp_path / "nan_phase.pkl", "wb") as f:
+        pickle.dump(arr, f)
+    with pytest.warns(UserWarning, match=r"phase shift\) is NaN for every particle.*read as 0°"):
+        ctf, d, apix = read_ctf_pkl(tmp_path / "nan_phase.pkl")
+    assert d == 64 and np.all(ctf.phase_shift_rad == 0.0) and np.all(ctf.voltage_kv == 300.0)
+    bad = arr.copy()
+    bad[:, 8] = 0.0
+    bad[2, 3] = np.nan
+    with open(tmp_path / "nan_defocus.pkl", "wb") as f:
+        pickle.dump(bad, f)
+    with pytest.raises(CorruptFileError, match=r"column 3 \(defocus_v_a\), first at particle 2") as err:
+        read_ctf_pkl(tmp_path / "nan_defocus.pkl")
+    assert "nan_defocus.pkl" in str(err.value)
 
 
 def test_stack_with_pickles_matches_star_dataset(tmp_path, star_maker, mrcs_writer):

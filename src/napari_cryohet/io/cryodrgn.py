@@ -22,6 +22,7 @@ Loading a pickle runs code from the file: open only pickles you trust.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +161,20 @@ def read_ctf_pkl(path: str | Path) -> tuple[CTFParams, int, float]:
     if len(arr) == 0:
         raise CorruptFileError(path, "no rows")
     arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise CorruptFileError(path, "CTF parameters contain NaN or infinite values")
+    phase = CTF_PKL_COLUMNS.index("phase_shift_deg")
+    missing_phase = np.isnan(arr[:, phase])
+    if missing_phase.all():
+        # cryoDRGN 4.3's parse_ctf_star writes NaN here when the .star has no rlnPhaseShift: no phase plate
+        warnings.warn(f"{path}: column {phase} (phase shift) is NaN for every particle (what cryoDRGN writes when "
+                      "the .star file has no rlnPhaseShift); read as 0°, i.e. no phase plate", stacklevel=2)
+        arr[:, phase] = 0.0
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        names = ", ".join(f"column {c} ({CTF_PKL_COLUMNS[c]})" for c in sorted(set(cols.tolist())))
+        raise CorruptFileError(path, f"{int(bad.sum())} NaN or infinite CTF values in {names}, first at particle "
+                               f"{int(rows[0])}; every particle needs a finite value",
+                               field=CTF_PKL_COLUMNS[int(cols[0])])
     for col, name in ((0, "D"), (1, "Apix")):
         if np.ptp(arr[:, col]) > 1e-6 * abs(arr[0, col]):
             raise CorruptFileError(path, f"column {name} differs between particles; one value is expected", field=name)
