@@ -232,13 +232,16 @@ def load_dataset(
     require: Iterable[str] = ("images",),
     validate: bool = False,
     ground_truth: bool = True,
+    project_dir: str | Path | None = None,
+    passthrough: str | Path | Iterable[str | Path] | None = None,
 ) -> ParticleDataset:
     """Open a particle dataset lazily (no image data read; see the module docstring).
 
     Parameters
     ----------
     path
-        A ``.star`` file, or a ``.mrcs``/``.mrc`` stack.
+        A ``.star`` file, a cryoSPARC ``.cs`` file (:mod:`napari_cryohet.io.cryosparc`), or a
+        ``.mrcs``/``.mrc`` stack.
     poses, ctf
         Optional cryoDRGN pose / CTF pickles; they override the star file's poses / CTF.
     apix
@@ -252,6 +255,10 @@ def load_dataset(
     ground_truth
         Load ``<stem>_truth.npz`` beside ``path`` when it exists (written by
         :func:`~napari_cryohet.io.write_particles.save_dataset`).
+    project_dir, passthrough
+        ``.cs`` files only: the cryoSPARC project folder that ``blob/path`` is relative to
+        (default: the ``.cs`` file's folder and its parents) and passthrough ``.cs`` files
+        merged by particle ``uid``.
 
     Returns
     -------
@@ -276,6 +283,13 @@ def load_dataset(
     ctf_pkl = (*read_ctf_pkl(ctf), Path(ctf)) if ctf is not None else None  # (ctf, D, apix, path)
     if path.suffix.lower() == ".star":
         ds = _load_star(path, apix=apix, ctf_pkl=ctf_pkl, poses_pkl=poses, require=require)
+    elif path.suffix.lower() == ".cs":
+        from napari_cryohet.io.cryosparc import read_cs
+
+        cs_require = require - ({"poses"} if poses is not None else set()) - ({"ctf"} if ctf is not None else set())
+        ds = read_cs(path, project_dir=project_dir, passthrough=passthrough, apix=apix, require=cs_require)
+        ds.rotations, ds.shifts_a, ds.ctf = _apply_pickles(path, len(ds), ds.box_size, ds.apix, ctf_pkl, poses,
+                                                           ds.rotations, ds.shifts_a, ds.ctf, path)
     else:
         ds = _load_stack(path, apix=apix, ctf_pkl=ctf_pkl, poses_pkl=poses, require=require)
     if ctf is not None:
