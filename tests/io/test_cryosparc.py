@@ -18,7 +18,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from napari_cryohet.cli import main as cli_main
-from napari_cryohet.io.cryosparc import cs_rotations, read_cs, read_cs_fields
+from napari_cryohet.io.cryosparc import cs_rotations, read_cs, read_cs_ctf, read_cs_fields
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CountMismatchError,
@@ -119,25 +119,56 @@ def test_rotation_vector_hand_computed():
     np.testing.assert_allclose(r[1], [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-7)
 
 
-@pytest.mark.skipif(not (CRYODRGN_REPO / "HEAD").exists() and not (CRYODRGN_REPO / ".git").exists(),
-                    reason="no local copy of cryoDRGN's repository (set CRYODRGN_REPO)")
-def test_matches_cryodrgn_parsed_poses(tmp_path):
-    """cryoDRGN's test .cs and the pose pickle its parse_pose_csparc wrote from it (not committed here)."""
-    def show(name):
-        out = tmp_path / Path(name).name
-        out.write_bytes(subprocess.run(["git", "-C", str(CRYODRGN_REPO), "show", f"HEAD:tests/data/{name}"],
-                                       check=True, capture_output=True).stdout)
-        return out
+needs_cryodrgn = pytest.mark.skipif(
+    not (CRYODRGN_REPO / "HEAD").exists() and not (CRYODRGN_REPO / ".git").exists(),
+    reason="no local copy of cryoDRGN's repository (set CRYODRGN_REPO)")
 
-    fields, _ = read_cs_fields(show("cryosparc_P12_J24_001_particles.cs"))
+
+def _cryodrgn_file(folder: Path, name: str) -> Path:
+    """A file of cryoDRGN's tests/data, copied into ``folder`` from the local git copy (never committed here)."""
+    out = folder / name
+    out.write_bytes(subprocess.run(["git", "-C", str(CRYODRGN_REPO), "show", f"HEAD:tests/data/{name}"],
+                                   check=True, capture_output=True).stdout)
+    return out
+
+
+@needs_cryodrgn
+def test_matches_cryodrgn_parsed_poses(tmp_path):
+    """cryoDRGN's test .cs and the pose / CTF pickles its parse_*_csparc wrote from it."""
+    def show(name):
+        return _cryodrgn_file(tmp_path, name)
+
+    cs = show("cryosparc_P12_J24_001_particles.cs")
+    fields, _ = read_cs_fields(cs)
     with open(show("pose.cs.pkl"), "rb") as f:
         rot, trans = pickle.load(f)
+    with open(show("ctf2.pkl"), "rb") as f:  # parse_ctf_csparc's output for the same file
+        ctf_pkl = np.asarray(pickle.load(f), dtype=np.float64)
+    ctf = read_cs_ctf(cs)
+    ours = np.stack([ctf.defocus_u_a, ctf.defocus_v_a, np.rad2deg(ctf.defocus_angle_rad), ctf.voltage_kv,
+                     ctf.cs_mm, ctf.amplitude_contrast, np.rad2deg(ctf.phase_shift_rad)], -1)
+    np.testing.assert_allclose(ours, ctf_pkl[:, 2:], rtol=1e-6, atol=1e-4)
+    assert np.all(ctf_pkl[:, 1] == fields["blob/psize_A"])
     d = int(fields["blob/shape"][0, 0])
     err_r = np.abs(cs_rotations(fields["alignments3D/pose"]) - rot).max()
     err_t = np.abs(fields["alignments3D/shift"] / d - trans).max()
     print(f"{len(rot)} particles: |ΔR|max = {err_r:.2e}, |Δtrans|max = {err_t:.2e} (fraction of {d} px)")
     assert err_r < 1e-5
     assert err_t < 1e-7
+
+
+@needs_cryodrgn
+def test_real_cryosparc_import_matches_its_star(tmp_path):
+    """cryoDRGN's empiar_10076_7: a cryoSPARC-imported .cs, its .mrc and the RELION star of the same 7 images."""
+    for name in ("empiar_10076_7.cs", "empiar_10076_7.mrc", "empiar_10076_7.star"):
+        _cryodrgn_file(tmp_path, name)
+    cs = load_dataset(tmp_path / "empiar_10076_7.cs", require=("images", "ctf"))
+    star = load_dataset(tmp_path / "empiar_10076_7.star", require=("images", "ctf"))
+    assert len(cs) == 7 and cs.box_size == 320 and cs.rotations is None
+    assert cs.apix == pytest.approx(star.apix, rel=1e-6)
+    np.testing.assert_array_equal(cs.get_images(np.arange(7)), star.get_images(np.arange(7)))
+    for name, v in cs.ctf.as_dict().items():  # .cs values are float32
+        np.testing.assert_allclose(v, getattr(star.ctf, name), rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 # --------------------------------------------------------------------------- units, merge, paths

@@ -79,7 +79,7 @@ from napari_cryohet.io.errors import (
 from napari_cryohet.io.mrc_header import read_stack_header
 from napari_cryohet.io.mrc_stack import MrcStack, MultiFileStack
 
-__all__ = ["CS_CTF_FIELDS", "CS_POSE_FIELDS", "read_cs", "read_cs_fields", "cs_rotations"]
+__all__ = ["CS_CTF_FIELDS", "CS_POSE_FIELDS", "read_cs", "read_cs_fields", "read_cs_ctf", "cs_rotations"]
 
 CS_POSE_FIELDS = ("alignments3D/pose", "alignments3D/shift")
 CS_CTF_FIELDS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast")
@@ -252,6 +252,17 @@ def _ctf(path, fields, origin, required: bool) -> CTFParams | None:
         phase_shift_rad=phase,
         bfactor_a2=np.zeros(n),
     )
+
+
+def read_cs_ctf(path: str | Path, *, passthrough: str | Path | Sequence[str | Path] | None = None) -> CTFParams:
+    """The CTF of a ``.cs`` file (and its passthrough files) alone; no stack is opened.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError, MissingColumnError, CountMismatchError
+    """
+    fields, origin = read_cs_fields(path, passthrough)
+    return _ctf(Path(path), fields, origin, required=True)
 
 
 # --------------------------------------------------------------------------- stacks
