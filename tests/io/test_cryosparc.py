@@ -273,4 +273,20 @@ def test_info_on_a_cs_file(cs_case, capsys):
     assert info["box"] == "16 px"
     assert float(info["pixel size"].split()[0]) == pytest.approx(star.apix)
     assert info["poses"] == info["shifts"] == info["ctf"] == "yes"
+    assert info["kind"] == "cryoSPARC particles (.cs)"
     assert info["defocus"].startswith(f"{star.defocus_u.min():.0f} – {star.defocus_u.max():.0f}")
+
+
+def test_napari_reader_opens_a_cs_file(cs_case):
+    """File ▸ Open on a .cs: one particle-stack layer carrying the dataset with its poses and CTF,
+    equal to the RELION file's for the same particles."""
+    from napari_cryohet.plugin._reader import get_reader
+
+    star, ds_star, fields, cs = cs_case
+    reader = get_reader(str(cs))
+    assert reader is not None
+    (data, kwargs, kind), = reader(str(cs))
+    assert kind == "image" and data.shape == (12, 16, 16)
+    ds = next(v for k, v in kwargs["metadata"].items() if k.endswith("dataset"))
+    np.testing.assert_allclose(ds.rotations, ds_star.rotations, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(data[3]), np.asarray(ds_star.images[3]))

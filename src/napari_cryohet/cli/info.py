@@ -1,4 +1,4 @@
-"""Summarise a particle file: ``cryohet info FILE`` (.star, .mrcs, .mrc/.map).
+"""Summarise a particle file: ``cryohet info FILE`` (.star, .cs, .mrcs, .mrc/.map).
 
 Prints the number of particles, the box size, the pixel size, whether poses and CTF are
 present and which metadata columns the file holds. Reads headers and tables only, never
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+#: What ``cryohet info`` calls each particle file by its suffix (anything else: a particle stack).
+KINDS = {".star": "star file", ".cs": "cryoSPARC particles (.cs)"}
 
 __all__ = ["add_args", "main", "summarize"]
 
@@ -36,7 +39,7 @@ def summarize(path: str | Path) -> str:
     optics = ds.meta.get("optics")
     lines = [
         f"file:        {path}",
-        f"kind:        {'star file' if path.suffix.lower() == '.star' else 'particle stack'}"
+        f"kind:        {KINDS.get(path.suffix.lower(), 'particle stack')}"
         + (f" ({ds.meta['star_format']})" if "star_format" in ds.meta else ""),
         f"particles:   {len(ds)}",
         f"box:         {ds.box_size} px",

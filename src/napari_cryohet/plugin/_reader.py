@@ -1,4 +1,4 @@
-"""napari reader for particle stacks and maps: ``.star``, ``.mrcs``, ``.mrc``, ``.map``.
+"""napari reader for particle stacks and maps: ``.star``, ``.cs``, ``.mrcs``, ``.mrc``, ``.map``.
 
 Nothing here reads a whole stack: napari gets the lazy stack object (memory-mapped MRC or
 a :class:`~napari_cryohet.core.particle_dataset.SubsetStack`) and explicit contrast limits computed
@@ -7,6 +7,8 @@ from a few sampled images, so opening a 10^6-particle star file reads only those
 - ``.star`` → one image layer ``(N, D, D)`` (slider over particles) whose
   ``metadata["cryohet_dataset"]`` is the :class:`ParticleDataset` and whose
   ``metadata["cryohet_table"]`` is the per-particle table (a DataFrame, every star column).
+- ``.cs`` (cryoSPARC particles, :mod:`napari_cryohet.io.cryosparc`) → the same, with poses
+  and CTF; stack paths are looked up from the file's folder upwards (the project folder).
 - ``.mrcs`` (and ``.mrc`` whose ``nz != nx``) → the same kind of stack layer, without poses.
 - ``.mrc``/``.map`` with ``nz == ny == nx`` → a 3D volume with ``scale = apix``.
 
@@ -38,7 +40,7 @@ __all__ = [
 DATASET_KEY = "cryohet_dataset"
 #: ``layer.metadata`` key of the per-particle table (``dataset.table``).
 TABLE_KEY = "cryohet_table"
-STACK_SUFFIXES = (".star", ".mrcs", ".mrc", ".map")
+STACK_SUFFIXES = (".star", ".cs", ".mrcs", ".mrc", ".map")
 
 LayerData = tuple[Any, dict, str]
 
@@ -78,7 +80,7 @@ def read_path(path: str | Path) -> list[LayerData]:
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".star":
+    if suffix in (".star", ".cs"):
         return [dataset_layer_data(load_dataset(path), name=path.stem)]
     if suffix == ".map" or (suffix == ".mrc" and _is_cubic(read_stack_header(path, require_even_square=False))):
         volume, apix = read_volume(path)
