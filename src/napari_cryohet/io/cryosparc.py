@@ -76,6 +76,9 @@ from napari_cryohet.io.errors import (
     PixelSizeError,
     StackIndexError,
 )
+from napari_cryohet.io.load_particles import (
+    single_pixel_size,  # (load_particles imports this module lazily)
+)
 from napari_cryohet.io.mrc_header import read_stack_header
 from napari_cryohet.io.mrc_stack import MrcStack, MultiFileStack
 
@@ -187,16 +190,6 @@ def _numeric(fields, origin, name: str, shape: tuple[int, ...] = ()) -> np.ndarr
     return out
 
 
-def _single(src: Path, values: np.ndarray, name: str) -> float:
-    if (values <= 0).any():
-        raise PixelSizeError(src, f"non-positive pixel size {values[values <= 0][0]:g}", field=name)
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo > 1e-5 * hi:
-        raise PixelSizeError(src, f"pixel size differs between particles ({lo:g} to {hi:g} Å/px); one pixel size "
-                             "per dataset is supported", field=name)
-    return float(values[0])
-
-
 def cs_rotations(rotvec: np.ndarray) -> np.ndarray:
     """cryoSPARC rotation vectors ``(N, 3)`` → ``(N, 3, 3)`` float32 poses (RELION convention).
 
@@ -218,7 +211,7 @@ def _poses(path, fields, origin, apix: float, blob_apix: float | None, required:
         shifts_px = _numeric(fields, origin, shift_name, (2,))
         scale = apix
         if "alignments3D/psize_A" in fields and blob_apix is not None:
-            align_apix = _single(origin["alignments3D/psize_A"],
+            align_apix = single_pixel_size(origin["alignments3D/psize_A"],
                                  _numeric(fields, origin, "alignments3D/psize_A"), "alignments3D/psize_A")
             scale = apix * align_apix / blob_apix  # pixels of the alignment, in the dataset's Å
         shifts = shifts_px * scale
@@ -405,7 +398,7 @@ def read_cs(
                                field="project_dir")
     fields, origin = read_cs_fields(path, passthrough)
     images = _stack(path, fields, origin, proj)
-    blob_apix = (_single(origin["blob/psize_A"], _numeric(fields, origin, "blob/psize_A"), "blob/psize_A")
+    blob_apix = (single_pixel_size(origin["blob/psize_A"], _numeric(fields, origin, "blob/psize_A"), "blob/psize_A")
                  if "blob/psize_A" in fields else None)
     if apix is not None:
         if not (np.isfinite(apix) and apix > 0):

@@ -127,7 +127,8 @@ class _Columns:
         return out
 
 
-def _single_apix(path: Path, values: np.ndarray, field: str) -> float:
+def single_pixel_size(path: Path, values: np.ndarray, field: str) -> float:
+    """The one pixel size of ``values`` (Å/px, per particle from ``field`` of ``path``), or a named error."""
     if (values <= 0).any():
         raise PixelSizeError(path, f"non-positive pixel size {values[values <= 0][0]}", field=field)
     lo, hi = float(values.min()), float(values.max())
@@ -141,12 +142,12 @@ def _star_apix(path: Path, cols: _Columns) -> float | None:
     for name in ("rlnImagePixelSize", "rlnPixelSize"):
         v = cols.get(name)
         if v is not None:
-            return _single_apix(path, v, name)
+            return single_pixel_size(path, v, name)
     det, mag = cols.get("rlnDetectorPixelSize"), cols.get("rlnMagnification")
     if det is not None and mag is not None:
         if (mag <= 0).any():
             raise PixelSizeError(path, "non-positive magnification", field="rlnMagnification")
-        return _single_apix(path, det * 1e4 / mag, "rlnDetectorPixelSize/rlnMagnification")
+        return single_pixel_size(path, det * 1e4 / mag, "rlnDetectorPixelSize/rlnMagnification")
     return None
 
 
