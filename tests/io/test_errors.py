@@ -265,14 +265,17 @@ def test_pickle_counts_must_match_the_stack(tmp_path, mrcs_writer):
     assert_names(e, tmp_path / "c.pkl", "N", "6 particles")
 
 
-def test_ctf_pickle_box_size_must_match(tmp_path, mrcs_writer):
+def test_ctf_pickle_of_the_full_size_rescales_the_pixel_size(tmp_path, mrcs_writer):
+    """A CTF pickle parsed at the extraction size (16 px, 1 Å/px) with a stack downsampled to 8 px:
+    the pixel size becomes 2 Å/px (as cryoDRGN reads such a pair), with a warning naming both."""
     from napari_cryohet.core.particle_dataset import CTFParams
 
-    stack = mrcs_writer(tmp_path / "s.mrcs", np.zeros((3, 8, 8), np.float32), 1.0)
+    stack = mrcs_writer(tmp_path / "s.mrcs", np.zeros((3, 8, 8), np.float32), 0.0)
     write_ctf_pkl(tmp_path / "c.pkl", CTFParams.constant(3, defocus_u_a=1e4), box_size=16, apix=1.0)
-    with pytest.raises(ImageShapeError) as e:
-        load_dataset(stack, ctf=tmp_path / "c.pkl")
-    assert_names(e, tmp_path / "c.pkl", "D", "D=16")
+    with pytest.warns(UserWarning, match=r"c\.pkl: made for 16-px images at 1 Å/px, the images are 8 px.*2 Å/px"):
+        ds = load_dataset(stack, ctf=tmp_path / "c.pkl")
+    assert ds.apix == pytest.approx(2.0) and ds.box_size == 8
+    np.testing.assert_allclose(ds.ctf.defocus_u_a, 1e4)  # the CTF itself is physical: unchanged
 
 
 def test_pose_pickle_translation_count_mismatch_and_garbage(tmp_path):

@@ -49,6 +49,7 @@ every original value. How ``index@stack`` names are parsed and resolved is
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,7 +62,6 @@ from napari_cryohet.io.cryodrgn import check_count, read_ctf_pkl, read_poses_pkl
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CountMismatchError,
-    ImageShapeError,
     MissingColumnError,
     PixelSizeError,
 )
@@ -307,16 +307,32 @@ def load_dataset(
 def _apply_pickles(ds_path: Path, n: int, d: int, apix: float, ctf_pkl, poses_pkl, rotations, shifts, ctf,
                    stack_name: str | Path):
     if ctf_pkl is not None:
-        ctf_params, ctf_d, _, ctf_path = ctf_pkl
-        if ctf_d != d:
-            raise ImageShapeError(ctf_path, f"box size D={ctf_d} in the CTF pickle but the images are {d} px",
-                                  field="D")
+        ctf_params, _, _, ctf_path = ctf_pkl  # another box size: the pixel size was rescaled (_pickle_apix)
         check_count(ctf_path, len(ctf_params), n, stack_name)
         ctf = ctf_params
     if poses_pkl is not None:
         rotations, shifts = read_poses_pkl(poses_pkl, box_size=d, apix=apix)
         check_count(poses_pkl, len(rotations), n, stack_name)
     return rotations, shifts, ctf
+
+
+def _pickle_apix(ctf_pkl, d: int) -> float | None:
+    """The CTF pickle's pixel size for images of ``d`` px: rescaled when the pickle was made at another box.
+
+    cryoDRGN's users parse the CTF at the full extraction size (``D = 512``) and train on a
+    downsampled stack (64 px); the defocus and the other CTF parameters are physical, only
+    the pixel size changes, by ``D / d``, as cryoDRGN does when it loads such a pair.
+    """
+    if ctf_pkl is None:
+        return None
+    _, ctf_d, ctf_apix, ctf_path = ctf_pkl
+    if ctf_d == d:
+        return ctf_apix
+    apix = ctf_apix * ctf_d / d
+    warnings.warn(f"{ctf_path}: made for {ctf_d}-px images at {ctf_apix:g} Å/px, the images are {d} px: "
+                  f"read with a pixel size of {apix:g} Å/px (the stack downsampled by {ctf_d / d:g}, as cryoDRGN "
+                  "assumes)", stacklevel=3)
+    return apix
 
 
 def _resolve_apix(path: Path, explicit: float | None, *candidates: float | None) -> float:
@@ -343,7 +359,7 @@ def _load_star(path: Path, *, apix, ctf_pkl, poses_pkl, require) -> ParticleData
                                  "(expected 'index@stack')", field="rlnImageName")
     images = _star_stack(path, parts["rlnImageName"])
     cols = _Columns(path, tables)
-    pkl_apix = ctf_pkl[2] if ctf_pkl is not None else None
+    pkl_apix = _pickle_apix(ctf_pkl, images.shape[-1])
     apix = _resolve_apix(path, apix, _star_apix(path, cols), pkl_apix, images.stacks[0].apix)
     rotations, shifts = _star_poses(path, cols, apix, required="poses" in require and poses_pkl is None)
     ctf = _star_ctf(path, cols, required="ctf" in require and ctf_pkl is None)
@@ -364,7 +380,7 @@ def _load_star(path: Path, *, apix, ctf_pkl, poses_pkl, require) -> ParticleData
 
 def _load_stack(path: Path, *, apix, ctf_pkl, poses_pkl, require) -> ParticleDataset:
     stack = open_stack(path)
-    pkl_apix = ctf_pkl[2] if ctf_pkl is not None else None
+    pkl_apix = _pickle_apix(ctf_pkl, stack.shape[-1])
     apix = _resolve_apix(path, apix, pkl_apix, stack.apix)
     if "poses" in require and poses_pkl is None:
         raise MissingColumnError(path, "poses are required but a bare stack has none; pass poses=<pose pickle>",
