@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_cryohet.core.rotation import euler_to_matrix
+from napari_cryohet.io.errors import CorruptFileError
 from napari_cryohet.io.image_names import resolve_stack_path
 from napari_cryohet.io.load_particles import load_dataset
 from napari_cryohet.io.mrc_stack import MultiFileStack
@@ -92,3 +93,24 @@ def test_missing_poses_and_ctf_are_none_unless_required(tmp_path, star_maker):
     ds = load_dataset(stripped)
     assert ds.rotations is None and ds.ctf is not None
     assert len(table.particles) == len(ds)
+
+
+def test_premultiplied_ctf_is_refused_and_image_size_mismatch_warns(tmp_path, star_maker):
+    """rlnCtfDataAreCtfPremultiplied = 1 (images multiplied by their CTF at extraction) is refused
+    by name; an rlnImageSize that differs from the stacks' images warns, naming both sizes."""
+    import starfile
+
+    case = star_maker(tmp_path, n=6, d=16)
+    blocks = starfile.read(case.path, always_dict=True)
+    optics = blocks["optics"].copy()
+    optics["rlnImageSize"] = 448
+    starfile.write({"optics": optics, "particles": blocks["particles"]}, tmp_path / "size.star")
+    with pytest.warns(UserWarning, match=r"size\.star: rlnImageSize says 448 px but the stacks' images are 16 px"):
+        ds = load_dataset(tmp_path / "size.star")
+    assert ds.box_size == 16 and len(ds) == 6
+    optics["rlnImageSize"] = 16
+    optics["rlnCtfDataAreCtfPremultiplied"] = [0, 1][: len(optics)] if len(optics) > 1 else 1
+    starfile.write({"optics": optics, "particles": blocks["particles"]}, tmp_path / "premult.star")
+    with pytest.raises(CorruptFileError, match="rlnCtfDataAreCtfPremultiplied") as err:
+        load_dataset(tmp_path / "premult.star")
+    assert "premult.star" in str(err.value)

@@ -316,6 +316,30 @@ def _apply_pickles(ds_path: Path, n: int, d: int, apix: float, ctf_pkl, poses_pk
     return rotations, shifts, ctf
 
 
+def _check_image_flags(path: Path, cols: _Columns, d: int) -> None:
+    """RELION's statements about the images, checked against what the stages assume.
+
+    ``rlnCtfDataAreCtfPremultiplied = 1``: the images were multiplied by their CTF at
+    extraction; every stage here models raw images (``CTF · projection``), so such data are
+    refused by name rather than fitted with the wrong model. ``rlnImageSize`` that differs
+    from the stacks' images (a star file from one extraction, stacks from another, e.g.
+    downsampled): a warning naming both, as the pixel size in the star file may be the
+    other extraction's.
+    """
+    flag = cols.get("rlnCtfDataAreCtfPremultiplied")
+    if flag is not None and (flag != 0).any():
+        raise CorruptFileError(path, f"{int((flag != 0).sum())} particle(s) have rlnCtfDataAreCtfPremultiplied = "
+                               "1: their images were multiplied by the CTF at extraction, which the analyses "
+                               "here do not model; extract the particles without CTF premultiplication",
+                               field="rlnCtfDataAreCtfPremultiplied")
+    size = cols.get("rlnImageSize")
+    if size is not None and (size != d).any():
+        other = int(size[np.flatnonzero(size != d)[0]])
+        warnings.warn(f"{path}: rlnImageSize says {other} px but the stacks' images are {d} px; the images are "
+                      f"used as they are, and a pixel size taken from this file belongs to the {other}-px images "
+                      f"(pass apix= for the {d}-px ones)", stacklevel=4)
+
+
 def _pickle_apix(ctf_pkl, d: int) -> float | None:
     """The CTF pickle's pixel size for images of ``d`` px: rescaled when the pickle was made at another box.
 
@@ -359,6 +383,7 @@ def _load_star(path: Path, *, apix, ctf_pkl, poses_pkl, require) -> ParticleData
                                  "(expected 'index@stack')", field="rlnImageName")
     images = _star_stack(path, parts["rlnImageName"])
     cols = _Columns(path, tables)
+    _check_image_flags(path, cols, images.shape[-1])
     pkl_apix = _pickle_apix(ctf_pkl, images.shape[-1])
     apix = _resolve_apix(path, apix, _star_apix(path, cols), pkl_apix, images.stacks[0].apix)
     rotations, shifts = _star_poses(path, cols, apix, required="poses" in require and poses_pkl is None)
