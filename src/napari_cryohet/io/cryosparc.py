@@ -72,15 +72,13 @@ from napari_cryohet.io.errors import (
     ImageShapeError,
     MissingColumnError,
     MissingFileError,
-    MissingStackError,
     PixelSizeError,
-    StackIndexError,
 )
+from napari_cryohet.io.image_names import open_indexed_stacks
 from napari_cryohet.io.load_particles import (
-    single_pixel_size,  # (load_particles imports this module lazily)
+    single_pixel_size,  # load_particles imports this module lazily
 )
-from napari_cryohet.io.mrc_header import read_stack_header
-from napari_cryohet.io.mrc_stack import MrcStack, MultiFileStack
+from napari_cryohet.io.mrc_stack import MultiFileStack
 
 __all__ = ["CS_CTF_FIELDS", "CS_POSE_FIELDS", "read_cs", "read_cs_fields", "read_cs_ctf", "cs_rotations"]
 
@@ -260,13 +258,16 @@ def read_cs_ctf(path: str | Path, *, passthrough: str | Path | Sequence[str | Pa
 
 # --------------------------------------------------------------------------- stacks
 
-def _stack_candidates(cs_dir: Path, project_dir: Path | None, name: str) -> list[Path]:
+def _find_stack(cs_dir: Path, project_dir: Path | None, name: str) -> Path | None:
+    """``blob/path`` as it is (absolute), under ``project_dir``, or under the ``.cs`` folder or a parent."""
     p = Path(name)
     if p.is_absolute():
-        return [p]
-    if project_dir is not None:
-        return [project_dir / p]
-    return [cs_dir / p, *(anc / p for anc in cs_dir.resolve().parents)]
+        cands = [p]
+    elif project_dir is not None:
+        cands = [project_dir / p]
+    else:
+        cands = [cs_dir / p, *(anc / p for anc in cs_dir.resolve().parents)]
+    return next((c for c in cands if c.is_file()), None)
 
 
 def _blob_paths(path: Path, fields, origin) -> np.ndarray:
@@ -293,45 +294,23 @@ def _stack(path: Path, fields, origin, project_dir: Path | None) -> MultiFileSta
     if idx_raw.dtype.kind not in "iu" or idx_raw.shape[1:] != ():
         raise CorruptFileError(origin["blob/idx"], f"field has dtype {idx_raw.dtype}; expected one integer image "
                                "index per particle", field="blob/idx")
-    index = idx_raw.astype(np.int64)
-    codes, uniques = pd.factorize(pd.Series(names), sort=False)
-    cs_dir = path.parent
-    stacks = []
-    for code, name in enumerate(uniques):
-        cands = _stack_candidates(cs_dir, project_dir, name)
-        found = next((c for c in cands if c.is_file()), None)
-        if found is None:
-            rows = np.flatnonzero(codes == code)
-            where = (f"in the project folder {project_dir}" if project_dir is not None
-                     else f"in {cs_dir} and its parent folders")
-            raise MissingStackError(
-                origin["blob/path"],
-                f"stack {name!r} (named by {len(rows)} particle(s), first row {rows[0]}) does not exist; looked "
-                f"{where}. blob/path is relative to the cryoSPARC project folder: pass project_dir=<that folder>",
-                field="blob/path",
-            )
-        stacks.append(MrcStack(found, header=read_stack_header(found)))
-    n_images = np.array([s.shape[0] for s in stacks], dtype=np.int64)
-    bad = (index < 0) | (index >= n_images[codes])
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        s = stacks[codes[r]]
-        raise StackIndexError(origin["blob/idx"], f"row {r}: image {index[r]} of {s.path} but it holds {s.shape[0]} "
-                              f"images (blob/idx is 0-based; {int(bad.sum())} row(s) out of range)", field="blob/idx")
-    sizes = {s.shape[1:] for s in stacks}
-    if len(sizes) > 1:
-        detail = ", ".join(f"{s.path.name}: {s.shape[2]}x{s.shape[1]}" for s in stacks[:6])
-        raise ImageShapeError(path, f"stacks have different image sizes ({detail})", field="blob/path")
+    where = (f"in the project folder {project_dir}" if project_dir is not None
+             else f"in {path.parent} and its parent folders")
+    images = open_indexed_stacks(
+        path, names, idx_raw.astype(np.int64), first_index=0,
+        resolve=lambda name: _find_stack(path.parent, project_dir, name), field="blob/path",
+        where=f"{where}. blob/path is relative to the cryoSPARC project folder: pass project_dir=<that folder>",
+        names_source=origin["blob/path"], index_source=origin["blob/idx"])
     if "blob/shape" in fields:
         shape = fields["blob/shape"]
         if shape.dtype.kind in "iu" and shape.shape[1:] == (2,):
-            ny, nx = stacks[0].shape[1:]
+            ny, nx = images.shape[1:]
             off = (shape[:, 0] != ny) | (shape[:, 1] != nx)
             if off.any():
                 r = int(np.flatnonzero(off)[0])
                 raise ImageShapeError(origin["blob/shape"], f"row {r}: blob/shape is {tuple(int(v) for v in shape[r])} "
                                       f"but the stack images are {ny}x{nx} px", field="blob/shape")
-    return MultiFileStack(stacks, codes, index, source=path)
+    return images
 
 
 def _table(fields: dict[str, np.ndarray]) -> pd.DataFrame:

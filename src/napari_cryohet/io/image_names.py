@@ -14,6 +14,7 @@ every stack's header. Writing: ``_positional_names`` (``000001@stack`` ... in ro
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from napari_cryohet.io.errors import (
 from napari_cryohet.io.mrc_header import read_stack_header
 from napari_cryohet.io.mrc_stack import MrcStack, MultiFileStack
 
-__all__ = ["resolve_stack_path"]
+__all__ = ["resolve_stack_path", "open_indexed_stacks"]
 
 _PARENT_LEVELS = 3
 
@@ -99,37 +100,54 @@ def _star_stack(star_path: Path, names: pd.Series) -> MultiFileStack:
         r = int(np.flatnonzero(bad)[0])
         raise CorruptFileError(star_path, f"row {r + 1}: image name {names.iloc[r]!r} is not 'index@stack'",
                                field="rlnImageName")
-    index = index.astype(np.int64)
-    codes, uniques = pd.factorize(file_text, sort=False)
     star_dir = star_path.parent
+    return open_indexed_stacks(
+        star_path, file_text.to_numpy(dtype=str), index.astype(np.int64), first_index=1,
+        resolve=lambda name: resolve_stack_path(star_dir, name), field="rlnImageName",
+        where=f"in {star_dir}, its parent folders and the working directory")
+
+
+def open_indexed_stacks(source: Path, file_names: np.ndarray, index: np.ndarray, *, first_index: int,
+                        resolve: Callable[[str], Path | None], field: str, where: str,
+                        index_source: Path | None = None, names_source: Path | None = None) -> MultiFileStack:
+    """The lazy stack of particles ``i`` = image ``index[i]`` of stack file ``file_names[i]``.
+
+    Shared by the RELION (``index@stack``, 1-based) and cryoSPARC (``blob/path`` +
+    ``blob/idx``, 0-based: ``first_index``) readers: each distinct file is found with
+    ``resolve`` (``None``: missing, reported with ``where`` — where it was looked for), its
+    header read and checked; indices out of range and stacks of different image sizes are
+    named errors. Errors name ``source`` (or ``names_source`` / ``index_source``, the file a
+    field came from) and ``field``; rows are counted from ``first_index`` as well.
+    """
+    codes, uniques = pd.factorize(pd.Series(file_names), sort=False)
     stacks = []
     for code, name in enumerate(uniques):
-        resolved = resolve_stack_path(star_dir, name)
+        resolved = resolve(name)
         if resolved is None:
             rows = np.flatnonzero(codes == code)
             raise MissingStackError(
-                star_path,
-                f"stack {name!r} (named by {len(rows)} row(s), first row {rows[0] + 1}) does not exist; "
-                f"looked in {star_dir}, its parent folders and the working directory",
-                field="rlnImageName",
+                names_source or source,
+                f"stack {name!r} (named by {len(rows)} row(s), first row {rows[0] + first_index}) does not exist; "
+                f"looked {where}",
+                field=field,
             )
         stacks.append(MrcStack(resolved, header=read_stack_header(resolved)))
     n_images = np.array([s.shape[0] for s in stacks], dtype=np.int64)
-    out_of_range = (index < 1) | (index > n_images[codes])
+    out_of_range = (index < first_index) | (index >= n_images[codes] + first_index)
     if out_of_range.any():
         r = int(np.flatnonzero(out_of_range)[0])
         s = stacks[codes[r]]
         raise StackIndexError(
-            star_path,
-            f"row {r + 1}: {names.iloc[r]!r} points to image {index[r]} but {s.path} holds {s.shape[0]} images "
-            f"(indices are 1-based; {int(out_of_range.sum())} row(s) out of range)",
-            field="rlnImageName",
+            index_source or source,
+            f"row {r + first_index}: {file_names[r]!r} image {index[r]} but {s.path} holds {s.shape[0]} images "
+            f"(indices are {first_index}-based; {int(out_of_range.sum())} row(s) out of range)",
+            field=field,
         )
     sizes = {s.shape[1:] for s in stacks}
     if len(sizes) > 1:
         detail = ", ".join(f"{s.path.name}: {s.shape[2]}x{s.shape[1]}" for s in stacks[:6])
-        raise ImageShapeError(star_path, f"stacks have different image sizes ({detail})", field="rlnImageName")
-    return MultiFileStack(stacks, codes, index - 1, source=star_path)
+        raise ImageShapeError(source, f"stacks have different image sizes ({detail})", field=field)
+    return MultiFileStack(stacks, codes, index - first_index, source=source)
 
 
 # --------------------------------------------------------------------------- write

@@ -101,12 +101,12 @@ def angle_step_scales(theta0: torch.Tensor, psi0: torch.Tensor, position: torch.
     floor = MIN_LEVER_ARM_A_PER_RAD
     base = build_chains(theta0[None], psi0[None], position, frame, j0, delta, planar)
     scales = []
-    for which in ((theta0,) if planar else (theta0, psi0)):
+    for which in range(1 if planar else 2):  # 0: θ, 1: ψ
         norms = []
         for s in range(0, n, chunk):
             rows = torch.arange(s, min(s + chunk, n))
             angles = [theta0.expand(len(rows), n).clone(), psi0.expand(len(rows), n).clone()]
-            angles[0 if which is theta0 else 1][torch.arange(len(rows)), rows] += eps
+            angles[which][torch.arange(len(rows)), rows] += eps
             coords = build_chains(angles[0], angles[1], position, frame, j0, delta, planar)
             norms.append(torch.linalg.vector_norm((coords - base).reshape(len(rows), -1), dim=1) / eps)
         scales.append(1.0 / torch.cat(norms).clamp_min(floor))
