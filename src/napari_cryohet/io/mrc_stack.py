@@ -79,9 +79,17 @@ def _apply_rest(out: np.ndarray, first_is_int: bool, rest: tuple) -> np.ndarray:
 
 class _LazyStack:
     """What :class:`MrcStack` and :class:`MultiFileStack` share on top of their
-    ``shape`` and ``__getitem__``: conversion to an array and a full NaN/inf check."""
+    ``shape`` and ``__getitem__``: conversion to an array, a full NaN/inf check and the
+    contrast sign.
+
+    ``contrast_sign`` (1 or −1) multiplies every image read: −1 for data whose contrast is
+    inverted with respect to RELION's (``load_dataset(..., contrast_inverted=True)``), so the
+    correction is applied once, where images enter the program, and every stage, the
+    viewer and any stack written from these images see the same corrected values.
+    """
 
     shape: tuple[int, int, int]
+    contrast_sign: float = 1.0
 
     def __getitem__(self, key: Any) -> np.ndarray:
         raise NotImplementedError
@@ -164,6 +172,8 @@ class MrcStack(_LazyStack):
             out = np.array(raw, dtype=np.float32)  # copy out of the map
         del raw
         first_is_int = isinstance(first, int)
+        if self.contrast_sign != 1.0:
+            np.negative(out, out=out)
         if not np.isfinite(out).all():
             if first_is_int:
                 bad = first
@@ -265,6 +275,8 @@ class MultiFileStack(_LazyStack):
             else:
                 rows = np.arange(self.shape[0])[first] if isinstance(first, slice) else first
                 out = self._read(rows)
+        if self.contrast_sign != 1.0:
+            np.negative(out, out=out)
         return _apply_rest(out, isinstance(first, int), key[1:])
 
 
