@@ -16,11 +16,16 @@ Formats (as written by cryoDRGN's ``parse_pose_star`` / ``parse_ctf_star``):
   DefocusAngle (degrees), Voltage (kV), Cs (mm), AmplitudeContrast, PhaseShift
   (degrees)``. B-factors are not stored (read as 0).
 
-Loading a pickle runs code from the file: open only pickles you trust.
+Pickles are read with a restricted unpickler (:func:`_load`): it builds NumPy arrays,
+dtypes and scalars, tuples, lists, dicts, strings and numbers — what cryoDRGN writes —
+and refuses every other global a pickle names (``os.system``, ``builtins.eval``...) with a
+:class:`~napari_cryohet.io.errors.CorruptFileError` naming the file and the global, so a
+crafted pickle from a colleague or a download never runs code here.
 """
 
 from __future__ import annotations
 
+import codecs
 import pickle
 import warnings
 from pathlib import Path
@@ -33,8 +38,8 @@ from napari_cryohet.io.atomic import atomic_path
 from napari_cryohet.io.errors import (
     CorruptFileError,
     CountMismatchError,
-    MissingFileError,
     PixelSizeError,
+    require_file,
 )
 
 __all__ = ["CTF_PKL_COLUMNS", "read_poses_pkl", "write_poses_pkl", "read_ctf_pkl", "write_ctf_pkl"]
@@ -51,14 +56,51 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+# The only globals a cryoDRGN pose/CTF pickle names (NumPy 1 and 2 module paths; protocol 2
+# pickles encode array bytes with ``_codecs.encode``). Nothing else is ever imported or called.
+_ALLOWED_GLOBALS = {
+    **{(mod, "_reconstruct"): np._core.multiarray._reconstruct
+       for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(mod, "scalar"): np._core.multiarray.scalar for mod in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(mod, "_frombuffer"): np._core.numeric._frombuffer for mod in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str):
+        self.qualified = f"{module}.{name}"
+        super().__init__(self.qualified)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED_GLOBALS` (the Python docs' "Restricting
+    Globals" recipe): the standard ``pickle.load`` imports and calls whatever the file names."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(module, name) from None
+
+
 def _load(path: Path) -> Any:
-    if not path.is_file():
-        raise MissingFileError(path, "pickle file does not exist")
+    require_file(path, "a cryoDRGN pickle file")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            obj = _ArrayUnpickler(f).load()
+    except _RefusedGlobal as exc:
+        raise CorruptFileError(path, f"the pickle asks to load {exc.qualified!r}, which a cryoDRGN pose or CTF "
+                               "pickle never holds (only NumPy arrays, tuples, lists, dicts and numbers are "
+                               "read, so that a pickle cannot run code); refused, nothing was run",
+                               field="pickle") from None
     except Exception as exc:
         raise CorruptFileError(path, f"cannot unpickle ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
+        raise CorruptFileError(path, "an array of Python objects; a numeric array is expected", field="pickle")
+    return obj
 
 
 def _check_apix(path: Path, apix: float | None) -> float:

@@ -22,6 +22,7 @@ __all__ = [
     "CountMismatchError",
     "EmptyFileError",
     "OutputLocationError",
+    "require_file",
 ]
 
 
@@ -93,3 +94,24 @@ class OutputLocationError(CryohetInputError):
     Raised before a long run starts (``stages.output_location.check_output_location``) and when a
     write fails for lack of space; the last complete file written there is kept.
     """
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else :class:`MissingFileError`.
+
+    The message says which of the two it is: "is a directory; <what> is expected here" for a
+    folder given where a file belongs, "<what> does not exist" otherwise.
+
+    Parameters
+    ----------
+    path
+        The file a user named.
+    what
+        What the file should be, in words ("a .star file", "the MRC stack").
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise MissingFileError(path, f"is a directory; {what} is expected here")
+    if not path.is_file():
+        raise MissingFileError(path, f"{what} does not exist")
+    return path

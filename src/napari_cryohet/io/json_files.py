@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from napari_cryohet.io.atomic import atomic_path
-from napari_cryohet.io.errors import CorruptFileError, MissingFileError
+from napari_cryohet.io.errors import CorruptFileError, MissingFileError, require_file
 
 __all__ = ["jsonable", "write_json", "read_json"]
 
@@ -48,7 +48,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing file is :class:`MissingFileError`, bad JSON :class:`CorruptFileError`."""
-    path = Path(path)
+    path = require_file(path, "a JSON file")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:

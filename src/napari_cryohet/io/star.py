@@ -48,7 +48,11 @@ import pandas as pd
 import starfile
 
 from napari_cryohet.io.atomic import atomic_path
-from napari_cryohet.io.errors import CorruptFileError, EmptyFileError, MissingFileError
+from napari_cryohet.io.errors import (
+    CorruptFileError,
+    EmptyFileError,
+    require_file,
+)
 
 __all__ = ["FAST_PARSE_MIN_BYTES", "StarTables", "read_star", "write_star"]
 
@@ -105,9 +109,7 @@ def read_star(path: str | Path) -> StarTables:
     CorruptFileError
         ``starfile`` cannot parse it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "star file does not exist")
+    path = require_file(path, "a .star file")
     if path.stat().st_size == 0:
         raise EmptyFileError(path, "the star file is empty (0 bytes)")
     try:
