@@ -73,7 +73,8 @@ class ImageShapeError(CryohetInputError):
 
 
 class NonFiniteImageError(CryohetInputError):
-    """Images contain NaN or infinite values."""
+    """Images contain NaN or infinite values, or finite values too large to compute with
+    (magnitude above ``mrc_stack.MAX_PIXEL_MAGNITUDE``, whose sums of squares overflow float32)."""
 
 
 class PixelSizeError(CryohetInputError):

@@ -4,9 +4,10 @@ Stacks are never loaded whole (docs/design.md §3, §5): :func:`open_stack` read
 header (plus a file-size check that catches truncated files, see
 :func:`~napari_cryohet.io.mrc_header.read_stack_header`) and nothing else; the data
 block is memory-mapped with ``mrcfile.mmap`` on the first ``__getitem__`` and only the
-images asked for are copied out. Every read is checked for NaN/inf
-(:class:`~napari_cryohet.io.errors.NonFiniteImageError` names the file and the 1-based
-image index); ``validate()`` scans a whole stack on request.
+images asked for are copied out. Every read is checked for NaN/inf and for finite values
+too large to square in float32 (magnitude above :data:`MAX_PIXEL_MAGNITUDE`):
+:class:`~napari_cryohet.io.errors.NonFiniteImageError` names the file and the 1-based
+image index; ``validate()`` scans a whole stack on request.
 
 :class:`MrcStack` (one file) and :class:`MultiFileStack` (the images of a star file spread
 over many stacks, each opened lazily on first access, at most ``max_open`` kept mapped)
@@ -43,6 +44,23 @@ __all__ = [
     "open_stack",
     "write_stack",
 ]
+
+
+#: Largest pixel magnitude accepted: the sum of squares of a 1024 x 1024 image of such values
+#: (1e32 x 2^20 ≈ 1e38) stays below float32's maximum (3.4e38). Larger values make norms,
+#: variances and the VAE's losses inf/NaN far from the cause; a genuine image (counts,
+#: normalised densities) never comes near it.
+MAX_PIXEL_MAGNITUDE = 1e16
+
+
+def _bad_value_problem(index: int, values: np.ndarray) -> str:
+    """What is wrong with image ``index`` (0-based) whose pixels ``values`` fail the range check."""
+    where = f"image {index + 1} (1-based index in the stack)"
+    if not np.isfinite(values).all():
+        return f"{where} contains NaN or infinite values"
+    worst = float(values[np.argmax(np.abs(values))])
+    return (f"{where} contains the value {worst:.3g}, too large to compute with (pixel magnitudes above "
+            f"{MAX_PIXEL_MAGNITUDE:.0e} overflow float32 in sums of squares); the stack is corrupt or wrongly scaled")
 
 
 def _normalize_first(key: Any, n: int, what: str) -> int | slice | np.ndarray:
@@ -174,16 +192,15 @@ class MrcStack(_LazyStack):
         first_is_int = isinstance(first, int)
         if self.contrast_sign != 1.0:
             np.negative(out, out=out)
-        if not np.isfinite(out).all():
+        if out.size and not (out.max() <= MAX_PIXEL_MAGNITUDE and out.min() >= -MAX_PIXEL_MAGNITUDE):  # NaN fails too
+            flat = out.reshape(-1, out.shape[-2] * out.shape[-1]) if not first_is_int else out.reshape(1, -1)
+            bad_row = int(np.flatnonzero(~(np.abs(flat) <= MAX_PIXEL_MAGNITUDE).all(1))[0])
             if first_is_int:
                 bad = first
             else:
                 rows = np.arange(self.shape[0])[first] if isinstance(first, slice) else first
-                bad = int(rows[np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(1))[0]])
-            raise NonFiniteImageError(
-                self.path, f"image {bad + 1} (1-based index in the stack) contains NaN or infinite values",
-                field="data",
-            )
+                bad = int(rows[bad_row])
+            raise NonFiniteImageError(self.path, _bad_value_problem(bad, flat[bad_row]), field="data")
         return _apply_rest(out, first_is_int, key[1:])
 
 
