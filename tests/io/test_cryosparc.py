@@ -197,8 +197,18 @@ def test_passthrough_merged_by_uid(cs_case, tmp_path):
     ds = load_dataset(main, passthrough=pt, require=("images", "poses", "ctf"))
     _assert_same_particles(ds, ds_star)
     assert ds.meta["cs_passthrough"] == [str(pt)]
+    # not named: the passthrough file beside the main file is found and merged
+    auto = load_dataset(main, require=("images", "poses", "ctf"))
+    _assert_same_particles(auto, ds_star)
+    assert auto.meta["cs_passthrough"] == [str(pt)]
+    # a passthrough of another job in the same folder (other uids) is not taken
+    other = {k: v for k, v in pt_fields.items()}
+    other["uid"] = pt_fields["uid"] + np.uint64(1000)
+    moved = pt.rename(tmp_path / "J30_passthrough_particles.cs")
+    save_cs(tmp_path / "J30" / "J31_passthrough_particles.cs", other)
     with pytest.raises(MissingColumnError, match="passthrough"):
-        load_dataset(main)  # blob fields are only in the passthrough
+        load_dataset(main)  # blob fields are only in the (moved) passthrough
+    moved.rename(pt)
     short = save_cs(tmp_path / "J30" / "short.cs", {k: v[1:] for k, v in pt_fields.items()})
     with pytest.raises(CountMismatchError, match=r"1 of the 12 particles") as err:
         read_cs(main, passthrough=short)
@@ -223,6 +233,8 @@ def test_round_trip_cs_to_star(cs_case, tmp_path):
     out = write_dataset_star(tmp_path / "export" / "selection.star", sub)
     back = load_dataset(out, require=("images", "poses", "ctf"))
     _assert_same_particles(back, sub, pose_atol=5e-6, shift_atol=2e-5)
+    # each particle keeps its cryoSPARC uid (pyem's ucsfUid label), exactly (uint64 through text)
+    np.testing.assert_array_equal(back.table["ucsfUid"].to_numpy().astype(np.uint64), fields["uid"][[7, 2, 9, 0]])
 
 
 # --------------------------------------------------------------------------- bad input

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mrcfile
 import numpy as np
 import pytest
 
 from napari_cryohet.core.rotation import euler_to_matrix
-from napari_cryohet.io.errors import CorruptFileError
+from napari_cryohet.io.errors import CorruptFileError, MissingFileError, MissingStackError
 from napari_cryohet.io.image_names import resolve_stack_path
 from napari_cryohet.io.load_particles import load_dataset
-from napari_cryohet.io.mrc_stack import MultiFileStack
+from napari_cryohet.io.mrc_stack import MultiFileStack, write_stack
 from napari_cryohet.io.star import read_star
+from napari_cryohet.io.write_particles import write_dataset_star
 
 
 def _check_values(ds, case):
@@ -75,6 +78,54 @@ def test_project_relative_paths_found_in_parent_folder(tmp_path, star_maker):
     ds = load_dataset(moved)
     np.testing.assert_array_equal(ds.images[0], case.images[0])
     assert resolve_stack_path(job, case.stack_names[0]).samefile(tmp_path / case.stack_names[0])
+
+
+def test_stacks_in_another_folder_load_with_datadir(tmp_path, star_maker, monkeypatch):
+    """A .star in one folder, its stacks moved to another (cryoDRGN's --datadir): loads with
+    ``datadir``, as ``datadir/<path in the file>`` or ``datadir/<file name>``; without it, the
+    error says where it looked and names the option."""
+    case = star_maker(tmp_path / "project")
+    data = tmp_path / "scratch" / "stacks"
+    data.mkdir(parents=True)
+    for name in case.stack_names:  # the files only, without their Extract/ folder
+        (tmp_path / "project" / name).rename(data / Path(name).name)
+    star = tmp_path / "analysis" / "particles.star"
+    star.parent.mkdir()
+    star.write_text(case.path.read_text())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingStackError, match="datadir") as err:
+        load_dataset(star)
+    assert err.value.field == "rlnImageName"
+    ds = load_dataset(star, datadir=data)
+    np.testing.assert_array_equal(ds.get_images(np.arange(len(ds))), case.images)
+    assert ds.meta["load_options"] == {"datadir": str(data)}
+    # written back elsewhere, the subset's names point at the moved stacks and load without datadir
+    out = write_dataset_star(tmp_path / "export" / "subset.star", ds.subset([3, 1]))
+    np.testing.assert_array_equal(load_dataset(out).get_images([0, 1]), case.images[[3, 1]])
+    # the datadir layout that keeps the file's sub-folders works too
+    (data / "Extract").mkdir()
+    for name in case.stack_names:
+        (data / Path(name).name).rename(data / name)
+    np.testing.assert_array_equal(load_dataset(star, datadir=data).get_images([0]), case.images[[0]])
+    with pytest.raises(MissingFileError, match="datadir"):
+        load_dataset(star, datadir=tmp_path / "nowhere")
+
+
+def test_contrast_inverted_negates_every_read_once(tmp_path, star_maker, mrcs_writer):
+    """contrast_inverted multiplies the images by −1 where they are read (star and bare stack),
+    for every kind of index, and the subset and the written stack keep the corrected sign."""
+    case = star_maker(tmp_path)
+    ds = load_dataset(case.path, contrast_inverted=True)
+    np.testing.assert_array_equal(ds.images[4], -case.images[4])
+    np.testing.assert_array_equal(ds.images[[7, 2]], -case.images[[7, 2]])
+    np.testing.assert_array_equal(ds.subset([5, 0]).get_images([0, 1]), -case.images[[5, 0]])
+    assert ds.meta["contrast_inverted"] and ds.meta["load_options"] == {"contrast_inverted": True}
+    out = write_dataset_star(tmp_path / "copy" / "copy.star", ds, stack_name="copy.mrcs")
+    write_stack(out.parent / "copy.mrcs", ds.images, ds.apix)
+    np.testing.assert_array_equal(load_dataset(out).images[4], -case.images[4])  # written corrected
+    stack = mrcs_writer(tmp_path / "bare.mrcs", case.images, apix=2.0)
+    assert np.array_equal(load_dataset(stack, contrast_inverted=True).images[3:5], -case.images[3:5])
+    assert load_dataset(case.path).meta["load_options"] == {}
 
 
 def test_pixel_size_from_header_and_argument(tmp_path, star_maker):

@@ -52,7 +52,10 @@ Passthrough files
 cryoSPARC jobs often write the new fields to ``Jn_particles.cs`` and everything they did not
 change (CTF, blob) to ``Jn_passthrough_particles.cs``. ``passthrough`` names such files;
 their fields are merged in by ``uid`` (any order; every particle of the main file must be
-present) and a field present in both is taken from the main file.
+present) and a field present in both is taken from the main file. When ``passthrough`` is
+not given and the main file lacks the CTF or the image fields, the ``*passthrough*.cs``
+files in its folder that hold every one of its particles are merged automatically
+(``meta["cs_passthrough"]`` lists the files used).
 """
 
 from __future__ import annotations
@@ -140,32 +143,69 @@ def read_cs_fields(path: str | Path, passthrough: str | Path | Sequence[str | Pa
         raise CorruptFileError(path, "some particle uids occur more than once; each particle needs its own uid",
                                field="uid")
     if passthrough is None:
-        extra: list[Path] = []
-    elif isinstance(passthrough, (str, Path)):
-        extra = [Path(passthrough)]
-    else:
-        extra = [Path(p) for p in passthrough]
+        for pt_path in _passthrough_candidates(path, fields):
+            _merge(fields, origin, uid, path, pt_path, strict=False)
+        return fields, origin
+    extra = [Path(passthrough)] if isinstance(passthrough, (str, Path)) else [Path(p) for p in passthrough]
     for pt_path in extra:
-        pt = _load_array(pt_path)
-        pt_uid = pt["uid"].astype(np.uint64)
-        order = np.argsort(pt_uid, kind="stable")
-        sorted_uid = pt_uid[order]
-        if len(sorted_uid) > 1 and (np.diff(sorted_uid) == 0).any():
-            raise CorruptFileError(pt_path, "some particle uids occur more than once; each particle needs its own "
-                                   "uid", field="uid")
-        pos = np.clip(np.searchsorted(sorted_uid, uid), 0, len(sorted_uid) - 1)
-        found = sorted_uid[pos] == uid
-        if not found.all():
-            r = int(np.flatnonzero(~found)[0])
-            raise CountMismatchError(pt_path, f"{int((~found).sum())} of the {len(uid)} particles of {path.name} "
-                                     f"are not in this passthrough file (first: uid {int(uid[r])}, row {r}); "
-                                     "was it written by the same cryoSPARC job?", field="uid")
-        rows = order[pos]
-        for name in pt.dtype.names:
-            if name not in fields:
-                fields[name] = pt[name][rows]
-                origin[name] = pt_path
+        _merge(fields, origin, uid, path, pt_path, strict=True)
     return fields, origin
+
+
+def _passthrough_candidates(path: Path, fields: dict[str, np.ndarray]) -> list[Path]:
+    """The ``*passthrough*.cs`` files beside ``path``, when it lacks the CTF or the images.
+
+    cryoSPARC writes a job's new fields to ``Jn_particles.cs`` and the rest to
+    ``Jn_passthrough_particles.cs`` in the same job folder; a user who opens the first
+    expects the second to be found, as cryoSPARC itself does.
+    """
+    if all(name in fields for name in (*CS_CTF_FIELDS, *_BLOB_FIELDS)):
+        return []
+    return [p for p in sorted(path.parent.glob("*passthrough*.cs")) if p.resolve() != path.resolve()]
+
+
+def _merge(fields: dict[str, np.ndarray], origin: dict[str, Path], uid: np.ndarray, path: Path, pt_path: Path,
+           *, strict: bool) -> None:
+    """Add ``pt_path``'s fields that ``fields`` lacks, row-matched by ``uid``.
+
+    ``strict``: a passthrough file the user named must hold every particle (else a named
+    error); a file found automatically (``strict=False``) that does not is skipped.
+    """
+    if not strict and not any(True for _ in _missing_names(pt_path, fields)):
+        return
+    pt = _load_array(pt_path)
+    pt_uid = pt["uid"].astype(np.uint64)
+    order = np.argsort(pt_uid, kind="stable")
+    sorted_uid = pt_uid[order]
+    if len(sorted_uid) > 1 and (np.diff(sorted_uid) == 0).any():
+        if not strict:
+            return
+        raise CorruptFileError(pt_path, "some particle uids occur more than once; each particle needs its own "
+                               "uid", field="uid")
+    pos = np.clip(np.searchsorted(sorted_uid, uid), 0, len(sorted_uid) - 1)
+    found = sorted_uid[pos] == uid
+    if not found.all():
+        if not strict:
+            return
+        r = int(np.flatnonzero(~found)[0])
+        raise CountMismatchError(pt_path, f"{int((~found).sum())} of the {len(uid)} particles of {path.name} "
+                                 f"are not in this passthrough file (first: uid {int(uid[r])}, row {r}); "
+                                 "was it written by the same cryoSPARC job?", field="uid")
+    rows = order[pos]
+    for name in pt.dtype.names:
+        if name not in fields:
+            fields[name] = pt[name][rows]
+            origin[name] = pt_path
+
+
+def _missing_names(pt_path: Path, fields: dict[str, np.ndarray]):
+    """Field names of ``pt_path`` (read from its header only) that ``fields`` lacks."""
+    try:
+        arr = np.load(pt_path, mmap_mode="r", allow_pickle=False)
+        names = arr.dtype.names or ()
+    except Exception:  # unreadable: the strict path reports it, the automatic one skips it
+        return iter(())
+    return (n for n in names if n not in fields)
 
 
 # --------------------------------------------------------------------------- fields
@@ -347,7 +387,8 @@ def read_cs(
         The cryoSPARC project folder that ``blob/path`` is relative to. Default: the ``.cs``
         file's folder, then each of its parent folders, until the stack exists.
     passthrough
-        One or more passthrough ``.cs`` files merged by ``uid`` (module docstring).
+        One or more passthrough ``.cs`` files merged by ``uid`` (module docstring); when not
+        given, the passthrough files beside ``path`` are found automatically if needed.
     apix
         Pixel size (Å/px), overriding ``blob/psize_A`` and the MRC header.
     require

@@ -38,19 +38,27 @@ _PARENT_LEVELS = 3
 
 # --------------------------------------------------------------------------- paths
 
-def resolve_stack_path(star_dir: str | Path, name: str) -> Path | None:
+def resolve_stack_path(star_dir: str | Path, name: str, datadir: str | Path | None = None) -> Path | None:
     """The file a star file's ``rlnImageName`` stack path points to, or ``None``.
 
-    Absolute paths are taken as they are; relative ones are looked up in ``star_dir``,
-    then its parents (up to three levels: RELION writes paths relative to the project
-    folder, e.g. ``Extract/job007/...`` from ``Select/job012/particles.star``), then the
-    working directory.
+    With ``datadir`` (cryoDRGN's ``--datadir``: the folder the stacks were moved to), the
+    stack is looked for there first, as ``datadir/name`` and then ``datadir/<file name>``
+    (the folders in ``name`` dropped), as cryoDRGN does. Then absolute paths are taken as
+    they are; relative ones are looked up in ``star_dir``, then its parents (up to three
+    levels: RELION writes paths relative to the project folder, e.g.
+    ``Extract/job007/...`` from ``Select/job012/particles.star``), then the working
+    directory.
     """
     p = Path(name)
+    candidates = []
+    if datadir is not None:
+        candidates += [Path(datadir) / p, Path(datadir) / p.name]
     if p.is_absolute():
-        return p if p.is_file() else None
-    star_dir = Path(star_dir)
-    candidates = [star_dir / p, *(anc / p for anc in list(star_dir.resolve().parents)[:_PARENT_LEVELS]), Path.cwd() / p]
+        candidates.append(p)
+    else:
+        star_dir = Path(star_dir)
+        candidates += [star_dir / p, *(anc / p for anc in list(star_dir.resolve().parents)[:_PARENT_LEVELS]),
+                       Path.cwd() / p]
     for c in candidates:
         if c.is_file():
             return c
@@ -91,7 +99,7 @@ def _parse_image_indices(index_text: pd.Series) -> np.ndarray:
     return pd.to_numeric(index_text, errors="coerce").to_numpy(dtype=np.float64)
 
 
-def _star_stack(star_path: Path, names: pd.Series) -> MultiFileStack:
+def _star_stack(star_path: Path, names: pd.Series, datadir: str | Path | None = None) -> MultiFileStack:
     """Build the lazy multi-file stack of a star file, checking every stack's header."""
     index_text, file_text, _ = _split_image_names(names)
     index = _parse_image_indices(index_text)
@@ -101,10 +109,14 @@ def _star_stack(star_path: Path, names: pd.Series) -> MultiFileStack:
         raise CorruptFileError(star_path, f"row {r + 1}: image name {names.iloc[r]!r} is not 'index@stack'",
                                field="rlnImageName")
     star_dir = star_path.parent
+    where = f"in {star_dir}, its parent folders and the working directory"
+    if datadir is not None:
+        where = f"in the stacks folder {datadir} (datadir), then {where}"
+    else:
+        where += "; if the stacks were moved, give their folder as datadir (cryohet: --datadir)"
     return open_indexed_stacks(
         star_path, file_text.to_numpy(dtype=str), index.astype(np.int64), first_index=1,
-        resolve=lambda name: resolve_stack_path(star_dir, name), field="rlnImageName",
-        where=f"in {star_dir}, its parent folders and the working directory")
+        resolve=lambda name: resolve_stack_path(star_dir, name, datadir), field="rlnImageName", where=where)
 
 
 def open_indexed_stacks(source: Path, file_names: np.ndarray, index: np.ndarray, *, first_index: int,
@@ -157,13 +169,14 @@ def _positional_names(n: int, stack_name: str) -> pd.Series:
     return idx + "@" + stack_name
 
 
-def _relocate_names(names: pd.Series, old_dir: Path, new_dir: Path, mode: str) -> pd.Series:
+def _relocate_names(names: pd.Series, old_dir: Path, new_dir: Path, mode: str,
+                    datadir: str | Path | None = None) -> pd.Series:
     if mode == "keep":
         return names
     index_text, file_text, has_at = _split_image_names(names)
     mapping, changed = {}, False
     for name in pd.unique(file_text):
-        resolved = resolve_stack_path(old_dir, name)
+        resolved = resolve_stack_path(old_dir, name, datadir)
         if resolved is None:
             mapping[name] = name
             continue

@@ -63,6 +63,7 @@ from napari_cryohet.io.errors import (
     CorruptFileError,
     CountMismatchError,
     MissingColumnError,
+    MissingFileError,
     PixelSizeError,
 )
 from napari_cryohet.io.image_names import _star_stack
@@ -70,6 +71,7 @@ from napari_cryohet.io.mrc_stack import open_stack
 from napari_cryohet.io.star import StarTables, read_star
 
 __all__ = [
+    "load_options",
     "POSE_COLUMNS",
     "CTF_COLUMNS",
     "load_dataset",
@@ -235,6 +237,8 @@ def load_dataset(
     ground_truth: bool = True,
     project_dir: str | Path | None = None,
     passthrough: str | Path | Iterable[str | Path] | None = None,
+    datadir: str | Path | None = None,
+    contrast_inverted: bool = False,
 ) -> ParticleDataset:
     """Open a particle dataset lazily (no image data read; see the module docstring).
 
@@ -259,7 +263,23 @@ def load_dataset(
     project_dir, passthrough
         ``.cs`` files only: the cryoSPARC project folder that ``blob/path`` is relative to
         (default: the ``.cs`` file's folder and its parents) and passthrough ``.cs`` files
-        merged by particle ``uid``.
+        merged by particle ``uid`` (default: the ``*passthrough*.cs`` files beside ``path``
+        that hold every particle, when the main file lacks the CTF or the images).
+    datadir
+        The folder the particle stacks are in when they are not where the file says (moved
+        or copied data; cryoDRGN's ``--datadir``): for a ``.star``, each stack is looked for
+        first as ``datadir/<path in the file>`` and then as ``datadir/<file name>``; for a
+        ``.cs``, it is the cryoSPARC project folder (``project_dir``) unless that is given.
+        Ignored for a bare stack.
+    contrast_inverted
+        The images' contrast is inverted with respect to RELION's (dark particles on a light
+        background; cryoDRGN's ``--uninvert-data`` convention, some ASPIRE-simulated stacks):
+        every image is multiplied by −1 where it is read (the stack's ``contrast_sign``), so
+        all stages see RELION's contrast. :func:`napari_cryohet.core.contrast.check_contrast`
+        says which way a dataset looks.
+
+    Every option given is recorded in ``meta["load_options"]`` (what a workspace stores to
+    reopen the same dataset).
 
     Returns
     -------
@@ -281,14 +301,17 @@ def load_dataset(
     require = set(require)
     if not require <= _REQUIRE:
         raise ValueError(f"load_dataset: require must be a subset of {sorted(_REQUIRE)}, got {sorted(require)}")
+    if datadir is not None and not Path(datadir).is_dir():
+        raise MissingFileError(Path(datadir), "the stacks folder given as datadir is not a folder", field="datadir")
     ctf_pkl = (*read_ctf_pkl(ctf), Path(ctf)) if ctf is not None else None  # (ctf, D, apix, path)
     if path.suffix.lower() == ".star":
-        ds = _load_star(path, apix=apix, ctf_pkl=ctf_pkl, poses_pkl=poses, require=require)
+        ds = _load_star(path, apix=apix, ctf_pkl=ctf_pkl, poses_pkl=poses, require=require, datadir=datadir)
     elif path.suffix.lower() == ".cs":
         from napari_cryohet.io.cryosparc import read_cs
 
         cs_require = require - ({"poses"} if poses is not None else set()) - ({"ctf"} if ctf is not None else set())
-        ds = read_cs(path, project_dir=project_dir, passthrough=passthrough, apix=apix, require=cs_require)
+        ds = read_cs(path, project_dir=project_dir if project_dir is not None else datadir,
+                     passthrough=passthrough, apix=apix, require=cs_require)
         ds.rotations, ds.shifts_a, ds.ctf = _apply_pickles(path, len(ds), ds.box_size, ds.apix, ctf_pkl, poses,
                                                            ds.rotations, ds.shifts_a, ds.ctf, path)
     else:
@@ -297,11 +320,37 @@ def load_dataset(
         ds.meta["ctf_pkl"] = str(ctf)
     if poses is not None:
         ds.meta["poses_pkl"] = str(poses)
+    if datadir is not None:
+        ds.meta["datadir"] = str(datadir)
+    if contrast_inverted:
+        ds.images.contrast_sign = -1.0
+    ds.meta["contrast_inverted"] = bool(contrast_inverted)
+    ds.meta["load_options"] = load_options(poses=poses, ctf=ctf, apix=apix, project_dir=project_dir,
+                                           passthrough=passthrough, datadir=datadir,
+                                           contrast_inverted=contrast_inverted)
     if ground_truth and _truth_path(path).is_file():
         ds.ground_truth = _load_truth(_truth_path(path), len(ds))
     if validate:
         ds.images.validate()
     return ds
+
+
+def load_options(**options) -> dict:
+    """The options of :func:`load_dataset` that were given, as plain JSON values (paths as text).
+
+    What a workspace records with its source so that it reopens the very same dataset;
+    ``None``, ``False`` and empty values are left out.
+    """
+    out = {}
+    for name, value in options.items():
+        if value is None or value is False or value == () or value == []:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        elif isinstance(value, Path):
+            value = str(value)
+        out[name] = value
+    return out
 
 
 def _apply_pickles(ds_path: Path, n: int, d: int, apix: float, ctf_pkl, poses_pkl, rotations, shifts, ctf,
@@ -375,13 +424,13 @@ def _resolve_apix(path: Path, explicit: float | None, *candidates: float | None)
     )
 
 
-def _load_star(path: Path, *, apix, ctf_pkl, poses_pkl, require) -> ParticleDataset:
+def _load_star(path: Path, *, apix, ctf_pkl, poses_pkl, require, datadir=None) -> ParticleDataset:
     tables = read_star(path)
     parts = tables.particles
     if "rlnImageName" not in parts.columns:
         raise MissingColumnError(path, "no rlnImageName column: the star file names no particle images "
                                  "(expected 'index@stack')", field="rlnImageName")
-    images = _star_stack(path, parts["rlnImageName"])
+    images = _star_stack(path, parts["rlnImageName"], datadir)
     cols = _Columns(path, tables)
     _check_image_flags(path, cols, images.shape[-1])
     pkl_apix = _pickle_apix(ctf_pkl, images.shape[-1])

@@ -55,6 +55,12 @@ def _ctf_particle_columns(ctf: CTFParams) -> dict[str, np.ndarray]:
     }
 
 
+#: Column that keeps a cryoSPARC particle's ``uid`` in a written ``.star`` (the label pyem's
+#: ``csparc2star.py`` writes; RELION keeps unknown labels as they are, and the uid maps a
+#: selection made here back to the particles of the cryoSPARC project).
+CRYOSPARC_UID_COLUMN = "ucsfUid"
+
+
 def _synthetic_tables(ds: ParticleDataset, names: pd.Series) -> StarTables:
     n, d = len(ds), ds.box_size
     if ds.ctf is not None:
@@ -86,6 +92,8 @@ def _synthetic_tables(ds: ParticleDataset, names: pd.Series) -> StarTables:
         for col in ds.table.columns:
             if isinstance(col, str) and col.startswith("rln") and col not in parts.columns:
                 parts[col] = ds.table[col].to_numpy()
+        if "uid" in ds.table.columns:  # a cryoSPARC particle's id (io/cryosparc.py)
+            parts[CRYOSPARC_UID_COLUMN] = ds.table["uid"].to_numpy()
     return StarTables(optics=optics, particles=parts)
 
 
@@ -114,8 +122,8 @@ def write_dataset_star(
 
     Any other dataset gets RELION 3.1 columns built from its poses (degrees, Å) and CTF
     (optics groups per distinct voltage / Cs / amplitude contrast), plus the ``rln*``
-    columns of ``dataset.table``; its other columns are skipped, since RELION only
-    tolerates unknown labels that are ``rln``-prefixed (ground truth is saved in
+    columns of ``dataset.table`` and, for cryoSPARC particles, their ``uid`` as
+    ``ucsfUid`` (:data:`CRYOSPARC_UID_COLUMN`); other columns are skipped (ground truth is saved in
     ``<name>_truth.npz`` by :func:`save_dataset`). Images already in MRC files are
     referenced where they are; in-memory images are written to ``<star stem>.mrcs`` beside
     the star file unless ``stack_name`` names a stack the caller writes.
@@ -133,7 +141,7 @@ def write_dataset_star(
             parts["rlnImageName"] = _positional_names(len(parts), stack_name).to_numpy()
         else:
             parts["rlnImageName"] = _relocate_names(parts["rlnImageName"], Path(dataset.meta["star_dir"]),
-                                                    star_dir, image_paths).to_numpy()
+                                                    star_dir, image_paths, dataset.meta.get("datadir")).to_numpy()
         relion31 = dataset.meta["star_format"] == "relion3.1"
         if "poses" in update and dataset.rotations is not None:
             for k, v in _pose_columns(dataset, angstrom_origins=relion31).items():

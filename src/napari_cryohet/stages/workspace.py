@@ -180,9 +180,11 @@ class Workspace:
                 # read back from the run's files, so every session sees the very same dataset
                 self._dataset = self.result(made.run_id).dataset
             else:
+                from napari_cryohet.core.contrast import warn_if_inverted
                 from napari_cryohet.io.load_particles import load_dataset
 
                 self._dataset = load_dataset(self._source_path(src), **src.get("options", {}))
+                warn_if_inverted(self._dataset)  # files only: the simulator's contrast is RELION's
         return self._dataset
 
     def _source_path(self, src: dict[str, Any]) -> Path:
@@ -364,14 +366,29 @@ def dataset_source(dataset: Any) -> str | dict[str, Any] | None:
     """The workspace source a dataset was made from, or ``None`` when unknown.
 
     A simulator recipe records itself in ``dataset.meta["recipe"]`` (``{"recipe": name,
-    "args": {...}}``), the particle loader the file it read in ``dataset.meta["source"]``.
+    "args": {...}}``), the particle loader the file it read in ``dataset.meta["source"]`` and
+    the options it was given (``load_dataset``'s ``datadir``, ``contrast_inverted``, pickles
+    ...) in ``dataset.meta["load_options"]``: ``{"path": ..., "options": {...}}``.
     """
     meta = getattr(dataset, "meta", None) or {}
     if isinstance(meta.get("recipe"), dict) and "recipe" in meta["recipe"]:
         return {"recipe": meta["recipe"]["recipe"], "args": dict(meta["recipe"].get("args", {}))}
     if meta.get("source"):
+        if meta.get("load_options"):  # poses / CTF pickles, datadir, contrast_inverted ...
+            return {"path": str(meta["source"]), "options": dict(meta["load_options"])}
         return str(meta["source"])
     return None
+
+
+_PATH_OPTIONS = frozenset({"poses", "ctf", "datadir", "project_dir", "passthrough"})
+
+
+def _absolute(value: Any) -> Any:
+    """A path option as an absolute path (a list of them element-wise), so a workspace reopens
+    it from any working directory."""
+    if isinstance(value, (list, tuple)):
+        return [_absolute(v) for v in value]
+    return None if value is None else str(Path(value).resolve())
 
 
 def _normalise_source(source: str | Path | dict[str, Any], root: Path) -> dict[str, Any]:
@@ -383,7 +400,8 @@ def _normalise_source(source: str | Path | dict[str, Any], root: Path) -> dict[s
                 raise ValueError(f"source recipe: expected one of {sorted(RECIPES)}, got {source['recipe']!r}")
             return {"recipe": str(source["recipe"]), "args": dict(source.get("args", {}))}
         if "path" in source:
-            return _normalise_source(source["path"], root) | {"options": dict(source.get("options", {}))}
+            options = {k: _absolute(v) if k in _PATH_OPTIONS else v for k, v in source.get("options", {}).items()}
+            return _normalise_source(source["path"], root) | {"options": options}
         raise ValueError(f"source: expected a .star path or {{'recipe': ..., 'args': ...}}, got {source!r}")
     path = Path(source).resolve()
     if not path.exists():
