@@ -10,6 +10,11 @@ voxel), zero outside the Nyquist sphere, with ``ε = wiener_eps × mean(weights)
 Images are zero-padded to ``pad_factor·D`` before insertion (RELION's padding factor 2):
 the finer Fourier grid makes the trilinear insertion kernel act over half a reciprocal
 voxel of the original box.
+
+The sums are additive over particles, so a reconstruction can be shared among processes:
+:func:`backproject_shard` sums one contiguous shard (:func:`shard_rows`), the shards' sums
+are added (an all-reduce under ``torchrun``, :mod:`napari_cryohet.stages.distributed`, or
+saved partial sums added later) and :func:`volume_from_sums` divides once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from napari_cryohet.core.ctf import CTF_KEYS, compute_ctf_2d
 from napari_cryohet.core.fft import fft2_centered, fftfreq_grid_3d, ifft3_centered, phase_shift_2d
 from napari_cryohet.core.slice import insert_central_slices
 
-__all__ = ["reconstruct_volume", "backproject_images", "volume_from_sums"]
+__all__ = ["reconstruct_volume", "backproject_images", "backproject_shard", "shard_rows", "volume_from_sums"]
 
 
 def _as_tensor(x, device, dtype):
@@ -110,6 +115,39 @@ def backproject_images(
         numerator += num_b
         total += w_b
     return numerator, total
+
+
+def shard_rows(n: int, rank: int, world_size: int) -> slice:
+    """Rows of shard ``rank`` of ``world_size``: contiguous, sizes differing by at most one
+    (as ``np.array_split``), together every row once."""
+    n, rank, world_size = int(n), int(rank), int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"shard {rank} of {world_size}: need 0 ≤ rank < world_size")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def backproject_shard(images, rotations, *, rank: int, world_size: int, ctf: dict | None = None, shifts_a=None,
+                      weights=None, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`backproject_images` of shard ``rank`` of ``world_size`` of the particles (:func:`shard_rows`).
+
+    Only that shard's images are read from a lazy stack. ``options`` are
+    :func:`backproject_images`' (``apix``, ``pad_factor``, ``batch``, ``device``). The
+    shards' sums added equal the sums of all particles (up to float summation order);
+    an empty shard gives zero sums.
+    """
+    rows = shard_rows(images.shape[0], rank, world_size)
+    ctf_part = None
+    if ctf is not None:
+        ctf_part = {}
+        for key, value in ctf.items():
+            value = torch.as_tensor(value)
+            ctf_part[key] = value[rows] if value.dim() > 0 else value
+    return backproject_images(
+        images[rows], torch.as_tensor(rotations)[rows], ctf=ctf_part,
+        shifts_a=None if shifts_a is None else shifts_a[rows], weights=None if weights is None else weights[rows],
+        **options)
 
 
 def volume_from_sums(numerator: torch.Tensor, weights: torch.Tensor, d: int, *, wiener_eps: float = 1e-3) -> torch.Tensor:

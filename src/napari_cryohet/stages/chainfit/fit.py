@@ -19,6 +19,7 @@ from napari_cryohet.core.device import select_device
 from napari_cryohet.core.frenet import chain_angles, frenet_frames
 from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.projection import project_gaussian_atoms
+from napari_cryohet.stages import distributed
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, report
 from napari_cryohet.stages.chainfit.config import ChainFitConfig
 from napari_cryohet.stages.chainfit.model import (
@@ -154,7 +155,7 @@ def run_chainfit(
     truth_coords = np.asarray(truth["coords_a"], dtype=np.float64) if "coords_a" in truth else None
     if truth_coords is not None and truth_coords.shape[1:] != ref_np.shape:
         raise ValueError(f"ground-truth chains {truth_coords.shape[1:]} do not match the reference {ref_np.shape}")
-    device = select_device(config.device)
+    device = distributed.rank_device(select_device(config.device))  # cuda:LOCAL_RANK under torchrun
     dtype = torch.float32
     j0 = reference_index(config, ref_np)
     sigma_a = config.sigma_a if config.sigma_a is not None else float(truth.get("global/sigma_a", 3.0))

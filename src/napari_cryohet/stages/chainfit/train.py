@@ -20,6 +20,15 @@ Runs with a run directory save a checkpoint through the shared :class:`~napari_c
 checkpoint of other settings, other particles, other eigenvectors or another reference is
 refused (:class:`~napari_cryohet.stages.checkpoint.CheckpointMismatchError`), never reused
 or overwritten.
+
+Under ``torchrun`` (:mod:`napari_cryohet.stages.distributed`) the angle models train on
+several processes at once: each takes its slice of every global batch of
+``config.batch_size`` particles, DistributedDataParallel averages the gradients (each
+rank's loss weighted by its share, so the average is the global batch mean), the guard and
+the test metrics see the same parameters on every rank and so decide the same, and rank 0
+alone writes the checkpoint. History records state ``processes``, ``global_batch_size`` and
+``learning_rate``. The per-particle normal-mode model is refused there (its amplitudes
+belong to single particles: share the particles among separate runs instead).
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.frenet import chain_angles
+from napari_cryohet.stages import distributed
 from napari_cryohet.stages._common import (
+    Cancelled,
     CancelToken,
     ProgressCallback,
     check_cancel,
@@ -81,6 +92,24 @@ class Problem:
     restraint: Callable[[torch.Tensor], torch.Tensor] | None = None  # coords → training-loss penalty
 
 
+class _BatchLoss(torch.nn.Module):
+    """The training loss of a batch as a module's ``forward``: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: torch.nn.Module, problem: Problem, per_particle: bool):
+        super().__init__()
+        self.model, self.per_particle = model, per_particle
+        self.problem = problem
+
+    def forward(self, idx: np.ndarray) -> torch.Tensor:
+        coords = self.model.coords(self.problem, torch.as_tensor(idx))
+        loss = self.problem.misfit(coords, idx, False)
+        if self.problem.restraint is not None:
+            loss = loss + self.problem.restraint(coords)
+        if self.per_particle:
+            loss = loss + self.model.penalty(torch.as_tensor(idx))
+        return loss
+
+
 def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, test) row positions: ``round(test_fraction · n)`` test rows, at least one of each."""
     order = np.random.default_rng([int(seed), 500]).permutation(n)
@@ -103,6 +132,12 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         raise ValueError("no training particles (dataset too small for test_fraction)")
     params = [p for p in model.parameters() if p.requires_grad]
     per_particle = bool(getattr(model, "per_particle", False))  # normal modes: every particle fits its own
+    ctx = distributed.context()
+    if ctx.active and per_particle:
+        raise ValueError("ChainFitConfig.mode_amplitudes: per-particle normal-mode amplitudes are not trained on "
+                         "several processes (each particle's amplitudes see only its own image); use "
+                         "mode_amplitudes='eigenvectors' or the angle model, or split the particles among "
+                         "separate single-process runs")
     fit_idx = np.arange(problem.n) if per_particle else train_idx
     steps_per_batch = int(getattr(model, "steps_per_batch", 1))
     base_lr = float(config.mode_step_a if per_particle else config.learning_rate)
@@ -147,18 +182,19 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
     start_epoch = 1
     # divergence guard: the best state so far, its probe loss, and the step factor after back-offs
     guard = {"state": None, "loss": math.inf, "lr_factor": 1.0, "backoffs": 0}
-    if run_dir is not None:
+    if run_dir is not None and ctx.is_main:  # rank 0 alone reads and writes; the others get its state
         checkpointer = Checkpointer(run_dir, config=config, n_particles=problem.n,
                                     particle_indices=problem.particle_indices,
                                     identity={"eigenvectors or another reference chain": problem.data_hash})
-        state = checkpointer.load(progress=progress)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            history = [dict(h) for h in state["history"]]
-            start_epoch = int(state["epoch"]) + 1
-            if "guard" in state:
-                guard.update(state["guard"])
+    state = None if checkpointer is None else checkpointer.load(progress=progress)
+    state = distributed.broadcast_object(state)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = [dict(h) for h in state["history"]]
+        start_epoch = int(state["epoch"]) + 1
+        if "guard" in state:
+            guard.update(state["guard"])
     if not history:
         record = {"epoch": 0, **evaluate(), "seconds": 0.0, "backoffs": 0}
         history.append(record)
@@ -177,6 +213,8 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
                f"halved the step")
         return new_optimizer()  # Adam's moments of the wild steps would push the same way again
 
+    step_loss = distributed.data_parallel(_BatchLoss(model, problem, per_particle),
+                                          problem.anchor_positions.device)  # the module itself in one process
     n_batches = math.ceil(len(fit_idx) / config.batch_size)
     total_steps = max(config.epochs * n_batches, 1)
     check_every = max(n_batches // GUARD_CHECKS, 1)
@@ -185,28 +223,30 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         order = fit_idx[np.random.default_rng([int(config.seed), 501, epoch]).permutation(len(fit_idx))]
         total, seen = 0.0, 0
         for b in range(n_batches):
-            check_cancel(cancel)
+            if distributed.any_rank(cancel is not None and cancel.cancelled):  # every rank stops at one batch
+                check_cancel(cancel)
+                raise Cancelled("cancelled by another process of this run")
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            weight = 1.0
+            if ctx.active:  # this rank's slice of the global batch
+                rows, weight = distributed.batch_shard(len(idx), ctx)
+                idx = idx[rows]
             step = (epoch - 1) * n_batches + b
             warm_up = min(1.0, (step + 1) / max(n_batches, WARM_UP_STEPS))  # Adam's first steps overshoot
             set_scheduled_lr(opt, [base_lr * guard["lr_factor"] * warm_up] * len(opt.param_groups),
                              config.lr_schedule, step, total_steps)
             for _ in range(steps_per_batch):
-                coords = chains(idx)
-                loss = problem.misfit(coords, idx, False)
-                if problem.restraint is not None:
-                    loss = loss + problem.restraint(coords)
-                if per_particle:
-                    loss = loss + model.penalty(torch.as_tensor(idx))
-                if not bool(torch.isfinite(loss)):
+                loss = step_loss(idx)
+                if distributed.any_rank(not bool(torch.isfinite(loss))):
                     opt = back_off(epoch, "the loss of a batch is not a finite number")
                     break
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if ctx.active else loss).backward()
                 opt.step()
             else:
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
+                if weight > 0:
+                    total += float(loss.detach()) * len(idx)
+                    seen += len(idx)
             if (b + 1) % check_every == 0 or b == n_batches - 1:
                 now = probe_loss()
                 if not math.isfinite(now) or now > guard["loss"] * (1 + GUARD_TOLERANCE):
@@ -216,8 +256,12 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
                     guard["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             report(progress, ((epoch - 1) + (b + 1) / n_batches) / max(config.epochs, 1),
                    f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}")
+        if ctx.active:
+            total, seen = (float(v) for v in distributed.all_reduce_array([total, seen]))
         seconds = time.perf_counter() - tic
-        record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds}
+        record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds,
+                  "processes": ctx.world_size, "global_batch_size": int(config.batch_size),
+                  "learning_rate": base_lr}
         record["backoffs"] = int(guard["backoffs"])
         history.append(record)
         if on_epoch is not None:

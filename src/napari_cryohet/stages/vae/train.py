@@ -19,6 +19,15 @@ writes there after every epoch:
   posterior means seen during that epoch's pass, as cryoDRGN's ``z.N.pkl``).
 
 The result itself is not written here: the workspace saves it (``VAEResult.save``).
+
+Under ``torchrun`` (several processes, :mod:`napari_cryohet.stages.distributed`) the same
+call trains one model together: each process takes its slice of every global batch of
+``config.batch_size`` images (and of the noise spectrum's images and the final encoding
+pass), DistributedDataParallel averages the gradients, and rank 0 alone reads and writes
+the checkpoint and the per-epoch latents. Every history record states ``processes``,
+``global_batch_size`` and the learning rates ``lr``, ``lr_basis``; the weights equal those of
+one process up to floating-point reduction order, and a run may resume with another number
+of processes.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ from napari_cryohet.core.particle_dataset import ParticleDataset
 from napari_cryohet.core.vae_model import ModelShape, StructuralBasisVAE
 from napari_cryohet.core.vae_normalisation import spectral_normalisation, spectral_shell_sums
 from napari_cryohet.io.atomic import save_npz_atomic
+from napari_cryohet.stages import distributed
 from napari_cryohet.stages._common import (
+    Cancelled,
     CancelToken,
     ProgressCallback,
     check_cancel,
@@ -61,7 +72,12 @@ def _estimate_normalisation(dataset: ParticleDataset, model: StructuralBasisVAE,
     """``σ̄_y`` per shell (eq. 5 of Kimanius, Jamali, Scheres 2022) and the mean power per frequency."""
     n = len(dataset)
     rng = np.random.default_rng([config.seed, 5])
-    use = np.sort(rng.choice(n, size=min(n, config.normalisation_images), replace=False))
+    use_all = np.sort(rng.choice(n, size=min(n, config.normalisation_images), replace=False))
+    ctx = distributed.context()
+    use = use_all[distributed.shard_rows(len(use_all), ctx.rank, ctx.world_size)]  # all of them in one process
+    scale = 1.0
+    if len(use) == 0:  # more processes than images: add zero sums of one image
+        use, scale = use_all[:1], 0.0
     power = ctf2 = None
     disc_power = 0.0
     disc = model.freq_disc.reshape(-1).bool()
@@ -76,8 +92,11 @@ def _estimate_normalisation(dataset: ParticleDataset, model: StructuralBasisVAE,
         disc_power += float(torch.fft.fftshift(spec.reshape(len(idx), batches.d, batches.d),
                                                dim=(-2, -1)).reshape(len(idx), -1)[:, disc].sum())
         report(progress, 0.02 * (start + len(idx)) / len(use), "noise spectrum (eq. 5)")
+    if ctx.active:
+        power, ctf2 = distributed.all_reduce_(power * scale), distributed.all_reduce_(ctf2 * scale)
+        disc_power = float(distributed.all_reduce_array(disc_power * scale))
     sigma = spectral_normalisation(power, ctf2)
-    power_mean = disc_power / (len(use) * int(disc.sum()))
+    power_mean = disc_power / (len(use_all) * int(disc.sum()))
     model.set_spectral_normalisation(sigma, power_mean)
 
 
@@ -112,6 +131,17 @@ def _check_initial(initial: VAEResult, shape: ModelShape, apix: float) -> None:
     if diff:
         raise ValueError("initial VAE model does not match this training run: " + "; ".join(diff)
                          + " (a warm start needs the same model shape, image size and pixel size)")
+
+
+class _BatchLoss(torch.nn.Module):
+    """The model's loss as a module's ``forward``: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: StructuralBasisVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return self.model.loss(*args, **kwargs)
 
 
 def _weights_hash(model: StructuralBasisVAE) -> str:
@@ -169,7 +199,8 @@ def train_vae(
     """
     config = config or VAEConfig()
     check_dataset(dataset)
-    device = select_device(config.device)
+    ctx = distributed.context()
+    device = distributed.rank_device(select_device(config.device))
     n, d = len(dataset), dataset.box_size
     indices = dataset_indices(dataset)
     shape = config.model_shape(d)
@@ -183,10 +214,12 @@ def train_vae(
         model.load_state_dict(initial.model.state_dict())  # copies the tensors: initial is untouched
     optimizer = _optimizer(model, config)
     batches = ImageBatches(dataset, device)
-    ckpt = None if run_dir is None else Checkpointer(run_dir, config=config, n_particles=n, particle_indices=indices,
-                                                     identity=identity)
+    # Rank 0 alone reads and writes the run's files; the other ranks get the state it resumed.
+    ckpt = None if run_dir is None or not ctx.is_main else Checkpointer(
+        run_dir, config=config, n_particles=n, particle_indices=indices, identity=identity)
     # Loaded on the CPU: load_state_dict copies the tensors to the model's and optimiser's device.
     state = None if ckpt is None else ckpt.load(map_location="cpu", progress=progress)
+    state = distributed.broadcast_object(state)
     start_epoch, history = 0, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -198,6 +231,7 @@ def train_vae(
     else:
         _estimate_normalisation(dataset, model, batches, config, progress, cancel)
 
+    step_loss = distributed.data_parallel(_BatchLoss(model), device)  # the model itself in one process
     n_batches = (n + config.batch_size - 1) // config.batch_size
     epochs = max(int(config.epochs), start_epoch)
     for epoch in range(start_epoch, int(config.epochs)):
@@ -209,18 +243,31 @@ def train_vae(
         sums = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0}
         model.train()
         for b in range(n_batches):
-            check_cancel(cancel)
+            if distributed.any_rank(cancel is not None and cancel.cancelled):  # every rank stops at one batch
+                check_cancel(cancel)
+                raise Cancelled("cancelled by another process of this run")
             idx = np.sort(order[b * config.batch_size:(b + 1) * config.batch_size])
             set_scheduled_lr(optimizer, (config.lr_basis, config.lr), config.lr_schedule, epoch * n_batches + b,
                              int(config.epochs) * n_batches)
+            weight, eps = 1.0, None
+            if ctx.active:  # this rank's slice of the global batch, with its rows of the batch's noise
+                eps_all = torch.randn((len(idx), config.zdim), generator=noise, dtype=torch.float32, device=device)
+                rows, weight = distributed.batch_shard(len(idx), ctx)
+                idx, eps = idx[rows], eps_all[torch.as_tensor(rows, device=device)]
             images, rotations, shifts_px, ctf = batches(idx)
             y_points, enc_in = model.preprocess(images, shifts_px)
             ctf_points = model.ctf_at_points(ctf) if ctf is not None else None
-            out = model.loss(y_points, enc_in, rotations, ctf_points, beta=config.beta,
-                             prior_scale=config.prior_weight / n, generator=noise)
+            kwargs = dict(beta=config.beta, prior_scale=config.prior_weight / n, generator=noise)
+            if eps is None:
+                out = step_loss(y_points, enc_in, rotations, ctf_points, **kwargs)
+            else:
+                with distributed.given_noise(eps):
+                    out = step_loss(y_points, enc_in, rotations, ctf_points, **kwargs)
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            (out["loss"] * weight if ctx.active else out["loss"]).backward()
             optimizer.step()
+            if weight == 0.0:  # a rank without images in this (last, small) batch
+                continue
             for key in sums:
                 sums[key] += float(out[key].detach()) * len(idx)
             mu_all[idx] = out["mu"].cpu().numpy()
@@ -229,8 +276,15 @@ def train_vae(
                 frac = 0.02 + 0.93 * (epoch + (b + 1) / n_batches) / max(1, epochs)
                 report(progress, frac, f"epoch {epoch + 1}/{epochs} batch {b + 1}/{n_batches} "
                                        f"loss {float(out['loss'].detach()):.4f}")
+        if ctx.active:  # each rank filled its own rows: the sums over the ranks are the whole epoch's
+            totals = distributed.all_reduce_array([sums[k] for k in sums])
+            sums = dict(zip(sums, (float(v) for v in totals), strict=True))
+            mu_all = distributed.all_reduce_array(mu_all).astype(np.float32)
+            logvar_all = distributed.all_reduce_array(logvar_all).astype(np.float32)
         record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
-                  "seconds": time.perf_counter() - t0}
+                  "seconds": time.perf_counter() - t0, "processes": ctx.world_size,
+                  "global_batch_size": int(config.batch_size), "lr": float(config.lr),
+                  "lr_basis": float(config.lr_basis)}
         history.append(record)
         report(progress, 0.02 + 0.93 * (epoch + 1) / max(1, epochs),
                f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} (rec {record['reconstruction']:.4f}, "
@@ -240,13 +294,32 @@ def train_vae(
             ckpt.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                        "history": history})
 
-    mu, logvar = encode_dataset(model, dataset, batch_size=max(config.batch_size, 128), device=device,
-                                cancel=cancel, progress=lambda f, m: report(progress, 0.95 + 0.05 * f, m))
+    mu, logvar = _encode_all(model, dataset, ctx, batch_size=max(config.batch_size, 128), device=device,
+                             cancel=cancel, progress=lambda f, m: report(progress, 0.95 + 0.05 * f, m))
     result = VAEResult(model=model, config=config, latents=mu, logvar=logvar, indices=indices,
                        apix=float(dataset.apix), history=history)
     report(progress, 1.0, f"done: {len(history)} epochs, final loss "
                           f"{history[-1]['loss']:.4f}" if history else "done")
     return result
+
+
+def _encode_all(model: StructuralBasisVAE, dataset: ParticleDataset, ctx: distributed.Context, **options):
+    """:func:`encode_dataset` of every particle; under torchrun each rank encodes its shard and the rows are summed."""
+    if not ctx.active:
+        return encode_dataset(model, dataset, **options)
+    n = len(dataset)
+    rows = distributed.shard_rows(n, ctx.rank, ctx.world_size)
+    mu = np.zeros((n, model.shape.zdim), np.float64)
+    logvar = np.zeros_like(mu)
+    if rows.stop - rows.start >= 2:  # check_dataset needs 2 particles; a smaller shard is encoded row by row
+        mu[rows], logvar[rows] = encode_dataset(model, dataset.subset(np.arange(rows.start, rows.stop)), **options)
+    else:
+        for row in range(rows.start, rows.stop):
+            pair = dataset.subset(np.array([row, (row + 1) % n]))
+            m, lv = encode_dataset(model, pair, **options)
+            mu[row], logvar[row] = m[0], lv[0]
+    return (distributed.all_reduce_array(mu).astype(np.float32),
+            distributed.all_reduce_array(logvar).astype(np.float32))
 
 
 def fine_tune_vae(
