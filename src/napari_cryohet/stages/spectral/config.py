@@ -148,6 +148,20 @@ class SpectralConfig(StageConfig):
              "cancelling waits for the current batch; changes the 'pca_images' components slightly; 128-4096 "
              "typical")
 
+    exclude_outliers: bool = param(
+        False, label="exclude outlier particles",
+        help="Compute the embedding again without the particles that form their own group in the similarity "
+             "graph or dominate an eigenvector (blank, constant or wrongly scaled images; a warning names them "
+             "when this is off)")
+
+    def science_dict(self) -> dict:
+        """As :meth:`StageConfig.science_dict`, without ``exclude_outliers`` while it is off, so that
+        runs saved before the option existed keep their fingerprint."""
+        d = super().science_dict()
+        if not d.get("exclude_outliers"):
+            d.pop("exclude_outliers", None)
+        return d
+
     def validate(self) -> None:
         if self.graph == "knn" and self.weights == "gaussian" and self.sigma is None:
             self.fail("sigma", "a width with graph='knn' and weights='gaussian'", self.sigma)

@@ -8,6 +8,7 @@ numerics live in :mod:`napari_cryohet.core.graph`, :mod:`napari_cryohet.core.lap
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from napari_cryohet.core.tangent_denoise import tangent_denoise
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
 from napari_cryohet.stages.protocol import Embedding, dataset_indices
 from napari_cryohet.stages.spectral.config import SpectralConfig
+from napari_cryohet.stages.spectral.outliers import SpectralOutliers, find_spectral_outliers
 from napari_cryohet.stages.spectral.representations import build_representation
 from napari_cryohet.stages.spectral.result import SpectralResult
 
 __all__ = ["run_spectral"]
+
+_MAX_LISTED = 20  # particles named in the warning (all are in the provenance)
 
 
 def run_spectral(
@@ -55,12 +59,46 @@ def run_spectral(
         The workspace's run directory (unused: the stage keeps no checkpoints, and the
         workspace saves the returned result itself).
 
+    Particles that form their own group in the similarity graph or dominate an eigenvector
+    (:mod:`~napari_cryohet.stages.spectral.outliers`) are named in a warning and in
+    ``provenance["outlier_particles"]``; with ``config.exclude_outliers`` the embedding is
+    computed again without them (``provenance["excluded_outliers"]``).
+
     Returns
     -------
     SpectralResult
         Not saved here: ``Workspace.run("spectral", ...)`` saves it as a run, or call
         ``result.save(directory)``.
     """
+    result, outliers = _embed(dataset, config, features=features, progress=progress, cancel=cancel)
+    if not outliers:
+        return result
+    root = dataset_indices(dataset)[outliers.rows]
+    listed = ", ".join(str(int(i)) for i in root[:_MAX_LISTED]) + (", ..." if len(root) > _MAX_LISTED else "")
+    record = {"particles": [int(i) for i in root], "why": outliers.describe()}
+    if config.exclude_outliers:
+        if not hasattr(dataset, "subset"):
+            raise ValueError("exclude_outliers: this dataset cannot be subset; run on a ParticleDataset")
+        keep = np.setdiff1d(np.arange(len(dataset)), outliers.rows)
+        report(progress, 0.0, f"excluding {len(root)} outlier particle(s) ({listed}) and computing again")
+        result, _ = _embed(dataset.subset(keep), config, features=features, progress=progress, cancel=cancel)
+        result.provenance["excluded_outliers"] = record
+        return result
+    result.provenance["outlier_particles"] = record
+    warnings.warn(
+        f"spectral embedding: {len(root)} particle(s) dominate it: {listed} (0-based particle indices, in the "
+        f"order of the particle file). {outliers.describe()[0].upper()}{outliers.describe()[1:]}. Such particles are "
+        "usually blank, constant or wrongly scaled images, and the eigenvectors describe them rather than the "
+        "shape changes. Run again with exclude_outliers=True ('exclude outlier particles' in the settings form, "
+        "--exclude-outliers on the command line) to compute without them, or leave them out of the dataset "
+        "(the full list is in the result's provenance['outlier_particles']).",
+        UserWarning, stacklevel=2)
+    return result
+
+
+def _embed(dataset, config: SpectralConfig, *, features: Embedding | None, progress: ProgressCallback | None,
+           cancel: CancelToken | None) -> tuple[SpectralResult, SpectralOutliers]:
+    """The embedding of ``dataset`` and the particles that dominate it (rows of ``dataset``)."""
     t0 = time.perf_counter()
     report(progress, 0.0, f"representation: {config.representation}")
     x, info = build_representation(dataset, config, features=features, progress=progress, cancel=cancel)
@@ -135,4 +173,4 @@ def run_spectral(
         eigenvalue_rank=rank, harmonic_residual=residual[rank],
     )
     report(progress, 1.0, f"done: lambda_1 = {emb.eigenvalues[min(1, len(emb.eigenvalues) - 1)]:.3g}")
-    return result
+    return result, find_spectral_outliers(weights, emb.eigenvectors)
