@@ -275,6 +275,7 @@ class HyperMolecule:
         self.state_dim = col
         self._smooth = {name: state_smoothness_gram(state_dim=c.state_dim, order=c.state_order, kind=state_basis)
                         for name, c in by_name.items() if c.copy_of is None}
+        self._overlap: dict[str, torch.Tensor] = {}  # source name -> (K, K) blob overlap, built on first use
 
     # -- geometry ---------------------------------------------------------------------------
     def source_of(self, name: str) -> str:
@@ -412,7 +413,9 @@ class HyperMolecule:
             if not bool(smooth.abs().sum() > 0):
                 continue
             a = params[f"{name}.coefficients"]  # (K, Q)
-            c = self._centres[name].to(self.device, self.dtype)
-            gram = torch.exp(-torch.cdist(c, c).square() / (4 * self.sigma_a**2))  # (K, K)
+            if name not in self._overlap:
+                c = self._centres[name].to(self.device, self.dtype)
+                self._overlap[name] = torch.exp(-torch.cdist(c, c).square() / (4 * self.sigma_a**2))  # (K, K)
+            gram = self._overlap[name]
             total = total + ((gram @ a) * (a @ smooth.to(a))).sum()
         return total
