@@ -131,15 +131,51 @@ def add_workspace_args(parser: argparse.ArgumentParser, *, inputs: dict[str, str
                         help="workspace directory: created on first use, reused after (results, checkpoints)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--star", type=Path, default=None, metavar="FILE",
-                     help="a RELION .star file (or .mrcs stack): the dataset of a new workspace")
+                     help="a RELION .star file, a cryoSPARC .cs file or a .mrcs stack: the dataset of a new "
+                          "workspace")
     src.add_argument("--sample", default=None, metavar="RECIPE",
                      help="a simulator recipe (adk_chain, adk_volumes, box_arms_2d, ...): the dataset of a new "
                           "workspace")
+    add_dataset_args(parser, new_workspace=True)
     parser.add_argument("--n-particles", type=int, default=None, metavar="N", help="particles of --sample")
     parser.add_argument("--snr", type=float, default=None, metavar="X", help="signal-to-noise ratio of --sample")
     parser.add_argument("--sample-seed", type=int, default=0, metavar="N", help="random seed of --sample")
     for name, text in (inputs or {}).items():
         parser.add_argument(_flag(name), dest=f"in_{name}", default=None, metavar="RUN", help=text)
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, *, new_workspace: bool = False) -> None:
+    """How to read a particle file: ``--datadir``, ``--contrast-inverted``, cryoDRGN and cryoSPARC files.
+
+    The options of :func:`napari_cryohet.io.load_particles.load_dataset`; with
+    ``new_workspace`` the help says they describe the particles of a new workspace (which
+    stores them, so later commands on the workspace need not repeat them).
+    """
+    when = " (new workspace; stored in it)" if new_workspace else ""
+    g = parser.add_argument_group("reading the particle file" + when)
+    g.add_argument("--datadir", type=Path, default=None, metavar="DIR",
+                   help="folder the particle stacks are in, when not where the .star/.cs file says (moved or "
+                        "copied data; as cryoDRGN's --datadir). For a .cs file: the cryoSPARC project folder")
+    g.add_argument("--contrast-inverted", action="store_true",
+                   help="the images show density dark on a light background (inverted with respect to RELION; "
+                        "cryoDRGN's default input, some ASPIRE stacks): they are multiplied by -1 when read. "
+                        "'cryohet info' checks which way the data look")
+    g.add_argument("--poses", type=Path, default=None, metavar="FILE",
+                   help="cryoDRGN poses .pkl (for a .mrcs stack, or overriding the file's poses)")
+    g.add_argument("--ctf", type=Path, default=None, metavar="FILE",
+                   help="cryoDRGN CTF .pkl (for a .mrcs stack, or overriding the file's CTF)")
+    g.add_argument("--apix", type=float, default=None, metavar="X", help="pixel size in Å, overriding the files'")
+    g.add_argument("--passthrough", type=Path, action="append", default=None, metavar="FILE",
+                   help="cryoSPARC passthrough .cs merged by particle uid (repeatable; default: the "
+                        "*passthrough*.cs files beside the .cs, when needed)")
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``load_dataset`` options given by :func:`add_dataset_args`' flags (``None`` ones left out)."""
+    from napari_cryohet.io.load_particles import load_options
+
+    return load_options(poses=args.poses, ctf=args.ctf, apix=args.apix, passthrough=args.passthrough,
+                        datadir=args.datadir, contrast_inverted=args.contrast_inverted)
 
 
 def open_workspace(args: argparse.Namespace):
@@ -148,8 +184,12 @@ def open_workspace(args: argparse.Namespace):
 
     root = args.workspace
     source: Any = None
+    options = dataset_options(args)
+    if options and args.star is None:
+        raise SystemExit("cryohet: --datadir, --contrast-inverted, --poses, --ctf, --apix and --passthrough describe "
+                         "the particle file of a new workspace: give them with --star")
     if args.star is not None:
-        source = args.star
+        source = {"path": args.star, "options": options} if options else args.star
     elif args.sample is not None:
         sample_args = {"n_particles": args.n_particles, "snr": args.snr, "seed": args.sample_seed}
         source = {"recipe": args.sample, "args": {k: v for k, v in sample_args.items() if v is not None}}

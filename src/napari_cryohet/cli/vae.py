@@ -35,11 +35,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        description="Train the structural-basis VAE (Kimanius, Jamali & Scheres 2022) on a "
                                    "workspace's particles; the same command again resumes or returns the run.")
     add_workspace_args(t)
-    t.add_argument("--poses", type=Path, metavar="FILE",
-                   help="cryoDRGN poses .pkl for a --star .mrcs stack (new workspace)")
-    t.add_argument("--ctf", type=Path, metavar="FILE",
-                   help="cryoDRGN CTF .pkl for a --star .mrcs stack (new workspace)")
-    t.add_argument("--apix", type=float, metavar="X", help="pixel size in Å, overriding the files' (new workspace)")
     add_config_args(t, VAEConfig, title="VAE settings (Kimanius, Jamali & Scheres 2022)")
     t.add_argument("--every-batch", action="store_true", help="print progress after every 10 batches too")
 
@@ -64,26 +59,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="where to compute: cpu, cuda (graphics card) or auto (default: cpu)")
 
 
-def _open_workspace(args: argparse.Namespace):
-    from napari_cryohet.cli._config_args import open_workspace
-    from napari_cryohet.stages.workspace import Workspace
-
-    options = {k: str(v) if isinstance(v, Path) else v
-               for k, v in (("poses", args.poses), ("ctf", args.ctf), ("apix", args.apix)) if v is not None}
-    if not options:
-        return open_workspace(args)
-    if args.star is None:
-        raise SystemExit("cryohet vae train: --poses/--ctf/--apix describe the particles of a new workspace: "
-                         "give them with --star")
-    return Workspace.create(args.workspace, {"path": args.star, "options": options})
-
-
 def _train(args: argparse.Namespace) -> int:
-    from napari_cryohet.cli._config_args import config_from_args, print_progress
+    from napari_cryohet.cli._config_args import config_from_args, open_workspace, print_progress
     from napari_cryohet.stages.vae import VAEConfig
 
     config = config_from_args(VAEConfig, args)
-    ws = _open_workspace(args)
+    ws = open_workspace(args)
     result = ws.run("vae", config, progress=print_progress(every_batch=args.every_batch))
     run_dir = ws.root / result.run_id
     print(f"{result.run_id}: {len(result.latents)} particles × {config.zdim} latent dimensions")
