@@ -23,6 +23,7 @@ __all__ = [
     "EmptyFileError",
     "OutputLocationError",
     "require_file",
+    "shown_value",
 ]
 
 
@@ -116,3 +117,13 @@ def require_file(path: str | Path, what: str) -> Path:
     if not path.is_file():
         raise MissingFileError(path, f"{what} does not exist")
     return path
+
+
+def shown_value(value: object) -> str:
+    """A cell value as a user reads it in a message: ``nan``, ``1.5``, ``'abc'`` (quoted text),
+    never ``np.float64(nan)`` (the ``repr`` of a NumPy scalar)."""
+    if isinstance(value, str):
+        return repr(value)
+    if hasattr(value, "item"):  # a NumPy scalar
+        value = value.item()
+    return str(value)
