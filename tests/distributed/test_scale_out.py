@@ -162,3 +162,24 @@ def test_without_torchrun_one_process(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         init_from_env("cpu")
+
+
+def test_cli_chainfit_under_torchrun_writes_one_run_equal_to_one_process(tmp_path):
+    """``torchrun -m napari_cryohet.cli chainfit``: rank 0 writes one run (and the spectral run it
+    needs first); its coefficients equal those of the same command in one process."""
+    from napari_cryohet.stages.workspace import Workspace
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    flags = ["-m", "napari_cryohet.cli", "chainfit", "--sample", "adk_chain", "--n-particles", "60", "--epochs", "2",
+             "--batch-size", "25", "--learning-rate", "0.5", "--device", "cpu"]
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
+                                                 "--nproc-per-node=2"])):
+        done = subprocess.run([sys.executable, *launcher, *flags, "--workspace", str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("results in") == 1  # rank 0 alone reports
+    one, two = (Workspace.open(tmp_path / name) for name in ("one", "two"))
+    assert [m["run_id"] for m in two.runs("chainfit")] == ["chainfit/0001"]
+    a, b = one.result("chainfit/0001"), two.result("chainfit/0001")
+    np.testing.assert_allclose(b.coeff_theta, a.coeff_theta, rtol=1e-4, atol=1e-4 * np.abs(a.coeff_theta).max())
+    assert b.history[-1]["processes"] == 2 and a.history[-1]["processes"] == 1

@@ -13,6 +13,7 @@ settings resume an unfinished run. Examples:
   cryohet chainfit --workspace ws --sample adk_chain --n-particles 1000 --epochs 10
   cryohet chainfit --workspace ws --star particles.star --eigenvectors spectral/0002 \\
       --reference model.pdb --reference-chain A --rigid 10-20,40-52 --export-pdb fits.pdb
+  torchrun --nproc-per-node 4 -m napari_cryohet.cli chainfit --workspace ws ...   (docs/scale-out.md)
 """
 
 from __future__ import annotations
@@ -77,29 +78,38 @@ def _eigenvectors_run(ws, n_eigenvectors: int, progress) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from napari_cryohet.io.pdb import write_chains_pdb
+    from napari_cryohet.stages import distributed
     from napari_cryohet.stages.chainfit import ChainFitConfig
     from napari_cryohet.stages.chainfit.reference import reference_for, reference_from_pdb
 
     config = config_from_args(ChainFitConfig, args)
     if config.reference:  # the same file from any working folder is the same setting
         config = dataclasses.replace(config, reference=str(Path(config.reference).expanduser().resolve()))
-    ws = open_workspace(args)
-    progress = print_progress()
+    ctx = distributed.init_from_env(config.device)  # several processes under torchrun (docs/scale-out.md)
+    ws = distributed.main_first(lambda: open_workspace(args))
+    progress = print_progress() if ctx.is_main else None
+    say = print if ctx.is_main else (lambda *a, **k: None)  # rank 0 reports
     if config.reference:
         reference = reference_from_pdb(config.reference, chain=config.reference_chain or None)
-        print(f"reference: {config.reference}", flush=True)
+        say(f"reference: {config.reference}", flush=True)
     else:  # what the stage takes when no file is named (stages.chainfit.reference.resolve_reference)
-        reference, described = reference_for(ws.dataset)
-        print(f"reference: {described} (give another with --reference)", flush=True)
+        reference, described = reference_for(distributed.main_first(lambda: ws.dataset))
+        say(f"reference: {described} (give another with --reference)", flush=True)
     ranges = {"rigid_angles": args.rigid, "fixed_angles": args.fixed, "varying_angles": args.varying}
     if any(ranges.values()):  # residue ranges → angle indices of the reference chain
         extra = {name: tuple(sorted(set(getattr(config, name) or ()) | set(reference.angles(text))))
                  for name, text in ranges.items() if text}
         config = dataclasses.replace(config, **extra)
     inputs = input_ids(args)
-    if "eigenvectors" not in inputs:
-        inputs["eigenvectors"] = _eigenvectors_run(ws, config.n_eigenvectors, progress)
-    result = ws.run("chainfit", config, inputs=inputs, progress=progress)
+    if "eigenvectors" not in inputs:  # rank 0 finds (or computes) them, the others take its run id
+        inputs["eigenvectors"] = distributed.broadcast_object(
+            _eigenvectors_run(ws, config.n_eigenvectors, progress) if ctx.is_main else None)
+    result = distributed.run_in_workspace(ws, "chainfit", config, inputs=inputs, progress=progress)
+    distributed.shutdown()
+    if not ctx.is_main:
+        return 0
+    if ctx.active:
+        print(f"fitted on {ctx.world_size} processes, {config.batch_size} particles per step in all")
     last = result.history[-1]
     summary = f"chainfit: {len(result.history) - 1} epochs, test loss {last.get('test_loss', float('nan')):.4g}"
     if "avg_error_a" in last:

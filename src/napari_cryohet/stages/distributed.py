@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,7 @@ from napari_cryohet.io.atomic import save_npz_atomic
 
 __all__ = ["Context", "context", "init_from_env", "shutdown", "is_main", "rank_device", "batch_shard",
            "shard_rows", "all_reduce_", "all_reduce_array", "any_rank", "broadcast_object", "barrier", "data_parallel",
-           "given_noise", "reconstruct_volume_distributed", "save_partial_sums", "load_partial_sums"]
+           "given_noise", "main_first", "run_in_workspace", "reconstruct_volume_distributed", "save_partial_sums", "load_partial_sums"]
 
 #: Environment variables ``torchrun`` sets for every process it starts.
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -228,6 +228,61 @@ def given_noise(eps: torch.Tensor) -> Iterator[None]:
     """
     with _GivenNoise(eps):
         yield
+
+
+# ------------------------------------------------------------------ workspace runs
+
+def main_first(make: Callable[[], Any]) -> Any:
+    """``make()`` on rank 0, then (once it is done) on the other ranks: for steps that may write
+    (opening a new workspace, simulating its dataset) and that the others then only read."""
+    if context().is_main:
+        value = make()
+        barrier()
+        return value
+    barrier()
+    return make()
+
+
+def _finished_run(ws: Any, spec: Any, config: Any, input_ids: dict[str, str], dataset: Any) -> str | None:
+    """The id of a finished run of these settings, inputs and particles (what ``Workspace.run`` returns as is)."""
+    from napari_cryohet.stages.protocol import dataset_indices, particle_index_hash
+
+    key = {"fingerprint": config.fingerprint(), "inputs": input_ids,
+           "particle_index_hash": particle_index_hash(dataset_indices(dataset))}
+    for manifest in reversed(ws.runs(spec.name)):
+        if all(manifest.get(k) == v for k, v in key.items()):
+            return manifest["run_id"] if manifest.get("status") == "done" else None
+    return None
+
+
+def run_in_workspace(ws: Any, stage: str, config: Any, *, inputs: dict[str, str] | None = None,
+                     progress: Any = None) -> Any:
+    """``ws.run(stage, config, ...)`` with every rank of a torchrun job taking part.
+
+    Rank 0 runs the stage through the workspace (run folder, manifest, checkpoint, saved
+    result, as in one process); the other ranks call the stage's run function on the same
+    dataset and inputs, without a run folder, and take part in its collectives. A run
+    already finished with these settings is returned by rank 0 and not trained again on
+    any rank. The other ranks return ``None`` (only rank 0 reports). In one process this is
+    ``ws.run``.
+    """
+    ctx = context()
+    if not ctx.active:
+        return ws.run(stage, config, inputs=inputs, progress=progress)
+    from napari_cryohet.stages.registry import stage_spec
+
+    spec = stage_spec(stage)
+    dataset = main_first(lambda: ws.dataset) if spec.needs_dataset else None
+    input_ids = {name: ws.resolve(ref) for name, ref in (inputs or {}).items()}
+    done = broadcast_object(_finished_run(ws, spec, config, input_ids, dataset) if ctx.is_main else None)
+    if ctx.is_main:
+        return ws.run(stage, config, inputs=inputs, progress=progress)
+    if done is not None:
+        return None
+    resolved = {name: ws.embedding(run_id) if spec.inputs[name].kind == "embedding" else ws.result(run_id)
+                for name, run_id in input_ids.items()}
+    spec.run(dataset, config, inputs=resolved, progress=None, cancel=None, run_dir=None)
+    return None
 
 
 # ------------------------------------------------------------------ reconstruction
