@@ -10,6 +10,8 @@ structural basis of volumes. Two commands:
       own folder WS/vae/NNNN: checkpoint.pt after every epoch, latents_epoch_NNN.npz, and
       finally model.pt, latents.npz, history.json, config.json. The same command again
       returns the finished run or resumes an interrupted one; other settings start a new run.
+      Several GPUs or nodes: torchrun --nproc-per-node N -m napari_cryohet.cli vae train ...
+      (--batch-size counts the images of one step over all processes; docs/scale-out.md).
   cryohet vae decode --workspace WS [--run vae/0001] -o volume.mrc
                      [--particles 0,10,20 | --z-file z.npy | --z 0,0,...]
       decodes volumes at latent points (one MRC per point: volume_000.mrc, ...); --run
@@ -61,11 +63,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from napari_cryohet.cli._config_args import config_from_args, open_workspace, print_progress
+    from napari_cryohet.stages import distributed
     from napari_cryohet.stages.vae import VAEConfig
 
     config = config_from_args(VAEConfig, args)
-    ws = open_workspace(args)
-    result = ws.run("vae", config, progress=print_progress(every_batch=args.every_batch))
+    ctx = distributed.init_from_env(config.device)  # several processes under torchrun (docs/scale-out.md)
+    ws = distributed.main_first(lambda: open_workspace(args))
+    progress = print_progress(every_batch=args.every_batch) if ctx.is_main else None
+    result = distributed.run_in_workspace(ws, "vae", config, progress=progress)
+    distributed.shutdown()
+    if not ctx.is_main:  # rank 0 reports and writes
+        return 0
+    if ctx.active:
+        print(f"trained on {ctx.world_size} processes, {config.batch_size} images per step in all")
     run_dir = ws.root / result.run_id
     print(f"{result.run_id}: {len(result.latents)} particles × {config.zdim} latent dimensions")
     print(f"results in {run_dir} (model.pt, latents.npz, history.json)")
