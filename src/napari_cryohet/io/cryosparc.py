@@ -76,6 +76,7 @@ from napari_cryohet.io.errors import (
     MissingColumnError,
     MissingFileError,
     PixelSizeError,
+    require_file,
 )
 from napari_cryohet.io.image_names import open_indexed_stacks
 from napari_cryohet.io.load_particles import (
@@ -95,8 +96,7 @@ _REQUIRE = frozenset({"images", "poses", "ctf"})
 
 def _load_array(path: Path) -> np.ndarray:
     """The structured array of a ``.cs`` file, checked to be one (no pickles)."""
-    if not path.is_file():
-        raise MissingFileError(path, "cryoSPARC .cs file does not exist")
+    path = require_file(path, "a cryoSPARC .cs file")
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # not .npy, truncated, object arrays (need pickles)

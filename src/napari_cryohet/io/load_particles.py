@@ -65,6 +65,7 @@ from napari_cryohet.io.errors import (
     MissingColumnError,
     MissingFileError,
     PixelSizeError,
+    shown_value,
 )
 from napari_cryohet.io.image_names import _star_stack
 from napari_cryohet.io.mrc_stack import open_stack
@@ -124,7 +125,7 @@ class _Columns:
         bad = ~np.isfinite(out)
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
-            raise CorruptFileError(self.path, f"row {r + 1}: value {values.iloc[r]!r} is not a finite number",
+            raise CorruptFileError(self.path, f"row {r + 1}: value {shown_value(values.iloc[r])} is not a finite number",
                                    field=name)
         return out
 

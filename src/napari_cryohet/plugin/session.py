@@ -90,6 +90,7 @@ class Session:
     """
 
     dataset_changed = Signal(object)
+    contrast_checked = Signal(object)
     runs_changed = Signal()
     workspace_changed = Signal(object)
     selection_changed = Signal(object)
@@ -150,7 +151,52 @@ class Session:
         self.set_dataset(dataset)
         if show:
             self.scenes.show(scene)
+        if "contrast_check" not in getattr(dataset, "meta", {}):
+            _later(lambda: self.check_contrast(dataset))
         return scene
+
+    def check_contrast(self, dataset: Any = None) -> Any:
+        """Which way ``dataset``'s contrast looks (:func:`napari_cryohet.core.contrast.check_contrast`).
+
+        Files only (the simulator's contrast is RELION's by construction), once per dataset
+        (kept in ``dataset.meta["contrast_check"]``), on at most 256 images. When the images
+        look inverted, the window shows a warning saying what to do; :attr:`contrast_checked`
+        is emitted either way. Returns the :class:`ContrastCheck`, or ``None`` when not checked.
+        """
+        from napari_cryohet.core.contrast import check_contrast
+        from napari_cryohet.io.errors import CryohetInputError
+
+        dataset = self.dataset if dataset is None else dataset
+        meta = getattr(dataset, "meta", None)
+        if meta is None or not meta.get("source") or meta.get("recipe"):
+            return None
+        if "contrast_check" not in meta:
+            try:
+                meta["contrast_check"] = check_contrast(dataset, n_particles=256)
+            except (CryohetInputError, ValueError):  # unreadable images are reported when they are read
+                return None
+            if meta["contrast_check"].verdict == "inverted":
+                from napari.utils.notifications import show_warning
+
+                show_warning(self.contrast_text(dataset))
+            self.contrast_checked.emit(dataset)
+        return meta["contrast_check"]
+
+    def contrast_text(self, dataset: Any = None) -> str:
+        """One sentence on the contrast of ``dataset`` for the window (empty when not checked)."""
+        dataset = self.dataset if dataset is None else dataset
+        check = getattr(dataset, "meta", {}).get("contrast_check")
+        if check is None:
+            return ""
+        flipped = bool(dataset.meta.get("contrast_inverted"))
+        if check.verdict == "expected":
+            head = "Contrast as expected (density white on dark)" + (", after inverting the images" if flipped else "")
+        elif check.verdict == "inverted":
+            head = ("The particles look INVERTED (density dark on light): reopen them "
+                    + ("without" if flipped else "with") + " 'contrast inverted' ticked (session dock, Open particles)")
+        else:
+            head = "Contrast undecided (too little signal in the images checked)"
+        return f"{head}: {check.evidence}."
 
     def set_dataset(self, dataset: Any) -> None:
         """Use ``dataset`` (registering it first if new); the workspace follows when it holds another."""

@@ -1,7 +1,10 @@
-"""The session dock: workspace folder, the list of scenes, the particle selection.
+"""The session dock: particles to open, workspace folder, the list of scenes, the particle selection.
 
 One small dock (:class:`SessionWidget`) for what the whole window shares
-(:class:`~napari_cryohet.plugin.session.Session`): the workspace folder (opening one
+(:class:`~napari_cryohet.plugin.session.Session`): a particle file opened with options
+*File ▸ Open* cannot take (stacks folder, inverted contrast, cryoDRGN pickles, pixel size;
+:mod:`napari_cryohet.plugin._open_particles`) and the contrast check of the particles in
+use, the workspace folder (opening one
 restores every finished run's scene), the list of scenes — the particles of each dataset,
 each run's result — where a click puts that scene on the canvas, framed, and the
 particles selected in any embedding, with their count and an export to ``.star``.
@@ -14,6 +17,7 @@ from typing import Any
 from magicgui.widgets import Container, Label, LineEdit, PushButton
 from qtpy.QtWidgets import QListWidget
 
+from napari_cryohet.plugin._open_particles import OpenParticlesForm
 from napari_cryohet.plugin._workspace_picker import WorkspacePicker
 from napari_cryohet.plugin.session import Session
 
@@ -27,6 +31,10 @@ class SessionWidget(Container):
     ----------
     session
         The window's :class:`Session`.
+    open_form
+        :class:`OpenParticlesForm`: a particle file and how to read it.
+    contrast_label
+        What the contrast check says about the particles in use.
     workspace
         The workspace folder (:class:`WorkspacePicker` without inputs).
     scene_list
@@ -37,6 +45,9 @@ class SessionWidget(Container):
 
     def __init__(self, napari_viewer: Any) -> None:
         self.session = Session.for_viewer(napari_viewer)
+        self.open_form = OpenParticlesForm(self.session)
+        self.contrast_label = Label(value="")
+        self.contrast_label.native.setWordWrap(True)
         self.workspace = WorkspacePicker("simulate", session=self.session)
         self.frame_button = PushButton(text="Frame the scene", tooltip="fit the camera to the scene's layers")
         self.selection_label = Label(value="no particles selected")
@@ -46,20 +57,28 @@ class SessionWidget(Container):
         self.export_button = PushButton(text="Export selected particles as .star")
         self.message = Label(value="")
         self.message.native.setWordWrap(True)
-        super().__init__(widgets=[self.workspace, self.frame_button, self.selection_label, self.export_path,
-                                  self.export_button, self.message])
+        super().__init__(widgets=[self.open_form, self.contrast_label, self.workspace, self.frame_button,
+                                  self.selection_label, self.export_path, self.export_button, self.message])
         self.scene_list = QListWidget()
         self.scene_list.setToolTip("Each result has its own scene: click one to show it on the canvas, framed")
         self.scene_list.setMinimumHeight(90)
         self.scene_list.setMaximumHeight(170)
-        self.native.layout().insertWidget(1, self.scene_list)
+        self.native.layout().insertWidget(3, self.scene_list)
         self.scene_list.itemClicked.connect(lambda item: self.show_scene(item.text()))
         self.frame_button.changed.connect(lambda *_: self.session.scenes.frame())
         self.export_button.changed.connect(lambda *_: self.export())
         self.session.scenes.listed.connect(self.refresh)
         self.session.scenes.changed.connect(lambda _name: self.refresh())
         self.session.selection_changed.connect(self._on_selection)
+        self.session.contrast_checked.connect(lambda _ds: self._show_contrast())
+        self.session.dataset_changed.connect(lambda _ds: self._show_contrast())
         self.refresh()
+        self._show_contrast()
+
+    def _show_contrast(self) -> None:
+        text = self.session.contrast_text()
+        self.contrast_label.value = text
+        self.contrast_label.native.setStyleSheet("color: #ff8c00;" if "INVERTED" in text else "")
 
     def refresh(self, *_: Any) -> None:
         """Re-list the scenes, highlighting the one on the canvas."""

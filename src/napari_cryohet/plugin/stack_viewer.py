@@ -29,6 +29,7 @@ exported as ``.star``.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -294,7 +295,7 @@ class StackViewerWidget(QWidget):
         try:
             rows = _filter_rows(self.frame, text)
         except Exception as err:  # a user's expression: show, never raise into Qt
-            self.filter_status.setText(f"<span style='color:#e66'>filter error: {err}</span>")
+            self.filter_status.setText(f"<span style='color:#e66'>filter error: {html.escape(str(err))}</span>")
             return self.visible_rows
         self.table_model.set_rows(rows)
         self.filter_status.setText(f"{len(rows)} of {n} particles" if text else f"{n} particles")

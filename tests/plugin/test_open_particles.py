@@ -1,0 +1,72 @@
+"""The session dock's *Open particles* form and the contrast check in the window (issue 15).
+
+Real paths: the bundled sample .star, and a simulated set written to files whose stacks
+were moved and whose contrast is inverted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_cryohet.core.particle_dataset import ParticleDataset
+from napari_cryohet.io.write_particles import save_dataset
+from napari_cryohet.stages.simulate import RECIPES
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
+
+
+@pytest.fixture(scope="module")
+def moved_inverted(tmp_path_factory):
+    ds = RECIPES["adk_volumes"](n_particles=150, n_conformations=1, box_size=32, apix=3.0, sigma_a=2.0, snr=0.05,
+                                seed=5)
+    inverted = ParticleDataset(images=-ds.get_images(np.arange(len(ds))), apix=ds.apix, rotations=ds.rotations,
+                               shifts_a=ds.shifts_a, ctf=ds.ctf)
+    root = tmp_path_factory.mktemp("open")
+    files = save_dataset(root / "analysis", inverted, name="particles")
+    (root / "scratch").mkdir()
+    files["stack"].rename(root / "scratch" / files["stack"].name)
+    return files["star"], root / "scratch"
+
+
+def _dock(make_napari_viewer):
+    from napari_cryohet.plugin.session_widget import SessionWidget
+
+    viewer = make_napari_viewer()
+    return viewer, SessionWidget(viewer)
+
+
+def test_open_form_datadir_and_contrast(make_napari_viewer, moved_inverted):
+    star, moved = moved_inverted
+    viewer, dock = _dock(make_napari_viewer)
+    form = dock.open_form
+    form.path.value = str(star)
+    assert form.open() is None  # stacks not found: the message says how to fix it
+    assert "datadir" in form.message.value and "particles.mrcs" in form.message.value
+    form.datadir.value = str(moved)
+    ds = form.open()
+    assert len(ds) == 150 and dock.session.dataset is ds
+    assert ds.meta["contrast_check"].verdict == "inverted"
+    assert "INVERTED" in dock.contrast_label.value and "with 'contrast inverted' ticked" in dock.contrast_label.value
+    form.contrast_inverted.value = True
+    fixed = form.open()
+    assert fixed.meta["load_options"] == {"datadir": str(moved), "contrast_inverted": True}
+    assert fixed.meta["contrast_check"].verdict == "expected" and "as expected" in dock.contrast_label.value
+    # the stack layer shows the corrected images (white particles)
+    layer = next(lyr for lyr in viewer.layers if lyr.metadata.get("cryohet_dataset") is fixed)
+    np.testing.assert_array_equal(np.asarray(layer.data[3]), -ds.get_images(3))
+
+
+def test_sample_star_through_form_and_reader(make_napari_viewer, qtbot):
+    viewer, dock = _dock(make_napari_viewer)
+    dock.open_form.path.value = str(SAMPLE)
+    ds = dock.open_form.open()
+    assert len(ds) == 200 and "Contrast as expected" in dock.open_form.message.value
+    # a file opened with File > Open is checked too, once napari has inserted its layer
+    viewer.open(str(SAMPLE), plugin="napari-cryohet")
+    opened = dock.session.dataset
+    assert opened is not ds
+    qtbot.waitUntil(lambda: "contrast_check" in opened.meta, timeout=5000)
+    assert opened.meta["contrast_check"].verdict == "expected" and opened.meta["contrast_check"].z > 10
