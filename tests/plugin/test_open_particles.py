@@ -63,7 +63,8 @@ def test_sample_star_through_form_and_reader(make_napari_viewer, qtbot):
     viewer, dock = _dock(make_napari_viewer)
     dock.open_form.path.value = str(SAMPLE)
     ds = dock.open_form.open()
-    assert len(ds) == 200 and "Contrast as expected" in dock.open_form.message.value
+    assert len(ds) == 200 and "opened 200 particles" in dock.open_form.message.value
+    assert "Contrast as expected" in dock.contrast_label.value
     # a file opened with File > Open is checked too, once napari has inserted its layer
     viewer.open(str(SAMPLE), plugin="napari-cryohet")
     opened = dock.session.dataset

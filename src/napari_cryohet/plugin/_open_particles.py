@@ -99,8 +99,6 @@ class OpenParticlesForm(Container):
             return None
         name = Path(path).stem
         self.session.add_dataset(dataset, name)
-        check = self.session.check_contrast(dataset)
+        self.session.check_contrast(dataset)  # shown below the form by the session dock
         self.message.value = f"opened {len(dataset)} particles ({dataset.box_size} px, {dataset.apix:g} Å/px)"
-        if check is not None:
-            self.message.value += f". {self.session.contrast_text(dataset)}"
         return dataset
