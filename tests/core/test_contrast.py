@@ -46,7 +46,7 @@ def test_check_decides_both_ways_and_not_on_noise(one_state, rng):
     assert wrong.z == pytest.approx(-right.z, rel=1e-4)  # the statistic is odd in the images
     # pure noise with the same CTF: no decision, on 20 independent draws
     zs = []
-    for k in range(20):
+    for _ in range(20):
         noise = ParticleDataset(images=rng.standard_normal((300, 32, 32)).astype(np.float32), apix=3.0,
                                 ctf=one_state.ctf)
         zs.append(check_contrast(noise).z)

@@ -273,6 +273,7 @@ class StructuralBasisVAE(nn.Module):
         beta: float = 1.0,
         prior_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO per frequency (eq. 4, plus ``β · KL``; the prior term only when
         ``prior_scale`` > 0).
@@ -295,6 +296,10 @@ class StructuralBasisVAE(nn.Module):
             ``prior_weight / N`` so the prior counts once per pass over the data.
         generator
             Random generator of the reparameterisation noise (reproducible runs).
+        eps
+            ``(B, zdim)`` reparameterisation noise to use instead of drawing it (under
+            torchrun: this process's rows of the noise of the whole global batch,
+            ``stages/distributed.py``).
 
         Returns
         -------
@@ -302,7 +307,8 @@ class StructuralBasisVAE(nn.Module):
         ``mu`` and ``logvar`` ``(B, zdim)`` (detached).
         """
         mu, logvar = self.encode(encoder_input)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         pred = self.slices(z, rotations)  # (B, Q)
         if ctf_points is not None:

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.overrides import TorchFunctionMode
 
 from napari_cryohet.core.reconstruct import backproject_shard, shard_rows, volume_from_sums
 from napari_cryohet.io.atomic import save_npz_atomic
 
 __all__ = ["Context", "context", "init_from_env", "shutdown", "is_main", "rank_device", "batch_shard",
            "shard_rows", "all_reduce_", "all_reduce_array", "any_rank", "broadcast_object", "barrier", "data_parallel",
-           "given_noise", "main_first", "run_in_workspace", "reconstruct_volume_distributed", "save_partial_sums", "load_partial_sums"]
+           "main_first", "run_in_workspace", "reconstruct_volume_distributed", "save_partial_sums", "load_partial_sums"]
 
 #: Environment variables ``torchrun`` sets for every process it starts.
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -200,34 +198,6 @@ def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Mod
     names = inspect.signature(DistributedDataParallel.__init__).parameters
     quiet = {"forward_sync_buffers": False} if "forward_sync_buffers" in names else {"broadcast_buffers": False}
     return DistributedDataParallel(module, device_ids=ids, **quiet)
-
-
-class _GivenNoise(TorchFunctionMode):
-    def __init__(self, eps: torch.Tensor):
-        super().__init__()
-        self.eps = eps
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is torch.randn:
-            shape = tuple(args[0]) if args and not isinstance(args[0], int) else tuple(args)
-            if shape != tuple(self.eps.shape):
-                raise RuntimeError(f"noise of shape {shape} asked, {tuple(self.eps.shape)} given")
-            return self.eps
-        return func(*args, **(kwargs or {}))
-
-
-@contextmanager
-def given_noise(eps: torch.Tensor) -> Iterator[None]:
-    """Within the block, ``torch.randn`` of ``eps``'s shape returns ``eps``.
-
-    The VAE's loss draws its reparameterisation noise inside
-    :meth:`~napari_cryohet.core.vae_model.StructuralBasisVAE.loss`; under torchrun each
-    rank must use *its rows* of the noise the single process draws for the whole global
-    batch, so that both runs see the same noise per image. This torch function mode hands
-    those rows in without changing the model's signature.
-    """
-    with _GivenNoise(eps):
-        yield
 
 
 # ------------------------------------------------------------------ workspace runs

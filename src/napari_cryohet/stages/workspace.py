@@ -293,7 +293,8 @@ class Workspace:
         run_dir = self.root / run_id
         manifest = {"run_id": run_id, "stage": stage, "config": config.to_dict(), **key,
                     "n_particles": int(len(indices)), "status": "running", "started": _now(), "ended": None,
-                    "package_version": _package_version(), "pid": os.getpid(), "host": socket.gethostname()}
+                    "package_version": _package_version(), "pid": os.getpid(), "host": socket.gethostname(),
+                    "processes": _processes()}
         try:
             write_json(run_dir / MANIFEST, manifest)
             report(progress, 0.0, f"{run_id}: {spec.title}")
@@ -360,6 +361,13 @@ class Workspace:
             write_json(run_dir / MANIFEST, manifest)
         except OSError:  # a full disk must not hide the run's own error
             pass
+
+
+def _processes() -> int:
+    """How many processes run the stage (``torchrun`` workers; 1 without torchrun)."""
+    from napari_cryohet.stages.distributed import context
+
+    return int(context().world_size)
 
 
 def dataset_source(dataset: Any) -> str | dict[str, Any] | None:

@@ -257,12 +257,8 @@ def train_vae(
             images, rotations, shifts_px, ctf = batches(idx)
             y_points, enc_in = model.preprocess(images, shifts_px)
             ctf_points = model.ctf_at_points(ctf) if ctf is not None else None
-            kwargs = dict(beta=config.beta, prior_scale=config.prior_weight / n, generator=noise)
-            if eps is None:
-                out = step_loss(y_points, enc_in, rotations, ctf_points, **kwargs)
-            else:
-                with distributed.given_noise(eps):
-                    out = step_loss(y_points, enc_in, rotations, ctf_points, **kwargs)
+            out = step_loss(y_points, enc_in, rotations, ctf_points, beta=config.beta,
+                            prior_scale=config.prior_weight / n, generator=noise, eps=eps)
             optimizer.zero_grad(set_to_none=True)
             (out["loss"] * weight if ctx.active else out["loss"]).backward()
             optimizer.step()
