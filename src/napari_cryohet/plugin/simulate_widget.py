@@ -340,11 +340,7 @@ class SimulateProteinWidget(Container):
         self.info.value = self.box_warning(args)
 
         def job(progress, cancel):
-            def progress_or_stop(fraction: float, message: str = "") -> None:  # the recipe cannot be cancelled
-                check_cancel(cancel)                                            # otherwise: stop at its next report
-                progress(fraction, message)
-
-            dataset = make_dataset(config, progress=progress_or_stop)
+            dataset = make_dataset(config, progress=progress, cancel=cancel)  # stops between batches
             check_cancel(cancel)
             report_busy(progress, f"drawing {len(dataset)} particles")
             return dataset, dataset_layers(dataset, name)

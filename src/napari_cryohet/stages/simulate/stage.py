@@ -89,8 +89,13 @@ class SimulateResult(StageResult):
         return cls(dataset)
 
 
-def make_dataset(config: SimulateConfig, *, progress: ProgressCallback | None = None) -> Any:
-    """Call the recipe; a ``ParticleDataset`` records ``meta["recipe"]`` so it can be remade."""
+def make_dataset(config: SimulateConfig, *, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> Any:
+    """Call the recipe; a ``ParticleDataset`` records ``meta["recipe"]`` so it can be remade.
+
+    ``progress`` and ``cancel`` go to recipes that take them (a cancelled recipe raises
+    ``Cancelled`` between batches, not only at the next progress report).
+    """
     func = RECIPES[config.recipe]
     accepted = set(inspect.signature(func).parameters)
     kwargs = dict(config.args, n_particles=config.n_particles, seed=config.seed)
@@ -98,6 +103,8 @@ def make_dataset(config: SimulateConfig, *, progress: ProgressCallback | None = 
         kwargs["device"] = config.device
     if "progress" in accepted:
         kwargs["progress"] = progress
+    if "cancel" in accepted:
+        kwargs["cancel"] = cancel
     dataset = func(**kwargs)
     meta = getattr(dataset, "meta", None)
     if isinstance(meta, dict):
@@ -110,7 +117,7 @@ def run(dataset: Any, config: SimulateConfig, *, inputs: dict | None = None, pro
     """Simulate ``config.recipe`` (``dataset`` is ignored: this stage makes it)."""
     check_cancel(cancel)
     report(progress, 0.0, f"simulating {config.n_particles} particles: {config.recipe}")
-    result = SimulateResult(make_dataset(config, progress=progress))
+    result = SimulateResult(make_dataset(config, progress=progress, cancel=cancel))
     report(progress, 1.0, f"simulated {len(result.dataset)} particles")
     return result
 
