@@ -70,6 +70,26 @@ def reconstruct_run():
     return {"volume": volume}
 
 
+def half_maps_data():
+    ds = _vae_fixtures().toy_dataset(61, d=16, apix=6.0, seed=7)
+    halves = np.where(np.arange(len(ds)) % 3 == 0, 1, 2)  # unequal halves, interleaved
+    weights = torch.as_tensor(np.linspace(0.1, 1.0, len(ds)), dtype=torch.float32)
+    return ds, halves, weights
+
+
+def half_maps_run():
+    ds, halves, weights = half_maps_data()
+    a, b, full = distributed.reconstruct_half_maps_distributed(
+        ds.get_images(np.arange(len(ds))), ds.rotations, ds.shifts_a, ds.ctf.as_dict(), ds.apix, halves,
+        weights=weights, batch=16)
+    # a half set absent from every shard but one: rank 1 has none of its particles
+    only_first = np.where(np.arange(len(ds)) < 10, 1, 2)
+    a1, _, _ = distributed.reconstruct_half_maps_distributed(
+        ds.get_images(np.arange(len(ds))), ds.rotations, ds.shifts_a, ds.ctf.as_dict(), ds.apix, only_first,
+        batch=16)
+    return {"map_a": a, "map_b": b, "full": full, "map_a_first10": a1}
+
+
 def main(argv: list[str]) -> int:
     task, out = argv[0], Path(argv[1])
     run_dir = argv[2] if len(argv) > 2 else None
@@ -89,6 +109,8 @@ def main(argv: list[str]) -> int:
             result = chainfit_run(run_dir)
         elif task == "reconstruct":
             result = reconstruct_run()
+        elif task == "half_maps":
+            result = half_maps_run()
         else:
             raise SystemExit(f"unknown task {task}")
         result["world_size"] = ctx.world_size

@@ -41,11 +41,18 @@ def main(args: argparse.Namespace) -> int:
         open_workspace,
         print_progress,
     )
+    from napari_cryohet.stages import distributed
     from napari_cryohet.stages.refine.config import RefineConfig
 
-    ws = open_workspace(args)
     config = config_from_args(RefineConfig, args)
-    result = ws.run("refine", config, inputs=input_ids(args), progress=print_progress())
+    # several processes under torchrun share the reconstructions (docs/scale-out.md); rank 0 writes and reports
+    ctx = distributed.init_from_env(config.device)
+    ws = distributed.main_first(lambda: open_workspace(args))
+    result = distributed.run_in_workspace(ws, "refine", config, inputs=input_ids(args),
+                                          progress=print_progress() if ctx.is_main else None)
+    distributed.shutdown()
+    if not ctx.is_main:
+        return 0
     if args.export_dir:
         from pathlib import Path
 

@@ -16,6 +16,8 @@ a particle with weight ``w`` counts as ``w`` of a particle in the Wiener ratio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -105,6 +107,7 @@ def reconstruct_half_maps(
     pad_factor: int = 2,
     batch: int = 256,
     wiener_eps: float = 1e-3,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reconstruct the two gold-standard half maps and the full map.
 
@@ -129,6 +132,12 @@ def reconstruct_half_maps(
         Where to compute; ``None`` picks CUDA when present (:func:`select_device`).
     pad_factor, batch, wiener_eps
         As :func:`napari_cryohet.core.reconstruct.reconstruct_volume`.
+    reduce
+        ``None``, or a function applied to each half set's two backprojection sums
+        (``Σ w·CTF·Y`` and ``Σ w·CTF²``) before the division: when several processes each
+        pass their own share of the particles, a sum over the processes
+        (``stages/distributed.py``, ``all_reduce_``) makes every process's maps those of all
+        particles. Every process then calls it for both halves, also with no particle.
 
     Returns
     -------
@@ -168,13 +177,19 @@ def reconstruct_half_maps(
         if w_np is not None:
             keep &= w_np > 0
         idx = np.nonzero(keep)[0]
-        if len(idx) == 0:
+        if len(idx) == 0 and reduce is None:
             sums.append(None)
             continue
         args = dict(apix=apix, ctf=_take_ctf(ctf, idx), shifts_a=None if shifts_a is None else _take(shifts_a, idx),
                     pad_factor=pad_factor, batch=batch, device=dev)
         imgs, rots = _take(images, idx), _take(torch.as_tensor(rotations), idx)
-        sums.append(backproject_images(imgs, rots, weights=None if w_np is None else w_np[idx], **args))
+        num, den = backproject_images(imgs, rots, weights=None if w_np is None else w_np[idx], **args)
+        if reduce is not None:
+            num, den = reduce(num), reduce(den)
+            if not bool((den > 0).any()):  # no particle in this half set on any process
+                sums.append(None)
+                continue
+        sums.append((num, den))
     maps = []
     for s in sums:
         maps.append(torch.zeros(d, d, d, device=dev) if s is None else volume_from_sums(*s, d, wiener_eps=wiener_eps))

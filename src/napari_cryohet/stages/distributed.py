@@ -35,12 +35,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from napari_cryohet.core.half_maps import reconstruct_half_maps
 from napari_cryohet.core.reconstruct import backproject_shard, shard_rows, volume_from_sums
 from napari_cryohet.io.atomic import save_npz_atomic
 
 __all__ = ["Context", "context", "init_from_env", "shutdown", "is_main", "rank_device", "batch_shard",
            "shard_rows", "all_reduce_", "all_reduce_array", "any_rank", "broadcast_object", "barrier", "data_parallel",
-           "main_first", "run_in_workspace", "reconstruct_volume_distributed", "save_partial_sums", "load_partial_sums"]
+           "main_first", "run_in_workspace", "reconstruct_volume_distributed",
+           "reconstruct_half_maps_distributed", "save_partial_sums", "load_partial_sums"]
 
 #: Environment variables ``torchrun`` sets for every process it starts.
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -274,6 +276,25 @@ def reconstruct_volume_distributed(images, rotations, *, apix: float, ctf: dict 
     all_reduce_(num)
     all_reduce_(den)
     return volume_from_sums(num, den, int(images.shape[-1]), wiener_eps=wiener_eps)
+
+
+def reconstruct_half_maps_distributed(images, rotations, shifts_a, ctf: dict | None, apix: float, half_sets, *,
+                                     weights=None, **options) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~napari_cryohet.core.half_maps.reconstruct_half_maps` with the particles shared among the ranks.
+
+    Each rank backprojects its contiguous shard of the particles (both half sets, the
+    labels kept), the sums are added over the ranks before the division, and every rank
+    gets the maps of all particles. In a single process this is ``reconstruct_half_maps``.
+    Used by the clustering and refinement stage for its per-cluster and half maps.
+    """
+    ctx = context()
+    if not ctx.active:
+        return reconstruct_half_maps(images, rotations, shifts_a, ctf, apix, half_sets, weights=weights, **options)
+    rows = shard_rows(int(images.shape[0]), ctx.rank, ctx.world_size)
+    part_ctf = None if ctf is None else {k: (v[rows] if np.ndim(v) else v) for k, v in ctf.items()}
+    return reconstruct_half_maps(images[rows], rotations[rows], None if shifts_a is None else shifts_a[rows], part_ctf,
+                                 apix, np.asarray(half_sets)[rows], weights=None if weights is None else weights[rows],
+                                 reduce=all_reduce_, **options)
 
 
 def save_partial_sums(path: str | Path, numerator: torch.Tensor, weights: torch.Tensor, *,

@@ -43,12 +43,15 @@ import torch
 
 from napari_cryohet.core.classify import map_log_likelihoods
 from napari_cryohet.core.device import select_device
-from napari_cryohet.core.half_maps import assign_half_sets, reconstruct_half_maps
+from napari_cryohet.core.half_maps import assign_half_sets
 from napari_cryohet.core.label_alignment import align_labels
 from napari_cryohet.core.local_refine import refine_half_sets
 from napari_cryohet.core.postprocess import fsc_weighted_filter, postprocess
 from napari_cryohet.stages._common import CancelToken, ProgressCallback, check_cancel, report
 from napari_cryohet.stages.checkpoint import Checkpointer
+from napari_cryohet.stages.distributed import (
+    reconstruct_half_maps_distributed as reconstruct_half_maps,
+)
 from napari_cryohet.stages.protocol import Embedding, array_hash, dataset_indices
 from napari_cryohet.stages.refine.clustering import (
     CLUSTERERS,
