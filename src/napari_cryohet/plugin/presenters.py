@@ -21,6 +21,7 @@ PRESENTERS: dict[str, str] = {
     "chainfit": "napari_cryohet.plugin._chainfit_view",
     "vae": "napari_cryohet.plugin._vae_scene",
     "refine": "napari_cryohet.plugin._refine_scene",
+    "hypermolecule": "napari_cryohet.plugin._hypermolecule_scene",
 }
 
 
