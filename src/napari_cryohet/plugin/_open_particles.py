@@ -65,6 +65,7 @@ class OpenParticlesForm(Container):
         self.open_button = PushButton(text="Open particles")
         self.message = Label(value="")
         self.message.native.setWordWrap(True)
+        self.message.native.setMinimumWidth(320)  # a short message on one line, a long error wrapped
         for edit in (self.path, self.datadir, self.poses, self.ctf):
             edit.line_edit.value = ""
             edit.line_edit.native.setMinimumWidth(120)

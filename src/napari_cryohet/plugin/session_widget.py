@@ -31,8 +31,9 @@ class SessionWidget(Container):
     ----------
     session
         The window's :class:`Session`.
-    open_form
-        :class:`OpenParticlesForm`: a particle file and how to read it.
+    open_toggle, open_form
+        The button that shows :class:`OpenParticlesForm` (a particle file and how to read
+        it), hidden at first, and the form.
     contrast_label
         What the contrast check says about the particles in use.
     workspace
@@ -46,6 +47,10 @@ class SessionWidget(Container):
     def __init__(self, napari_viewer: Any) -> None:
         self.session = Session.for_viewer(napari_viewer)
         self.open_form = OpenParticlesForm(self.session)
+        self.open_form.visible = False  # shown on demand: the dock stays short
+        self.open_toggle = PushButton(text="Open a particle file with options ▸",
+                                      tooltip="a stacks folder, inverted contrast, cryoDRGN pickles, a pixel size: "
+                                              "what File ▸ Open cannot take")
         self.contrast_label = Label(value="")
         self.contrast_label.native.setWordWrap(True)
         self.workspace = WorkspacePicker("simulate", session=self.session)
@@ -57,23 +62,29 @@ class SessionWidget(Container):
         self.export_button = PushButton(text="Export selected particles as .star")
         self.message = Label(value="")
         self.message.native.setWordWrap(True)
-        super().__init__(widgets=[self.open_form, self.contrast_label, self.workspace, self.frame_button,
+        super().__init__(widgets=[self.open_toggle, self.open_form, self.contrast_label, self.workspace, self.frame_button,
                                   self.selection_label, self.export_path, self.export_button, self.message])
         self.scene_list = QListWidget()
         self.scene_list.setToolTip("Each result has its own scene: click one to show it on the canvas, framed")
         self.scene_list.setMinimumHeight(90)
         self.scene_list.setMaximumHeight(170)
-        self.native.layout().insertWidget(3, self.scene_list)
+        self.native.layout().insertWidget(4, self.scene_list)
         self.scene_list.itemClicked.connect(lambda item: self.show_scene(item.text()))
         self.frame_button.changed.connect(lambda *_: self.session.scenes.frame())
         self.export_button.changed.connect(lambda *_: self.export())
         self.session.scenes.listed.connect(self.refresh)
         self.session.scenes.changed.connect(lambda _name: self.refresh())
         self.session.selection_changed.connect(self._on_selection)
+        self.open_toggle.changed.connect(lambda *_: self.show_open_form(not self.open_form.visible))
         self.session.contrast_checked.connect(lambda _ds: self._show_contrast())
         self.session.dataset_changed.connect(lambda _ds: self._show_contrast())
         self.refresh()
         self._show_contrast()
+
+    def show_open_form(self, visible: bool = True) -> None:
+        """Show (or hide) the *Open particles* form."""
+        self.open_form.visible = visible
+        self.open_toggle.text = "Open a particle file with options " + ("▾" if visible else "▸")
 
     def _show_contrast(self) -> None:
         text = self.session.contrast_text()
