@@ -157,3 +157,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def inverted_files(root: Path, *, n_particles: int, seed: int) -> tuple[Path, Path]:
+    """One AdK conformation (32 px at 3 Å, SNR 0.05, CTF and poses) written with its contrast
+    inverted, its stack then moved to another folder: ``(star, stacks folder)``.
+
+    What a user with ASPIRE-simulated or cryoDRGN-uninverted data and moved stacks has; the
+    command-line and napari tests of ``datadir`` and ``contrast_inverted`` open it.
+    """
+    from napari_cryohet.core.particle_dataset import ParticleDataset
+    from napari_cryohet.io.write_particles import save_dataset
+    from napari_cryohet.stages.simulate import RECIPES
+
+    ds = RECIPES["adk_volumes"](n_particles=n_particles, n_conformations=1, box_size=32, apix=3.0, sigma_a=2.0,
+                                snr=0.05, seed=seed)
+    inverted = ParticleDataset(images=-ds.get_images(np.arange(len(ds))), apix=ds.apix, rotations=ds.rotations,
+                               shifts_a=ds.shifts_a, ctf=ds.ctf)
+    files = save_dataset(root / "analysis", inverted, name="particles")
+    moved = root / "scratch"
+    moved.mkdir()
+    files["stack"].rename(moved / files["stack"].name)
+    return files["star"], moved
+
+
+@pytest.fixture(scope="session")
+def write_inverted_files():
+    """:func:`inverted_files` as a fixture (for module-scoped fixtures of other test files)."""
+    return inverted_files

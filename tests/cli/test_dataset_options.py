@@ -7,30 +7,17 @@ commands on it need not repeat them.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from napari_cryohet.cli import build_parser, main
 from napari_cryohet.cli._config_args import open_workspace
-from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.io.write_particles import save_dataset
-from napari_cryohet.stages.simulate import RECIPES
 from napari_cryohet.stages.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
-def moved_inverted(tmp_path_factory):
-    """(star, folder the stack was moved to): 200 inverted particles, 32 px."""
-    ds = RECIPES["adk_volumes"](n_particles=200, n_conformations=1, box_size=32, apix=3.0, sigma_a=2.0, snr=0.05,
-                                seed=4)
-    inverted = ParticleDataset(images=-ds.get_images(np.arange(len(ds))), apix=ds.apix, rotations=ds.rotations,
-                               shifts_a=ds.shifts_a, ctf=ds.ctf)
-    root = tmp_path_factory.mktemp("options")
-    files = save_dataset(root / "analysis", inverted, name="particles")
-    moved = root / "scratch"
-    moved.mkdir()
-    files["stack"].rename(moved / files["stack"].name)
-    return files["star"], moved
+def moved_inverted(tmp_path_factory, write_inverted_files):
+    """(star, folder the stack was moved to): 200 particles with inverted contrast (tests/conftest.py)."""
+    return write_inverted_files(tmp_path_factory.mktemp("options"), n_particles=200, seed=4)
 
 
 def test_info_names_datadir_then_reports_the_contrast_both_ways(moved_inverted, capsys):

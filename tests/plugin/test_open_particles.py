@@ -11,24 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cryohet.core.particle_dataset import ParticleDataset
-from napari_cryohet.io.write_particles import save_dataset
-from napari_cryohet.stages.simulate import RECIPES
-
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
 
 
 @pytest.fixture(scope="module")
-def moved_inverted(tmp_path_factory):
-    ds = RECIPES["adk_volumes"](n_particles=150, n_conformations=1, box_size=32, apix=3.0, sigma_a=2.0, snr=0.05,
-                                seed=5)
-    inverted = ParticleDataset(images=-ds.get_images(np.arange(len(ds))), apix=ds.apix, rotations=ds.rotations,
-                               shifts_a=ds.shifts_a, ctf=ds.ctf)
-    root = tmp_path_factory.mktemp("open")
-    files = save_dataset(root / "analysis", inverted, name="particles")
-    (root / "scratch").mkdir()
-    files["stack"].rename(root / "scratch" / files["stack"].name)
-    return files["star"], root / "scratch"
+def moved_inverted(tmp_path_factory, write_inverted_files):
+    """(star, folder the stack was moved to): 150 particles with inverted contrast (tests/conftest.py)."""
+    return write_inverted_files(tmp_path_factory.mktemp("open"), n_particles=150, seed=5)
 
 
 def _dock(make_napari_viewer):
