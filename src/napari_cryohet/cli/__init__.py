@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "chainfit": "chainfit",
     "vae": "vae",
     "refine": "refine",
+    "hypermolecule": "hypermolecule",
     "ws": "ws",
 }
 

@@ -60,6 +60,7 @@ STAGES: dict[str, str | StageSpec] = {
     "chainfit": "napari_cryohet.stages.chainfit.stage:STAGE",
     "vae": "napari_cryohet.stages.vae.stage:STAGE",
     "refine": "napari_cryohet.stages.refine.stage:STAGE",
+    "hypermolecule": "napari_cryohet.stages.hypermolecule.stage:STAGE",
 }
 
 
