@@ -37,7 +37,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-__all__ = ["open_workspace", "run_stage", "simulate", "spectral", "chainfit", "vae", "refine", "hypermolecule",
+__all__ = ["open_workspace", "viewer_if_available", "run_stage", "simulate", "spectral", "chainfit", "vae", "refine", "hypermolecule",
            "settings_of", "default_input", "SHARED_STAGES"]
 
 #: Stages whose run takes part in ``torch.distributed`` collectives under ``torchrun``
@@ -74,6 +74,26 @@ def open_workspace(folder: str | Path | Any, source: str | Path | dict[str, Any]
                              "dataset as source= (a .star file or a simulator recipe)")
         return Workspace.open(folder)
     return Workspace.create(folder, source)
+
+
+def viewer_if_available(**kwargs: Any) -> Any:
+    """A ``napari.Viewer(**kwargs)`` when napari is installed and a display exists, else ``None``.
+
+    Scripts call it so that the same file draws in a window on a desktop and runs headless
+    on a GPU node (no ``DISPLAY`` nor ``WAYLAND_DISPLAY``). ``CRYOHET_NO_VIEWER=1`` in the
+    environment forces headless.
+    """
+    import os
+
+    if os.environ.get("CRYOHET_NO_VIEWER") == "1":
+        return None
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    try:
+        import napari
+    except ImportError:
+        return None
+    return napari.Viewer(**kwargs)
 
 
 def settings_of(stage: str) -> list[str]:
