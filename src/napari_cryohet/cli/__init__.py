@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "refine": "refine",
     "hypermolecule": "hypermolecule",
     "ws": "ws",
+    "run-all": "run_all",
 }
 
 
