@@ -126,7 +126,11 @@ def default_input(ws: Any, stage: str, name: str) -> str | None:
     done = [m for m in ws.runs() if m.get("status") == "done" and m.get("stage") in ispec.stages]
     if not done:
         return None
-    done.sort(key=lambda m: (m.get("ended") or "", m["run_id"]))  # oldest first; ids break same-second ties
+    def finished(m: dict[str, Any]) -> tuple[str, int]:  # oldest first; the manifest's last write breaks
+        manifest = ws.root / m["run_id"] / "manifest.json"  # same-second ties (it is written at the end)
+        return m.get("ended") or "", manifest.stat().st_mtime_ns if manifest.exists() else 0
+
+    done.sort(key=finished)
     whole = particle_index_hash(dataset_indices(ws.dataset))
     same = [m for m in done if m.get("particle_index_hash") == whole]
     return (same or done)[-1]["run_id"]
