@@ -298,7 +298,7 @@ class HyperMoleculeWidget(Container):
         def make():
             layer = Points(centres, size=sizes, face_color=colours, border_color="white", features=features,
                            text={"string": "{name}", "color": "white", "size": 11}, ndim=3, shading="spherical",
-                           axis_labels=("z (Å)", "y (Å)", "x (Å)"))
+                           opacity=0.6, axis_labels=("z (Å)", "y (Å)", "x (Å)"))
             layer.events.data.connect(lambda event: self._on_points_moved())
             return layer
 
