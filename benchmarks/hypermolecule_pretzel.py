@@ -51,10 +51,11 @@ from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel, pretzel_b
 SIZES = {
     "full": {"n_particles": 5000, "box": 64, "working": 32,
              "A": {"n_burnin_sweeps": 40, "n_sample_sweeps": 20},
-             "B": {"n_burnin_sweeps": 120, "n_sample_sweeps": 30}},
+             "B": {"n_burnin_sweeps": 120, "n_sample_sweeps": 30, "pose_only_sweeps": 6}},
     "quick": {"n_particles": 400, "box": 64, "working": 24,
               "A": {"n_burnin_sweeps": 24, "n_sample_sweeps": 8, "theta_steps": 2},
-              "B": {"n_burnin_sweeps": 16, "n_sample_sweeps": 4, "theta_steps": 2, "pose_steps": 2}},
+              "B": {"n_burnin_sweeps": 16, "n_sample_sweeps": 4, "theta_steps": 2, "pose_steps": 2,
+                    "pose_only_sweeps": 4}},
 }
 STATES = np.linspace(0.0, 1.0, 5)
 
@@ -74,19 +75,33 @@ def rotation_error_deg(est: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.minimum(angle(est, true), angle(est, true @ c2.T))
 
 
+def c2_aligned_states(tau_rec: np.ndarray, est_rot: np.ndarray, true_rot: np.ndarray) -> np.ndarray:
+    """Recovered arm states in the true arms' order: a particle whose estimated pose is nearer
+    ``R·C₂`` than ``R`` shows arm 1 where arm 2 was, and the image is exactly the molecule with
+    swapped states in pose ``R·C₂`` (``V_{τ₁,τ₂}(Rᵀx) = V_{τ₂,τ₁}((R C₂)ᵀx)``), so its recovered
+    states are swapped before comparing. Known poses (Run A) never swap."""
+    def angle(a, b):
+        return np.arccos(np.clip((np.einsum("nij,nij->n", a, b) - 1.0) / 2.0, -1.0, 1.0))
+
+    swap = angle(est_rot, true_rot @ np.asarray(C2_Z).T) < angle(est_rot, true_rot)
+    return np.where(swap[:, None], tau_rec[:, ::-1], tau_rec)
+
+
 def score(result, ds) -> dict:
     truth = np.asarray(ds.ground_truth["state"], dtype=np.float64)
-    rho = [float(abs(spearmanr(result.tau_mean[:, k], truth[:, k])[0])) for k in range(2)]
+    true_rot = np.asarray(ds.rotations, dtype=np.float64)
+    tau = c2_aligned_states(np.asarray(result.tau_mean), np.asarray(result.rotations), true_rot)
+    rho = [float(abs(spearmanr(tau[:, k], truth[:, k])[0])) for k in range(2)]
     d, apix = ds.box_size, float(ds.apix)
     res_a = []
     for t in STATES:
-        rec = [matched_states(result.tau_mean[:, k], truth[:, k], t) for k in range(2)]
+        rec = [matched_states(tau[:, k], truth[:, k], t) for k in range(2)]
         vol = result.volume_at([rec], size_px=d, apix=apix)[0]
         coords = torch.as_tensor(pretzel_blobs([[t, t]])[0], dtype=torch.float64)
         ref = gaussian_density_3d(coords, d=d, apix=apix, sigma_a=float(ds.ground_truth["global/sigma_a"]))
         freq, fsc = fourier_shell_correlation(vol.astype(np.float64), ref.numpy())
         res_a.append(float(resolution_at(freq, fsc, apix=apix, threshold=0.5)))
-    rot = rotation_error_deg(result.rotations, np.asarray(ds.rotations, dtype=np.float64))
+    rot = rotation_error_deg(result.rotations, true_rot)
     return {"spearman": rho, "fsc_resolution_A": res_a, "rotation_error_deg_median": float(np.median(rot)),
             "acceptance": result.acceptance, "seconds": float(result.seconds)}
 
@@ -97,9 +112,19 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     p.add_argument("--runs", default="A,B", help="which runs (A, B or both)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--verbose", action="store_true", help="print every sweep")
+    p.add_argument("--particles", type=int, default=None, help="override the number of particles")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a sampler setting for both runs (e.g. --set n_burnin_sweeps=30)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    size = SIZES["quick" if args.quick else "full"]
+    size = dict(SIZES["quick" if args.quick else "full"])
+    if args.particles:
+        size["n_particles"] = args.particles
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tfn" else value.strip()
     t0 = time.perf_counter()
     ds = pretzel(size["n_particles"], box_size=size["box"], apix=3.0, snr=1 / 30, seed=0)
     sim_s = time.perf_counter() - t0
@@ -110,11 +135,11 @@ def main() -> None:
         cfg = HyperMoleculeConfig(
             working_size_px=size["working"], estimate_poses=not known, estimate_shifts=not known,
             estimate_contrast=not known, initial_poses="dataset" if known else "random", initial_map="truth",
-            output_size_px=size["working"], volume_samples=5, device=args.device, **size[name])
+            output_size_px=size["working"], volume_samples=5, device=args.device, **{**size[name], **overrides})
 
         def progress(fraction, message, name=name):
-            if fraction < 0 or "sweep" in message and ("1/" in message or fraction >= 1.0):
-                print(f"  [{name}] {message}", flush=True)
+            if args.verbose or fraction < 0 or "sweep" in message and (" 1/" in message or fraction >= 1.0):
+                print(f"  [{name} {time.perf_counter() - t0:.0f} s] {message}", flush=True)
 
         result = run_hypermolecule(ds, cfg, progress=progress)
         runs[name] = score(result, ds)

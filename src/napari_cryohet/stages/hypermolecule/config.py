@@ -193,6 +193,18 @@ class HyperMoleculeConfig(StageConfig):
     global_pose_probability: float = param(0.2, minimum=0.0, maximum=1.0, label="global pose jumps",
                                            help="chance that an orientation proposal is a uniformly random "
                                                 "orientation rather than a small turn (escapes wrong poses)")
+    pose_search_candidates: int = param(1000, minimum=0, maximum=100000, label="global pose candidates",
+                                        help="orientations drawn uniformly at random each sweep and scored against "
+                                             "every particle at low resolution with the state-averaged map; each "
+                                             "particle may jump to one of them (an exact Metropolis–Hastings move, "
+                                             "see the sampler): finds poses from a random start. 0: off")
+    pose_search_resolution_a: float = param(20.0, minimum=1.0, unit="Å", label="pose search resolution",
+                                            help="only image detail coarser than this (and than the current "
+                                                 "frequency-marching limit) scores the global pose candidates")
+    pose_only_sweeps: int = param(0, minimum=0, maximum=100000, unit="sweeps", label="pose-only sweeps",
+                                  help="the first burn-in sweeps update only orientations, shifts and contrast "
+                                       "against the starting map (states and map frozen): the paper's homogeneous "
+                                       "first stage (001 §5), so states are learned once poses are roughly right")
     shift_steps: int = param(2, minimum=0, maximum=100, label="shift and contrast proposals per sweep",
                              help="Metropolis–Hastings proposals of each particle's shift and of its contrast "
                                   "per sweep (cheap: the projection is reused)")
@@ -226,6 +238,9 @@ class HyperMoleculeConfig(StageConfig):
         if self.final_resolution_a is not None and self.final_resolution_a > self.start_resolution_a:
             self.fail("final_resolution_a", f"a resolution finer (smaller) than start_resolution_a = "
                       f"{self.start_resolution_a} Å", self.final_resolution_a)
+        if self.pose_only_sweeps > self.n_burnin_sweeps:
+            self.fail("pose_only_sweeps", f"at most n_burnin_sweeps = {self.n_burnin_sweeps} (they are burn-in "
+                      "sweeps)", self.pose_only_sweeps)
         if not (self.estimate_poses or self.initial_poses == "dataset"):
             self.fail("initial_poses", "'dataset' when estimate_poses is off (random poses would stay random)",
                       self.initial_poses)

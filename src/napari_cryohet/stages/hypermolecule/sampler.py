@@ -7,10 +7,32 @@ the posterior invariant once burn-in has ended):
    states τ (reflected random walk in [0, 1]), pose (a small random turn, or with
    probability ``global_pose_probability`` a Haar-uniform jump), shift (Gaussian walk, Å)
    and contrast (Gaussian walk). Shift and contrast reuse the cached projection spectra
-   ``CTF · FFT(Σ_z V)`` (only a phase ramp and a factor change, 001 §6);
+   ``CTF · FFT(Σ_z V)`` (only a phase ramp and a factor change, 001 §6). Before the local
+   pose steps, a **global pose search** (:meth:`HyperMoleculeSampler._pose_search_setup`) lets
+   every particle jump to one of ``pose_search_candidates`` fresh Haar-uniform orientations;
 2. the map θ: ``theta_steps`` preconditioned MALA steps on all particles (001 eq. 17–19),
    or in the paper's *crude* mode (001 §5) a random particle subset whose variables alone
    are updated in step 1, then a preconditioned gradient step on θ from that subset.
+
+Global pose search — why and how. From random poses, a random-walk or occasional uniform
+proposal almost never lands in the narrow basin of the right orientation at SNR 1/30 (the
+quick Run B stayed at a 101° median error). The paper's remedy was a homogeneous run first
+(001 §5); RELION/cryoSPARC score each image against a grid of orientations. Here the two are
+one exact MCMC move, a multiple-proposal Metropolis–Hastings step (Tjelmeland 2004, "Using
+all Metropolis–Hastings proposals"; Calderhead 2014) with delayed acceptance (Christen & Fox
+2005): per sweep, ``M`` orientations are drawn from the Haar measure (the pose prior) and
+projected once, shared by all particles, through the **state-averaged** map (the mean of
+the blob masses over a grid of states: the homogeneous map) at the **low resolution**
+``min(k_max, 1/pose_search_resolution_a)`` on a central crop of the spectrum (exact for
+those frequencies, so a 32-px image is scored on ~16 px). A surrogate score
+``ℓ̃_ij = a_i Re⟨CTF_i P_j, Y_i'⟩ − a_i² ‖CTF_i P_j‖²/2`` (noise-weighted, ``Y_i'`` the image
+with its current shift undone) is two real matrix products ``(N × d²)(d² × M)``. Particle i
+picks one of {current, candidates} with probability ∝ ``exp ℓ̃`` (Gumbel-max on the chain's
+stream) and accepts it with probability ``min(1, π(R') e^ℓ̃(R) / (π(R) e^ℓ̃(R')))``: the
+exact posterior at the particle's own state and full mask corrects the surrogate: the
+move leaves the posterior invariant whatever the surrogate, which only decides how useful
+it is. ``pose_only_sweeps`` first sweeps update poses, shifts and contrast only (states and
+map frozen): the homogeneous first stage of 001 §5, run on the starting map.
 
 Frequency marching (001 §5): the likelihood compares only frequencies ``|k| ≤ k_max``;
 ``k_max`` grows linearly from ``1/start_resolution_a`` to ``1/final_resolution_a`` over the
@@ -47,7 +69,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from napari_cryohet.core.atoms import gaussian_profiles
-from napari_cryohet.core.fft import fft2_centered
+from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
 from napari_cryohet.core.hypermolecule import HyperMolecule, evaluate_state_basis
 from napari_cryohet.core.hypermolecule_posterior import (
     HyperMoleculePriors,
@@ -57,6 +79,7 @@ from napari_cryohet.core.hypermolecule_posterior import (
     frequency_mask,
     image_log_likelihood,
     log_prior_particles,
+    log_prior_theta,
     projection_spectra,
     shift_and_scale,
     theta_log_posterior_and_grad,
@@ -74,6 +97,7 @@ from napari_cryohet.core.mcmc import (
     propose_rotation,
     propose_unit_interval,
     restore_generators,
+    uniform_rotations,
 )
 from napari_cryohet.core.projection import project_gaussian_atoms
 from napari_cryohet.stages.hypermolecule.config import HyperMoleculeConfig
@@ -81,8 +105,11 @@ from napari_cryohet.stages.hypermolecule.config import HyperMoleculeConfig
 __all__ = ["HyperMoleculeSampler", "SweepPlan", "KERNELS"]
 
 #: Names of the kernels whose acceptance is recorded.
-KERNELS = ("tau", "pose", "shift", "contrast", "theta")
+KERNELS = ("tau", "pose_search", "pose", "shift", "contrast", "theta")
 _TARGET = {"tau": 0.44, "pose": 0.3, "shift": 0.44, "contrast": 0.44, "theta": 0.574}
+#: Largest cache of blob profiles kept per chain (bytes; :meth:`HyperMoleculeSampler._cached_profiles`).
+PROFILE_CACHE_BYTES = 3 * 2**30
+_CANDIDATE_CHUNK = 256  # candidate orientations projected at once (memory chunk·D·K)
 _INITIAL_STEP = {"tau": 0.15, "pose": 0.1, "shift": 1.0, "contrast": 0.05}
 
 
@@ -145,6 +172,7 @@ class HyperMoleculeSampler:
         self.total_sweeps = config.n_burnin_sweeps + config.n_sample_sweeps
         self._blob_power = self._blob_spectrum_power()
         self._traj_mask = self._trajectory_mask()
+        self._profiles_off = any(c.trajectory for c in model.components)
         self.chains: list[dict] = []
         for c in range(config.n_chains):
             gen = make_generator(config.seed, c, device=self.device)
@@ -285,25 +313,166 @@ class HyperMoleculeSampler:
         spectra = fft2_centered((gy * masses[:, None, :]) @ gx.transpose(1, 2))
         return spectra if self.data.ctf is None else spectra * self.data.ctf[rows]
 
+    def _cached_profiles(self, chain: dict, params, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:meth:`_profiles` of ``rows`` at the chain's current poses, kept between blocks and
+        sweeps while a particle's pose does not change (blob rest positions do not depend on θ
+        without trajectories): the exponentials are most of the cost of a projection, and with
+        known poses (Run A) they are computed once per run. The cache (``2·N·D·K`` values) is
+        used when it fits in :data:`PROFILE_CACHE_BYTES`; it is rebuilt after a resume."""
+        if self._profiles_off:
+            return None
+        cache = chain.get("profile_cache")
+        if cache is None:
+            d, k = self.data.d, self.model.n_blobs
+            if 2 * self.n * d * k * torch.finfo(self.dtype).bits // 8 > PROFILE_CACHE_BYTES:
+                return self._profiles(params, chain["particles"].rotations[rows])
+            cache = chain["profile_cache"] = {
+                "gy": torch.empty(self.n, d, k, device=self.device, dtype=self.dtype),
+                "gx": torch.empty(self.n, d, k, device=self.device, dtype=self.dtype),
+                "valid": torch.zeros(self.n, dtype=torch.bool, device=self.device)}
+        need = rows[~cache["valid"][rows]]
+        for start in range(0, need.shape[0], self.config.batch_size):
+            sub = need[start:start + self.config.batch_size]
+            gy, gx = self._profiles(params, chain["particles"].rotations[sub])
+            cache["gy"][sub], cache["gx"][sub] = gy, gx
+            cache["valid"][sub] = True
+        return cache["gy"][rows], cache["gx"][rows]
+
+    def _theta_target(self, chain: dict, flat: torch.Tensor, rows: torch.Tensor | None, mask: torch.Tensor,
+                      likelihood_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log P(θ | ·)`` and its gradient: :func:`theta_log_posterior_and_grad` (the same
+        sum) with the particles' cached blob profiles (:meth:`_cached_profiles`), so a MALA
+        step costs matrix products only; ``rows`` ``None``: every particle."""
+        part_all = chain["particles"]
+        rows = torch.arange(self.n, device=self.device) if rows is None else rows
+        probe = self._cached_profiles(chain, unflatten_params(flat, self.shapes), rows[:1])
+        if probe is None:
+            return theta_log_posterior_and_grad(self.model, flat, part_all[rows], self.data, self.priors,
+                                                idx=rows, mask=mask, batch_size=self.config.batch_size,
+                                                likelihood_scale=likelihood_scale)
+        theta = flat.detach().clone().requires_grad_(True)
+        params = unflatten_params(theta, self.shapes)
+        total = log_prior_theta(self.model, params, self.priors)
+        grad = torch.autograd.grad(total, theta, allow_unused=True)[0]
+        grad = torch.zeros_like(theta) if grad is None else grad
+        value = total.detach()
+        for start in range(0, rows.shape[0], self.config.batch_size):
+            sub = rows[start:start + self.config.batch_size]
+            part = part_all[sub]
+            profiles = self._cached_profiles(chain, params, sub)
+            proj = self._project_cached(params, profiles, part.tau, sub)
+            pred = shift_and_scale(proj, part.shifts_a, part.contrast, apix=self.data.apix)
+            ll = likelihood_scale * image_log_likelihood(pred, self.data.spectra[sub], self.data.noise_var,
+                                                         mask).sum()
+            grad = grad + torch.autograd.grad(ll, theta)[0]
+            value = value + ll.detach()
+        return value, grad
+
+    def _state_averaged_blobs(self, params) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rest positions ``(K, 3)`` and masses ``(K,)`` of the map averaged over states (the
+        mean over a midpoint grid of 8 states per knob; positions at mid-state when blobs move):
+        the homogeneous map the global pose search scores against."""
+        s = self.model.state_dim
+        if s == 0:
+            tau = torch.zeros(1, 0, device=self.device, dtype=self.dtype)
+        else:
+            t = (torch.arange(8, device=self.device, dtype=self.dtype) + 0.5) / 8
+            grids = torch.meshgrid(*([t] * s), indexing="ij")
+            tau = torch.stack([g.reshape(-1) for g in grids], -1)
+        positions, masses = self.model.blobs(params, tau)
+        if positions.dim() == 3:
+            positions = positions[positions.shape[0] // 2]
+        return positions, masses.mean(0)
+
+    def _pose_search_setup(self, chain: dict, params, plan: SweepPlan) -> dict | None:
+        """The sweep's global pose candidates (module docstring): ``pose_search_candidates``
+        Haar-uniform orientations from the chain's stream and their spectra through the
+        state-averaged map on the central ``ds × ds`` crop holding the search frequencies
+        (``None`` when poses are known or the search is off)."""
+        cfg = self.config
+        if not cfg.estimate_poses or cfg.pose_search_candidates <= 0 or cfg.pose_steps <= 0:
+            return None
+        d, apix = self.data.d, self.data.apix
+        k = min(plan.max_frequency_per_a, 1.0 / cfg.pose_search_resolution_a)
+        ds = min(d, 2 * int(math.floor(k * d * apix)) + 2)
+        lo = d // 2 - ds // 2
+        crop = (slice(lo, lo + ds), slice(lo, lo + ds))
+        weight = (frequency_mask(d, apix, k, device=self.device) / self.data.noise_var)[crop].reshape(-1)
+        rot = uniform_rotations(cfg.pose_search_candidates, generator=chain["generator"], device=self.device,
+                                dtype=self.dtype)
+        positions, masses = self._state_averaged_blobs(params)
+        spectra = self._averaged_spectra(positions, masses, rot, crop)
+        return {"rotations": rot, "crop": crop, "weight": weight, "positions": positions, "masses": masses,
+                "re": spectra.real.contiguous(), "im": spectra.imag.contiguous(), "power": spectra.abs().square()}
+
+    def _averaged_spectra(self, positions, masses, rotations: torch.Tensor, crop) -> torch.Tensor:
+        """``(B, ds²)`` spectra of the state-averaged map at ``rotations`` (cropped, flattened)."""
+        out = []
+        for start in range(0, rotations.shape[0], _CANDIDATE_CHUNK):
+            proj = project_gaussian_atoms(positions, rotations[start:start + _CANDIDATE_CHUNK], d=self.data.d,
+                                          apix=self.data.apix, sigma_a=self.model.sigma_a, weights=masses)
+            out.append(fft2_centered(proj)[(..., *crop)].reshape(proj.shape[0], -1))
+        return torch.cat(out)
+
+    def _pose_search(self, search: dict, part: ParticleVariables, rows: torch.Tensor, lp: torch.Tensor, gen,
+                     project: Callable[[ParticleVariables], torch.Tensor],
+                     log_post: Callable[[torch.Tensor, ParticleVariables], torch.Tensor]):
+        """One multiple-proposal, delayed-acceptance MH move of the poses of ``rows`` (module
+        docstring). Returns ``(rotations, projections or None, log posterior, accepted, moved)``;
+        ``projections`` are the accepted rows' new cached spectra (``None``: nothing moved)."""
+        crop, w = search["crop"], search["weight"]
+        b = rows.shape[0]
+        y = phase_shift_2d(self.data.spectra[rows], part.shifts_a.to(self.dtype) / self.data.apix)
+        y = y[(..., *crop)].reshape(b, -1)
+        c = (torch.ones_like(w).expand(b, -1) if self.data.ctf is None
+             else self.data.ctf[rows][(..., *crop)].reshape(b, -1))
+        a = part.contrast.to(self.dtype)
+        cw = c * w
+        cross_re, cross_im, norm_w = cw * y.real, cw * y.imag, c.square() * w
+        scores = a[:, None] * (cross_re @ search["re"].T + cross_im @ search["im"].T) \
+            - 0.5 * a[:, None].square() * (norm_w @ search["power"].T)  # (B, M)
+        cur = self._averaged_spectra(search["positions"], search["masses"], part.rotations, crop)  # (B, ds²)
+        score0 = a * (cross_re * cur.real + cross_im * cur.imag).sum(-1) - 0.5 * a.square() * (
+            norm_w * cur.abs().square()).sum(-1)
+        logits = torch.cat([score0[:, None], scores], 1)
+        u = torch.rand(logits.shape, generator=gen, device=self.device, dtype=torch.float64).clamp_min(1e-300)
+        pick = torch.argmax(logits.double() - torch.log(-torch.log(u)), dim=1)
+        moved = pick > 0
+        if not bool(moved.any()):
+            return part.rotations, None, lp, torch.ones(b, dtype=torch.bool, device=self.device), moved
+        cand = search["rotations"][(pick - 1).clamp_min(0)]
+        proposal = torch.where(moved[:, None, None], cand, part.rotations)
+        trial = ParticleVariables(part.tau, proposal, part.shifts_a, part.contrast)
+        proj = project(trial)
+        lp_new = log_post(proj, trial)
+        surrogate_gain = logits.gather(1, pick[:, None])[:, 0] - score0
+        log_ratio = (lp_new - lp - surrogate_gain).double()
+        u2 = torch.rand(b, generator=gen, device=self.device, dtype=torch.float64)
+        accept = moved & (torch.log(u2) < log_ratio) | ~moved
+        rot = torch.where(accept[:, None, None], proposal, part.rotations)
+        return rot, (proj, accept), torch.where(accept, lp_new, lp), accept, moved & accept
+
     def _particle_blocks(self, chain: dict, params, rows_all: torch.Tensor, mask: torch.Tensor,
-                         recorder: AcceptanceRecorder, cancel: Callable[[], None]) -> None:
+                         recorder: AcceptanceRecorder, cancel: Callable[[], None], *, search: dict | None = None,
+                         states: bool = True) -> None:
         """The MH blocks for the particles ``rows_all``, one batch of ``batch_size`` at a time
-        (each batch: τ, then pose, then shift and contrast)."""
+        (each batch: τ unless ``states`` is off, the global pose search when ``search``, the
+        local pose steps, then shift and contrast)."""
         total = 0.0
         with torch.no_grad():
             for start in range(0, rows_all.shape[0], self.config.batch_size):
                 rows = rows_all[start:start + self.config.batch_size]
-                total += self._batch_blocks(chain, params, rows, mask, recorder)
+                total += self._batch_blocks(chain, params, rows, mask, recorder, search=search, states=states)
                 cancel()
         chain["last_log_posterior_particles"] = total
 
     def _batch_blocks(self, chain: dict, params, rows: torch.Tensor, mask: torch.Tensor,
-                      recorder: AcceptanceRecorder) -> float:
+                      recorder: AcceptanceRecorder, *, search: dict | None = None, states: bool = True) -> float:
         cfg, gen = self.config, chain["generator"]
         full = chain["particles"]
         part = full[rows]
         steps = chain["steps"]
-        profiles = self._profiles(params, part.rotations)
+        profiles = self._cached_profiles(chain, params, rows)
         proj = (self._project_cached(params, profiles, part.tau, rows) if profiles is not None
                 else self._project(params, part, rows))
         lp = self._log_post(proj, part, rows, mask)
@@ -341,11 +510,22 @@ class HyperMoleculeSampler:
             recorder.record(name, res.accepted)
             adapt(name, res.accept_prob)
 
-        if self.model.state_dim:
+        if self.model.state_dim and states:
             project_tau = ((lambda t: self._project_cached(params, profiles, t.tau, rows)) if profiles is not None
                            else (lambda t: self._project(params, t, rows)))
             for _ in range(cfg.tau_steps):
                 mh("tau", "tau", lambda s, g: (propose_unit_interval(s, step_rows("tau"), g), None), project_tau)
+        rotations_before = part.rotations.clone()
+        if search is not None:
+            def project_pose(t: ParticleVariables) -> torch.Tensor:
+                return self._project(params, t, rows)
+
+            rot, new, lp, accepted, moved = self._pose_search(
+                search, part, rows, lp, gen, project_pose, lambda pr, t: self._log_post(pr, t, rows, mask))
+            part.rotations = rot
+            if new is not None:
+                proj = torch.where(new[1][:, None, None], new[0], proj)
+            recorder.record("pose_search", moved)
         if cfg.estimate_poses:
             for _ in range(cfg.pose_steps):
                 mh("pose", "rotations", lambda s, g: (
@@ -357,6 +537,10 @@ class HyperMoleculeSampler:
             if cfg.estimate_contrast:
                 mh("contrast", "contrast", lambda s, g: (propose_gaussian(s, step_rows("contrast"), g), None), None)
         full.update(rows, part)
+        cache = chain.get("profile_cache")
+        if cache is not None:
+            moved = (part.rotations != rotations_before).flatten(1).any(1)
+            cache["valid"][rows[moved]] = False
         return float(lp.sum())
 
     # -- θ --------------------------------------------------------------------------------------
@@ -377,9 +561,7 @@ class HyperMoleculeSampler:
             assert rows is not None
             value = 0.0
             for _ in range(cfg.theta_steps):
-                v, g = theta_log_posterior_and_grad(self.model, theta, part[rows], self.data, self.priors, idx=rows,
-                                                    mask=mask, batch_size=cfg.batch_size,
-                                                    likelihood_scale=self.n / rows.shape[0])
+                v, g = self._theta_target(chain, theta, rows, mask, likelihood_scale=self.n / rows.shape[0])
                 chain["traj_precond"].update(g)
                 theta = theta + cfg.crude_step * precond * g
                 value = float(v)
@@ -387,8 +569,7 @@ class HyperMoleculeSampler:
             return value
 
         def target(x: torch.Tensor):
-            return theta_log_posterior_and_grad(self.model, x, part, self.data, self.priors, mask=mask,
-                                                batch_size=cfg.batch_size)
+            return self._theta_target(chain, x, None, mask)
 
         current = target(theta)
         step = chain["steps"]["theta"]
@@ -419,10 +600,15 @@ class HyperMoleculeSampler:
             if self.config.theta_update == "crude":
                 size = max(1, int(round(self.config.crude_fraction * self.n)))
                 rows = torch.randperm(self.n, generator=chain["generator"], device=self.device)[:size].sort().values
-            self._particle_blocks(chain, params, rows, mask, recorder, cancel)
+            pose_only = plan.sweep < self.config.pose_only_sweeps
+            search = self._pose_search_setup(chain, params, plan)
+            self._particle_blocks(chain, params, rows, mask, recorder, cancel, search=search, states=not pose_only)
             cancel()
-            log_post = self._theta_block(chain, plan, mask, recorder,
-                                         rows if self.config.theta_update == "crude" else None)
+            if pose_only:  # the homogeneous first stage: the map stays; the trace gets the particles' terms
+                log_post = float(chain["last_log_posterior_particles"])
+            else:
+                log_post = self._theta_block(chain, plan, mask, recorder,
+                                             rows if self.config.theta_update == "crude" else None)
             cancel()
             rates = recorder.rates()
             for name in KERNELS:
@@ -534,6 +720,7 @@ class HyperMoleculeSampler:
         dev = self.device
         for ch, saved in zip(self.chains, state["chains"], strict=True):
             ch["theta"] = saved["theta"].to(dev)
+            ch.pop("profile_cache", None)  # built again from the restored poses
             ch["particles"] = ParticleVariables(saved["tau"].to(dev), saved["rotations"].to(dev),
                                                 saved["shifts_a"].to(dev), saved["contrast"].to(dev))
             for k, v in ch["steps"].items():
@@ -543,8 +730,9 @@ class HyperMoleculeSampler:
             ch["samples"] = [s.to(dev) for s in saved["samples"]]
             ch["tau_sum"], ch["tau_sq"] = saved["tau_sum"].to(dev), saved["tau_sq"].to(dev)
             ch["n_kept"] = int(saved["n_kept"])
-            ch["traces"] = {k: list(v) for k, v in saved["traces"].items()}
-            ch["accept_total"] = {k: list(v) for k, v in saved["accept_total"].items()}
+            done = len(saved["traces"]["log_posterior"])  # kernels added since the checkpoint: empty history
+            ch["traces"] = {k: list(saved["traces"].get(k, [float("nan")] * done)) for k in ch["traces"]}
+            ch["accept_total"] = {k: list(saved["accept_total"].get(k, [0, 0])) for k in KERNELS}
         restore_generators({str(c): ch["generator"] for c, ch in enumerate(self.chains)}, state["generators"])
         self.sweeps_done = int(state["sweeps_done"])
 
