@@ -174,16 +174,19 @@ STEPS: tuple[Step, ...] = (
         title="5 · Cluster the particles and reconstruct each cluster",
         paper="Silvera Coeff 2025, §4.1",
         widget="5 · Clustering and refinement (Silvera Coeff 2025)",
-        does="The VAE latents are clustered (k-means); each cluster's particles are reconstructed into "
-             "half maps, whose Fourier shell correlation gives the cluster's resolution.",
-        look_at="The cluster maps side by side and the latent points coloured by cluster; the dock plots "
+        does="The particles' vectors from an earlier step (here the spectral eigenvectors; set "
+             "embedding='vae' to cluster the VAE latents instead) are clustered (k-means); each cluster's "
+             "particles are reconstructed from their images into half maps, whose Fourier shell correlation "
+             "gives the cluster's resolution.",
+        look_at="The cluster maps side by side and the input points coloured by cluster; the dock plots "
                 "each cluster's FSC curve.",
         good="The clusters split the particles into their closed and open halves: an adjusted Rand "
              "index (ARI) of 0.2 or more against the true halves (0: no better than chance, 1: exact).",
         metric="ARI of the clusters vs the true closed / open halves",
         comparison=">=", threshold=0.2,
-        settings={"laptop": dict(n_clusters=2, n_iterations=1, refine_poses=False, device="cpu"),
-                  "tiny": dict(n_clusters=2, n_iterations=1, refine_poses=False, min_cluster_size=5,
+        settings={"laptop": dict(embedding="spectral", n_clusters=2, n_iterations=1, refine_poses=False,
+                                 device="cpu"),
+                  "tiny": dict(embedding="spectral", n_clusters=2, n_iterations=1, refine_poses=False, min_cluster_size=5,
                                embedding_method="none", device="cpu")},
     ),
     Step(
@@ -199,11 +202,11 @@ STEPS: tuple[Step, ...] = (
              "each arm of 0.3 or more in this short run (longer runs reach 0.9).",
         metric="smaller |Spearman ρ| of the two arms' states vs the truth",
         comparison=">=", threshold=0.3,
-        settings={"laptop": dict(recipe="pretzel", n_particles=400, box_size=24, apix=3.0, snr=1 / 30,
-                                 working_size_px=24, n_burnin_sweeps=6, n_sample_sweeps=4,
-                                 estimate_poses=False, estimate_shifts=False, estimate_contrast=False,
-                                 initial_poses="dataset", initial_map="truth", output_size_px=24,
-                                 volume_samples=3, device="cpu"),
+        settings={"laptop": dict(recipe="pretzel", n_particles=400, box_size=48, apix=3.0, snr=1 / 30,
+                                 layout="pretzel", working_size_px=16, n_burnin_sweeps=20, n_sample_sweeps=6,
+                                 theta_steps=2, estimate_poses=False, estimate_shifts=False,
+                                 estimate_contrast=False, initial_poses="dataset", initial_map="truth",
+                                 output_size_px=24, volume_samples=3, device="cpu"),
                   "tiny": dict(recipe="pretzel", n_particles=40, box_size=32, apix=4.5, snr=1 / 30,
                                layout="pretzel", working_size_px=16, n_burnin_sweeps=1, n_sample_sweeps=1, theta_steps=1,
                                estimate_poses=False, estimate_shifts=False, estimate_contrast=False,
@@ -359,7 +362,9 @@ class Walkthrough:
     def missing_before(self, name: str) -> list[str]:
         """Earlier AdK steps that the step needs and that have not run."""
         order = ["simulate", "spectral", "chainfit", "vae", "refine"]
-        needs = {"spectral": order[:1], "chainfit": order[:2], "vae": order[:1], "refine": ["simulate", "vae"],
+        refine_on = str(self.settings.get("refine", {}).get("embedding", "spectral"))
+        needs = {"spectral": order[:1], "chainfit": order[:2], "vae": order[:1],
+                 "refine": ["simulate", refine_on if refine_on in ("spectral", "vae") else "spectral"],
                  "truth_check": []}.get(name, [])
         return [n for n in needs if self.records[n].result is None]
 
@@ -409,8 +414,9 @@ class Walkthrough:
     def _run_refine(self, settings: dict[str, Any], progress: Progress) -> Any:
         from napari_cryohet import api
 
-        return api.refine(self.workspace, None, embedding=self.records["vae"].result.run_id, progress=progress,
-                          **settings)
+        on = str(settings.pop("embedding", "spectral"))
+        run_id = self.records[on].result.run_id if on in ("spectral", "vae") else on  # a step, or a run id
+        return api.refine(self.workspace, None, embedding=run_id, progress=progress, **settings)
 
     def _run_hypermolecule(self, settings: dict[str, Any], progress: Progress) -> Any:
         from napari_cryohet import api

@@ -177,7 +177,7 @@ class WalkthroughWidget(Container):
         self._show_record()
         yield
         result = record.result
-        if result is None or record.skipped:
+        if result is None or record.skipped or record.name == "truth_check":  # the table is the result
             return
         session = Session.for_viewer(self.viewer)
         ws_path = self.walk.workspace_of(record.name)
