@@ -230,7 +230,7 @@ def run_hypermolecule(dataset: Any, config: HyperMoleculeConfig, *, progress: Pr
             ckpt.save({"epoch": sampler.sweeps_done, "sampler": sampler.state_dict()})
         phase = (f"burn-in sweep {s + 1}/{config.n_burnin_sweeps}" if plan.burnin
                  else f"sampling sweep {s + 1 - config.n_burnin_sweeps}/{config.n_sample_sweeps}")
-        rates = ", ".join(f"{k} acceptance {summary[k]:.2f}" for k in ("tau", "pose", "shift", "contrast", "theta")
+        rates = ", ".join(f"{k} acceptance {summary[k]:.2f}" for k in ("tau", "pose_search", "pose", "shift", "contrast", "theta")
                           if k in summary)
         report(progress, sampler.sweeps_done / total,
                f"{phase}: {rates}; log posterior {summary.get('log_posterior', float('nan')):.4g}; "
