@@ -1,7 +1,7 @@
 """Settings of the hyper-molecule sampler (Lederman, Andén & Singer 2020, 001_e1fd27914a9da292.txt §4–5).
 
 Besides the numbers (sweeps, resolutions, step counts, priors) a run needs a **regions
-layout**: the balls the composite hyper-molecule's components live in (001 eq. 25–27,
+layout**: the balls the composite hyper-molecule's components live in (Lederman et al. 2020, eq. 25–27,
 Remark 5). A layout is a dict (what ``regions.json`` holds, what the widget draws)::
 
     {"components": [
@@ -37,8 +37,8 @@ __all__ = ["HyperMoleculeConfig", "DEFAULT_LAYOUTS", "layout_components", "defau
 C2_Z = [[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]
 
 #: Layouts of the simulator's hyper-molecule toys (stages/simulate/hypermolecule_toys.py),
-#: drawn from their blob coordinates: the pretzel (001 §5, Fig. 2: a rigid base and two
-#: identical arms, C₂ about z, each with its own 1D state) and the cat (001 §3.1.1: a rigid
+#: drawn from their blob coordinates: the pretzel (Lederman et al. 2020, §5, Fig. 2: a rigid base and two
+#: identical arms, C₂ about z, each with its own 1D state) and the cat (Lederman et al. 2020, §3.1.1: a rigid
 #: body and a head turning with one 1D state).
 DEFAULT_LAYOUTS: dict[str, dict[str, Any]] = {
     "pretzel": {"components": [
@@ -134,7 +134,7 @@ class HyperMoleculeConfig(StageConfig):
                               help="width σ of each blob as a fraction of the spacing: smaller is sharper but "
                                    "less smooth between blobs")
     state_basis: str = param("legendre", choices=STATE_BASES, label="functions of the state",
-                             help="how the density varies with a knob τ: Legendre polynomials or cosines (001 §5 "
+                             help="how the density varies with a knob τ: Legendre polynomials or cosines (Lederman et al. 2020, §5 "
                                   "used cosines)")
     n_chains: int = param(1, minimum=1, maximum=16, label="chains",
                           help="independent Markov chains (own random streams); the result shows the chain with "
@@ -147,11 +147,11 @@ class HyperMoleculeConfig(StageConfig):
                                       "deviation")
     n_restarts: int = param(1, minimum=0, maximum=20, label="low-resolution restarts",
                             help="times the burn-in drops back to the starting resolution and climbs again: the "
-                                 "paper's substitute for tempering (001 §5), helping particles out of wrong poses "
+                                 "paper's substitute for tempering (Lederman et al. 2020, §5), helping particles out of wrong poses "
                                  "and states")
     start_resolution_a: float = param(30.0, minimum=1.0, unit="Å", label="starting resolution",
                                       help="only image detail coarser than this is compared at the start of each "
-                                           "burn-in segment (frequency marching, 001 §5)")
+                                           "burn-in segment (frequency marching, Lederman et al. 2020, §5)")
     final_resolution_a: float | None = param(None, minimum=1.0, unit="Å", label="final resolution",
                                              help="finest detail compared, reached 60 % into each burn-in segment "
                                                   "(default: the working Nyquist, 2 × working pixel)")
@@ -168,17 +168,17 @@ class HyperMoleculeConfig(StageConfig):
     initial_poses: str = param("dataset", choices=("dataset", "random"), label="starting poses",
                                help="dataset: the orientations and shifts in the particle file (uniform random "
                                     "orientations and zero shifts where it has none); random: Haar-uniform "
-                                    "orientations and zero shifts (001 §5)")
+                                    "orientations and zero shifts (Lederman et al. 2020, §5)")
     initial_map: str = param("auto", label="starting map (hand)",
                              help="the density the map starts from, which also decides the hand (a projection "
-                                  "cannot tell a molecule from its mirror image, 001 §5): 'truth' (the simulator's "
+                                  "cannot tell a molecule from its mirror image, Lederman et al. 2020, §5): 'truth' (the simulator's "
                                   "mean ground-truth volume), 'truth_mirrored' (the same mirrored in z: the other "
                                   "hand), 'zero', or the path of an .mrc map at the dataset's pixel size; 'auto' is "
                                   "truth for simulated data, zero otherwise")
     theta_update: str = param("mala", choices=("mala", "crude"), label="map update",
                               help="mala: Metropolis-adjusted Langevin steps on the map's coefficients with all "
-                                   "particles (001 eq. 17–19); crude: the paper's fast approximation, particle "
-                                   "subsets updated and a gradient step on the map per subset (001 §5)")
+                                   "particles (Lederman et al. 2020, eq. 17–19); crude: the paper's fast approximation, particle "
+                                   "subsets updated and a gradient step on the map per subset (Lederman et al. 2020, §5)")
     theta_steps: int = param(3, minimum=1, maximum=100, unit="steps", label="map steps per sweep",
                              help="MALA or gradient steps on the map per sweep")
     crude_fraction: float = param(0.25, minimum=0.01, maximum=1.0, label="crude subset fraction",
@@ -204,14 +204,14 @@ class HyperMoleculeConfig(StageConfig):
     pose_only_sweeps: int = param(0, minimum=0, maximum=100000, unit="sweeps", label="pose-only sweeps",
                                   help="the first burn-in sweeps update only orientations, shifts and contrast "
                                        "against the starting map (states and map frozen): the paper's homogeneous "
-                                       "first stage (001 §5), so states are learned once poses are roughly right")
+                                       "first stage (Lederman et al. 2020, §5), so states are learned once poses are roughly right")
     shift_steps: int = param(2, minimum=0, maximum=100, label="shift and contrast proposals per sweep",
                              help="Metropolis–Hastings proposals of each particle's shift and of its contrast "
                                   "per sweep (cheap: the projection is reused)")
     coefficient_std: float = param(1.0, minimum=1e-6, label="map prior width",
-                                   help="width of the Gaussian prior on each blob mass (a loose L² prior, 001 §5)")
+                                   help="width of the Gaussian prior on each blob mass (a loose L² prior, Lederman et al. 2020, §5)")
     smoothness_weight: float = param(0.0, minimum=0.0, label="smoothness along the knob",
-                                     help="weight of the prior penalising density changes along τ (001 eq. 24)")
+                                     help="weight of the prior penalising density changes along τ (Lederman et al. 2020, eq. 24)")
     shift_std_a: float = param(5.0, minimum=0.1, unit="Å", label="shift prior width",
                                help="width of the Gaussian prior on each in-plane shift, per axis")
     contrast_std: float = param(0.3, minimum=1e-3, label="contrast prior width",
