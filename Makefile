@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   create .venv, install, open napari on the bundled sample (headless: screenshot)
+#   make demo   create .venv, install, run the guided walkthrough of every stage (headless: a screenshot per stage + summary.json/md in demo_output/)
 #   make test   create .venv if needed, run the whole suite headless (Xvfb)
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -113,7 +113,7 @@ STEPS: tuple[Step, ...] = (
              "image / variance of the noise) is within 20 % of the recipe's.",
         metric="|measured SNR / requested SNR − 1|",
         comparison="<=", threshold=0.2,  # |ratio - 1|
-        settings={"laptop": dict(recipe="adk_chain", n_particles=600, box_size=48, apix=2.67, snr=0.05, seed=0),
+        settings={"laptop": dict(recipe="adk_chain", n_particles=600, box_size=48, apix=2.67, snr=0.5, seed=0),
                   "tiny": dict(recipe="adk_chain", n_particles=60, box_size=32, apix=4.0, snr=0.05, seed=0)},
     ),
     Step(
@@ -165,7 +165,7 @@ STEPS: tuple[Step, ...] = (
              "coordinate and the true position.",
         metric="best |Spearman ρ| of a latent coordinate with the true trajectory position",
         comparison=">=", threshold=0.5,
-        settings={"laptop": dict(epochs=8, zdim=2, n_basis=8, batch_size=32),
+        settings={"laptop": dict(epochs=20, zdim=2, n_basis=8, batch_size=32),
                   "tiny": dict(epochs=1, zdim=2, n_basis=4, enc_dim=32, enc_blocks=1, dec_dim=16, dec_blocks=1,
                                normalisation_images=32, batch_size=30)},
     ),

@@ -172,3 +172,15 @@ def test_layouts_are_checked_by_name():
         HyperMoleculeConfig(estimate_poses=False, initial_poses="random")
     cfg = HyperMoleculeConfig(regions=DEFAULT_LAYOUTS["cat"])
     assert HyperMoleculeConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_auto_layout_of_a_pretzel_read_back_from_a_workspace(tmp_path):
+    """layout="auto" gives the pretzel's regions also when the simulated dataset comes back from
+    a workspace, whose meta keeps the recipe but not the name (it used to fall back to one ball)."""
+    from napari_cryohet.stages.hypermolecule.config import DEFAULT_LAYOUTS, default_layout
+    from napari_cryohet.stages.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "ws", {"recipe": "pretzel", "args": {"n_particles": 8, "box_size": 32}})
+    reopened = Workspace.open(tmp_path / "ws").dataset
+    assert default_layout(reopened) == DEFAULT_LAYOUTS["pretzel"]
+    assert ws.info["source"]["recipe"] == "pretzel"

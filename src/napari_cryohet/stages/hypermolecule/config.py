@@ -58,9 +58,11 @@ _COMPONENT_KEYS = {f.name for f in dataclasses.fields(Component)}
 
 def default_layout(dataset: Any) -> dict[str, Any]:
     """The layout for ``layout="auto"``: the toy's own layout for simulated pretzel and cat
-    data (``dataset.meta["name"]``), else one heterogeneous ball (1D state, order 2) filling
-    80 % of the box."""
-    name = str(getattr(dataset, "meta", {}).get("name", ""))
+    data (``dataset.meta["name"]``, or the recipe of a dataset read back from a workspace),
+    else one heterogeneous ball (1D state, order 2) filling 80 % of the box."""
+    meta = getattr(dataset, "meta", None) or {}
+    # a simulated dataset read back from a workspace keeps its recipe, not its name
+    name = str(meta.get("name") or (meta.get("recipe") or {}).get("recipe", ""))
     if name in DEFAULT_LAYOUTS:
         return DEFAULT_LAYOUTS[name]
     radius = 0.4 * float(dataset.box_size) * float(dataset.apix)
