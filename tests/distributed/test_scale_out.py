@@ -181,21 +181,28 @@ def test_without_torchrun_one_process(monkeypatch):
         init_from_env("cpu")
 
 
-def test_cli_chainfit_under_torchrun_writes_one_run_equal_to_one_process(tmp_path):
-    """``torchrun -m napari_cryohet.cli chainfit``: rank 0 writes one run (and the spectral run it
-    needs first); its coefficients equal those of the same command in one process."""
+def run_cli_one_and_two(tmp_path: Path, args: list[str], reported: str, timeout: int = 180):
+    """``cryohet <args>`` in one process (workspace ``tmp_path/one``) and under ``torchrun``
+    with 2 (``tmp_path/two``); each must succeed and report ``reported`` once (rank 0 alone).
+    Returns the two workspaces."""
     from napari_cryohet.stages.workspace import Workspace
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    flags = ["-m", "napari_cryohet.cli", "chainfit", "--sample", "adk_chain", "--n-particles", "60", "--epochs", "2",
-             "--batch-size", "25", "--learning-rate", "0.5", "--device", "cpu"]
     for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
                                                  "--nproc-per-node=2"])):
-        done = subprocess.run([sys.executable, *launcher, *flags, "--workspace", str(tmp_path / name)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, *launcher, "-m", "napari_cryohet.cli", *args, "--workspace",
+                               str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("results in") == 1  # rank 0 alone reports
-    one, two = (Workspace.open(tmp_path / name) for name in ("one", "two"))
+        assert done.stdout.count(reported) == 1
+    return tuple(Workspace.open(tmp_path / name) for name in ("one", "two"))
+
+
+def test_cli_chainfit_under_torchrun_writes_one_run_equal_to_one_process(tmp_path):
+    """``torchrun -m napari_cryohet.cli chainfit``: rank 0 writes one run (and the spectral run it
+    needs first); its coefficients equal those of the same command in one process."""
+    one, two = run_cli_one_and_two(tmp_path, ["chainfit", "--sample", "adk_chain", "--n-particles", "60", "--epochs",
+                                              "2", "--batch-size", "25", "--learning-rate", "0.5", "--device", "cpu"],
+                                   "results in", timeout=120)
     assert [m["run_id"] for m in two.runs("chainfit")] == ["chainfit/0001"]
     a, b = one.result("chainfit/0001"), two.result("chainfit/0001")
     np.testing.assert_allclose(b.coeff_theta, a.coeff_theta, rtol=1e-4, atol=1e-4 * np.abs(a.coeff_theta).max())
@@ -207,23 +214,14 @@ def test_cli_refine_under_torchrun_equals_one_process(tmp_path):
     among 2 processes; rank 0 writes one run whose labels equal, and whose resolutions agree
     to 1e-6 Å with, the same command in one process; the manifest records 2 processes."""
     from napari_cryohet.cli import main
-    from napari_cryohet.stages.workspace import Workspace
 
     star = Path(__file__).resolve().parents[2] / "sample_data" / "adk_small" / "particles.star"
     assert main(["spectral", "--workspace", str(tmp_path / "one"), "--star", str(star), "--representation",
                  "pca_images", "--n-components", "10", "--k", "10", "--n-eigenvectors", "4"]) == 0
     shutil.copytree(tmp_path / "one", tmp_path / "two")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    flags = ["-m", "napari_cryohet.cli", "refine", "--embedding", "spectral/0001", "--embedding-method", "none",
-             "--n-clusters", "2", "--n-iterations", "2", "--no-refine-poses", "--min-cluster-size", "10",
-             "--device", "cpu"]
-    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
-                                                 "--nproc-per-node=2"])):
-        done = subprocess.run([sys.executable, *launcher, *flags, "--workspace", str(tmp_path / name)], env=env,
-                              capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("label stability") == 1  # rank 0 alone reports
-    one, two = (Workspace.open(tmp_path / name) for name in ("one", "two"))
+    one, two = run_cli_one_and_two(tmp_path, ["refine", "--embedding", "spectral/0001", "--embedding-method", "none",
+                                              "--n-clusters", "2", "--n-iterations", "2", "--no-refine-poses",
+                                              "--min-cluster-size", "10", "--device", "cpu"], "label stability")
     assert [m["run_id"] for m in two.runs("refine")] == ["refine/0001"]
     assert two.manifest("refine/0001")["processes"] == 2
     a, b = one.result("refine/0001"), two.result("refine/0001")
