@@ -76,7 +76,10 @@ class WalkthroughWidget(Container):
 
     def __init__(self, viewer: Any, *, folder: str | Path | None = None, size: str = "laptop",
                  open_stage_docks: bool = True) -> None:
+        from napari_cryohet.plugin.session import Session
+
         self.viewer = viewer
+        self.session = Session.for_viewer(viewer)  # the window's, shared with the stage docks
         folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="cryohet-walkthrough-"))
         self.walk = Walkthrough(folder, size=size)
         self.open_stage_docks = open_stage_docks
@@ -172,14 +175,13 @@ class WalkthroughWidget(Container):
     def _show_result(self, record: Any):
         """Draw the record's result as its stage's scene (a generator: one step per event-loop turn)."""
         from napari_cryohet.plugin.presenters import PRESENTERS, present
-        from napari_cryohet.plugin.session import Session
 
         self._show_record()
         yield
         result = record.result
         if result is None or record.skipped or record.name == "truth_check":  # the table is the result
             return
-        session = Session.for_viewer(self.viewer)
+        session = self.session
         ws_path = self.walk.workspace_of(record.name)
         if record.name == "simulate":
             session.add_dataset(result.dataset, "adk_chain", show=True)
