@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "napari_cryohet"
 INNER = ("core", "io", "stages")
 GUI = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy", "pyqtgraph"}
-OUTER = {"napari_cryohet.plugin", "napari_cryohet.cli", "napari_cryohet.api"}
+OUTER = {"napari_cryohet.plugin", "napari_cryohet.cli", "napari_cryohet.api", "napari_cryohet.walkthrough_steps"}
 
 
 def lint_imports_exe() -> str:
