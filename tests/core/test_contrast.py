@@ -78,9 +78,14 @@ def test_inverted_files_warn_and_the_setting_reconstructs_the_right_sign(one_sta
 
 
 def test_the_setting_on_right_data_is_flagged(one_state, tmp_path):
-    files = save_dataset(tmp_path / "data", one_state, name="right")
-    ds = load_dataset(files["star"], contrast_inverted=True)
+    """contrast_inverted on data that were right: the check sees inverted images and the warning
+    says to open them without the setting."""
     from napari_cryohet.core.contrast import warn_if_inverted
 
-    with pytest.warns(UserWarning, match="without it"):
-        warn_if_inverted(ds)
+    files = save_dataset(tmp_path / "data", one_state, name="right")
+    ds = load_dataset(files["star"], contrast_inverted=True)
+    with pytest.warns(UserWarning, match="without it") as caught:
+        check = warn_if_inverted(ds)
+    assert check.verdict == "inverted" and check.z <= -Z_DECISIVE
+    assert ds.meta["contrast_check"] is check
+    assert len(caught) == 1

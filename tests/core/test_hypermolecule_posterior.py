@@ -24,9 +24,9 @@ from napari_cryohet.core.mcmc import (
     mala_step,
     metropolis_hastings_step,
     propose_unit_interval,
-    uniform_rotations,
 )
 from napari_cryohet.core.projection import apply_ctf_and_shift
+from napari_cryohet.core.rotation import random_rotations
 
 C2_Z = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 CTF = {"defocus_u_a": torch.tensor([12000.0, 15000.0, 20000.0]), "defocus_v_a": torch.tensor([11000.0, 15000.0, 19000.0]),
@@ -50,7 +50,7 @@ def _params(model, seed):
 def _particles(n, model, seed):
     g = make_generator(seed, 0)
     return ParticleVariables(torch.rand(n, model.state_dim, generator=g, dtype=model.dtype),
-                             uniform_rotations(n, generator=g, dtype=model.dtype),
+                             random_rotations(n, generator=g, dtype=model.dtype),
                              3 * torch.randn(n, 2, generator=g, dtype=model.dtype),
                              1 + 0.1 * torch.randn(n, generator=g, dtype=model.dtype))
 

@@ -28,8 +28,8 @@ from napari_cryohet.core.mcmc import (
     propose_rotation,
     propose_unit_interval,
     restore_generators,
-    uniform_rotations,
 )
+from napari_cryohet.core.rotation import random_rotations
 
 N_CHAINS = 20000
 Z_MAX = 4.5
@@ -179,7 +179,7 @@ def test_rotation_proposals_sample_a_von_mises_target():
     kappa = 2.0
     g = make_generator(6, 0)
     n = 4000
-    rot = uniform_rotations(n, generator=g, dtype=torch.float64)
+    rot = random_rotations(n, generator=g, dtype=torch.float64)
 
     def logp(r):
         return kappa * r[:, 2, 2]
@@ -195,7 +195,7 @@ def test_rotation_proposals_sample_a_von_mises_target():
     z = float((u.mean() - exact) / (u.std() / math.sqrt(n)))
     print(f"von Mises on SO(3): E R33 {float(u.mean()):.4f} (exact {exact:.4f}, z {z:+.2f}), |RRᵀ−I| {orth:.1e}")
     assert abs(z) < Z_MAX and orth < 1e-12
-    flat = propose_rotation(uniform_rotations(n, generator=g, dtype=torch.float64), 0.4, g, global_probability=0.1)
+    flat = propose_rotation(random_rotations(n, generator=g, dtype=torch.float64), 0.4, g, global_probability=0.1)
     z_flat = float(flat.mean(0).abs().max() / (1 / math.sqrt(3 * n)))  # each entry: mean 0, variance 1/3
     assert z_flat < Z_MAX
 

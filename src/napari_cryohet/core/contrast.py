@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.ctf import compute_ctf_2d
-from napari_cryohet.core.fft import fft2_centered, ifft2_centered
+from napari_cryohet.core.fft import fft2_centered, fourier_crop, ifft2_centered, radial_frequency_2d
 
 __all__ = ["ContrastCheck", "check_contrast", "contrast_statistics", "warn_if_inverted", "Z_DECISIVE",
            "DISC_RADII"]
@@ -88,12 +88,6 @@ class ContrastCheck:
                 f"(t = {self.z:+.1f}; |t| ≥ {Z_DECISIVE:g} decides)")
 
 
-def _crop(spectra: torch.Tensor, d_out: int) -> torch.Tensor:
-    d = spectra.shape[-1]
-    lo = d // 2 - d_out // 2
-    return spectra[..., lo:lo + d_out, lo:lo + d_out]
-
-
 def contrast_statistics(images: np.ndarray, apix: float, ctf: dict[str, np.ndarray] | None = None,
                         *, device: str | torch.device = "cpu") -> np.ndarray:
     """``(n, 4)`` per-image differences ``s_i(ρ)`` (module docstring) of ``(n, D, D)`` images, one column per radius of :data:`DISC_RADII`.
@@ -103,11 +97,10 @@ def contrast_statistics(images: np.ndarray, apix: float, ctf: dict[str, np.ndarr
     statistic lives at low resolution).
     """
     x = torch.as_tensor(np.asarray(images, dtype=np.float32), device=device)  # (n, D, D)
-    n, d = x.shape[0], x.shape[-1]
-    yy, xx = torch.meshgrid(torch.arange(d, device=device) - d // 2, torch.arange(d, device=device) - d // 2,
-                            indexing="ij")
-    r = torch.sqrt((yy ** 2 + xx ** 2).to(torch.float32))
-    edge = r > 0.4 * d
+    d = x.shape[-1]
+    # distance of each pixel from the box centre (pixel D//2) as a fraction of the box edge: the
+    # centred grid of radial_frequency_2d, read in real space
+    edge = radial_frequency_2d(d, device=device) > 0.4
     m = x[:, edge].mean(1)
     s = x[:, edge].std(1).clamp_min(torch.finfo(torch.float32).tiny)
     x = (x - m[:, None, None]) / s[:, None, None]
@@ -115,17 +108,15 @@ def contrast_statistics(images: np.ndarray, apix: float, ctf: dict[str, np.ndarr
     d_out, apix_out = d, float(apix)
     if d > _MAX_BOX:
         d_out, apix_out = _MAX_BOX, float(apix) * d / _MAX_BOX
-        spectra = _crop(spectra, d_out)
+        spectra = fourier_crop(spectra, d_out)
     if ctf is not None:
         params = {k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device) for k, v in ctf.items()}
         spectra = spectra * compute_ctf_2d(d_out, apix_out, **params, device=device)
     y = ifft2_centered(spectra).real  # (n, d_out, d_out)
-    yy, xx = torch.meshgrid(torch.arange(d_out, device=device) - d_out // 2,
-                            torch.arange(d_out, device=device) - d_out // 2, indexing="ij")
-    r = torch.sqrt((yy ** 2 + xx ** 2).to(torch.float32))
-    edge_mean = y[:, r > 0.4 * d_out].mean(1)
-    out = torch.stack([y[:, r < rho * d_out].mean(1) - edge_mean for rho in DISC_RADII], 1)
-    return out.cpu().numpy().astype(np.float64)[:n]
+    r = radial_frequency_2d(d_out, device=device)
+    edge_mean = y[:, r > 0.4].mean(1)
+    out = torch.stack([y[:, r < rho].mean(1) - edge_mean for rho in DISC_RADII], 1)
+    return out.cpu().numpy().astype(np.float64)
 
 
 def check_contrast(dataset, *, n_particles: int = 512, device: str | torch.device = "cpu") -> ContrastCheck:

@@ -25,6 +25,7 @@ __all__ = [
     "fftfreq_grid_3d",
     "radial_frequency_2d",
     "phase_shift_2d",
+    "fourier_crop",
 ]
 
 
@@ -93,3 +94,15 @@ def phase_shift_2d(spectra: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tens
     k = fftfreq_grid_2d(d, device=spectra.device, dtype=shifts_px.dtype)  # (D, D, 2)
     phase = -2 * torch.pi * (k[..., 0] * shifts_px[..., None, None, 0] + k[..., 1] * shifts_px[..., None, None, 1])
     return spectra * torch.polar(torch.ones_like(phase), phase)
+
+
+def fourier_crop(spectra: torch.Tensor, d: int, *, dims: int = 2) -> torch.Tensor:
+    """The central ``d``-wide block of the last ``dims`` axes of a centred spectrum.
+
+    Cropping a centred (unnormalised) spectrum keeps every frequency below the new Nyquist
+    unchanged: the image (or volume) it transforms back to is the same object sampled with
+    pixels ``D/d`` times larger.
+    """
+    big = spectra.shape[-1]
+    lo = big // 2 - int(d) // 2
+    return spectra[(..., *(slice(lo, lo + int(d)),) * dims)]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.local_refine import axis_angle_to_matrix
+from napari_cryohet.core.rotation import random_rotations
 
 __all__ = [
     "MHResult",
@@ -47,7 +48,6 @@ __all__ = [
     "propose_gaussian",
     "propose_unit_interval",
     "propose_rotation",
-    "uniform_rotations",
 ]
 
 
@@ -156,20 +156,6 @@ def propose_unit_interval(x: torch.Tensor, step: torch.Tensor | float, generator
     return torch.where(y > 1.0, 2.0 - y, y)
 
 
-def uniform_rotations(n: int, *, generator: torch.Generator, device: str | torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(n, 3, 3)`` Haar-uniform rotations drawn on ``generator``'s device (normalised Gaussian
-    quaternions, as :func:`napari_cryohet.core.rotation.random_rotations`, which draws on the CPU)."""
-    device = generator.device if device is None else torch.device(device)
-    q = torch.randn(n, 4, generator=generator, device=generator.device, dtype=torch.float64).to(device)
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    mat = torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                       2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                       2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)
-    return mat.reshape(n, 3, 3).to(dtype)
-
-
 def propose_rotation(rotations: torch.Tensor, step_rad: torch.Tensor | float, generator: torch.Generator, *,
                      global_probability: float = 0.0) -> torch.Tensor:
     """``(B, 3, 3)`` proposals: ``exp([ω]ₓ) R`` with ``ω ~ N(0, step² I)`` (a small random rotation),
@@ -185,7 +171,7 @@ def propose_rotation(rotations: torch.Tensor, step_rad: torch.Tensor | float, ge
     proposal = axis_angle_to_matrix(omega * _rows(step_rad, omega)) @ rotations
     if global_probability > 0:
         jump = torch.rand(b, generator=generator, device=rotations.device) < global_probability
-        fresh = uniform_rotations(b, generator=generator, device=rotations.device, dtype=rotations.dtype)
+        fresh = random_rotations(b, generator=generator, device=rotations.device, dtype=rotations.dtype)
         proposal = torch.where(jump[:, None, None], fresh, proposal)
     return proposal
 

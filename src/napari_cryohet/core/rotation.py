@@ -90,18 +90,22 @@ def matrix_to_euler(matrix: np.ndarray | torch.Tensor) -> np.ndarray | torch.Ten
 
 
 def random_rotations(
-    n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+    n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """``n`` rotations drawn uniformly (Haar measure) on SO(3).
 
     Uniform unit quaternions (normalised 4D Gaussians) mapped to matrices; uniform Euler
-    angles would over-sample the poles.
+    angles would over-sample the poles. The Gaussians are drawn on ``generator``'s device
+    (the CPU without one), so a stream gives the same rotations wherever they are used;
+    the result is on ``device`` (default: that same device).
 
     Returns
     -------
     ``(n, 3, 3)`` torch tensor.
     """
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    source = generator.device if generator is not None else torch.device("cpu")
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64, device=source)
     q = q / q.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
     mat = torch.stack(
@@ -112,4 +116,4 @@ def random_rotations(
         ],
         -1,
     ).reshape(n, 3, 3)
-    return mat.to(dtype)
+    return mat.to(device=source if device is None else torch.device(device), dtype=dtype)

@@ -91,10 +91,10 @@ def present(session: Any, result: Any, *, show: bool = True) -> Scene:
     def update_std(layer):
         layer.data, layer.scale, layer.translate, layer.contrast_limits = std, scale, translate, std_limits
 
-    std_layer = session.scenes.put(scene, STD_LAYER,
-                                   lambda: Image(std, scale=scale, translate=translate, rendering="mip",
-                                                 colormap="magma", blending="additive", contrast_limits=std_limits,
-                                                 axis_labels=labels, visible=False), update_std)
+    session.scenes.put(scene, STD_LAYER,
+                       lambda: Image(std, scale=scale, translate=translate, rendering="mip", colormap="magma",
+                                     blending="additive", contrast_limits=std_limits, axis_labels=labels,
+                                     visible=False), update_std)
     s = len(result.state_names)
     t = mean.shape[0] if s else 1
     middle = (t // 2,) * s
@@ -106,7 +106,6 @@ def present(session: Any, result: Any, *, show: bool = True) -> Scene:
     session.scenes.put(scene, SURFACE_LAYER,
                        lambda: Surface(surface, colormap="cyan", opacity=0.7, blending="translucent",
                                        axis_labels=_ZYX), update_surface)
-    del std_layer
     if show:
         session.scenes.show(scene)
         if s and session.viewer.dims.ndim >= s + 3:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from napari_cryohet.core.ctf import compute_ctf_2d
-from napari_cryohet.core.fft import fft2_centered, phase_shift_2d
+from napari_cryohet.core.fft import fft2_centered, fourier_crop, phase_shift_2d
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.stages.protocol import dataset_indices
 
@@ -74,8 +74,7 @@ class FourierTargets:
         spectra = fft2_centered(torch.as_tensor(images, dtype=self.dtype, device=self.device))  # (B, D, D)
         if self.shifts is not None:
             spectra = phase_shift_2d(spectra, self.shifts[torch.as_tensor(idx, device=self.device)] / apix)
-        lo = full_d // 2 - d // 2
-        spectra = spectra[..., lo:lo + d, lo:lo + d]  # Fourier crop: same physical frequencies
+        spectra = fourier_crop(spectra, d)  # same physical frequencies
         spectra = torch.fft.ifftshift(spectra, dim=(-2, -1))[..., :half] * self._sign  # (B, D', D'/2+1)
         if self.dataset.ctf is None:
             ctf = torch.ones(len(idx), d, half, dtype=self.dtype, device=self.device)

@@ -97,9 +97,9 @@ from napari_cryohet.core.mcmc import (
     propose_rotation,
     propose_unit_interval,
     restore_generators,
-    uniform_rotations,
 )
 from napari_cryohet.core.projection import project_gaussian_atoms
+from napari_cryohet.core.rotation import random_rotations
 from napari_cryohet.stages.hypermolecule.config import HyperMoleculeConfig
 
 __all__ = ["HyperMoleculeSampler", "SweepPlan", "KERNELS"]
@@ -398,7 +398,7 @@ class HyperMoleculeSampler:
         lo = d // 2 - ds // 2
         crop = (slice(lo, lo + ds), slice(lo, lo + ds))
         weight = (frequency_mask(d, apix, k, device=self.device) / self.data.noise_var)[crop].reshape(-1)
-        rot = uniform_rotations(cfg.pose_search_candidates, generator=chain["generator"], device=self.device,
+        rot = random_rotations(cfg.pose_search_candidates, generator=chain["generator"], device=self.device,
                                 dtype=self.dtype)
         positions, masses = self._state_averaged_blobs(params)
         spectra = self._averaged_spectra(positions, masses, rot, crop)

@@ -19,10 +19,17 @@ import torch
 
 from napari_cryohet.core.atoms import gaussian_density_3d
 from napari_cryohet.core.device import select_device
-from napari_cryohet.core.fft import fft2_centered, fft3_centered, ifft2_centered, ifft3_centered
+from napari_cryohet.core.fft import (
+    fft2_centered,
+    fft3_centered,
+    fourier_crop,
+    ifft2_centered,
+    ifft3_centered,
+)
 from napari_cryohet.core.hypermolecule import HyperMolecule
 from napari_cryohet.core.hypermolecule_posterior import ImageData, ParticleVariables, flatten_params
-from napari_cryohet.core.mcmc import make_generator, uniform_rotations
+from napari_cryohet.core.mcmc import make_generator
+from napari_cryohet.core.rotation import random_rotations
 from napari_cryohet.io.json_files import jsonable
 from napari_cryohet.stages._common import (
     CancelToken,
@@ -56,13 +63,6 @@ def resolve_layout(dataset: Any, config: HyperMoleculeConfig) -> dict[str, Any]:
     return default_layout(dataset)
 
 
-def _crop_centre(spectra: torch.Tensor, d: int, dims: int) -> torch.Tensor:
-    big = spectra.shape[-1]
-    lo = big // 2 - d // 2
-    sl = (slice(lo, lo + d),) * dims
-    return spectra[(..., *sl)]
-
-
 def working_images(dataset: Any, d: int, *, device: torch.device, dtype: torch.dtype,
                    batch_size: int = 512) -> tuple[torch.Tensor, float]:
     """``(N, d, d)`` images Fourier-cropped to ``d`` px and their pixel size (Å).
@@ -79,7 +79,7 @@ def working_images(dataset: Any, d: int, *, device: torch.device, dtype: torch.d
         idx = np.arange(start, min(start + batch_size, len(dataset)))
         img = torch.as_tensor(np.asarray(dataset.get_images(idx), dtype=np.float64), device=device)
         if d < big:
-            img = ifft2_centered(_crop_centre(fft2_centered(img), d, 2)).real
+            img = ifft2_centered(fourier_crop(fft2_centered(img), d)).real
         out.append(img.to(dtype))
     return torch.cat(out), float(dataset.apix) * big / d
 
@@ -89,7 +89,7 @@ def _crop_volume(volume: np.ndarray, d: int) -> np.ndarray:
     if d >= big:
         return volume
     spec = fft3_centered(torch.as_tensor(np.asarray(volume, dtype=np.float64)))
-    return ifft3_centered(_crop_centre(spec, d, 3)).real.numpy()
+    return ifft3_centered(fourier_crop(spec, d, dims=3)).real.numpy()
 
 
 def initial_volume(dataset: Any, config: HyperMoleculeConfig) -> np.ndarray | None:
@@ -165,7 +165,7 @@ def _initial_particles(dataset: Any, config: HyperMoleculeConfig, model: HyperMo
     if config.initial_poses == "dataset" and getattr(dataset, "rotations", None) is not None:
         rot = torch.as_tensor(np.asarray(dataset.rotations), device=dev, dtype=dt)
     else:
-        rot = uniform_rotations(n, generator=gen, device=dev, dtype=dt)
+        rot = random_rotations(n, generator=gen, device=dev, dtype=dt)
     if config.initial_poses == "dataset" and getattr(dataset, "shifts_a", None) is not None:
         shifts = torch.as_tensor(np.asarray(dataset.shifts_a), device=dev, dtype=dt)
     else:
