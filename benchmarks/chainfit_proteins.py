@@ -18,7 +18,8 @@ to 0.25 Å/px). The known conformation is each dataset's own reference (the unde
 structure / AdK frame 0), with the gaps of the PDB kept as gaps.
 
 Per protein: the Laplacian eigenvectors of the spectral stage at its default settings
-(``SpectralConfig()``), then the chain fit at its default settings (``ChainFitConfig()``:
+(``SpectralConfig()``: k = max(30, √N) neighbours, density correction α = 1; ``--spectral
+KEY=VALUE`` overrides one), then the chain fit at its default settings (``ChainFitConfig()``:
 30 epochs, Adam, 10 eigenvectors, …) with ``basis="eigenvectors"`` (eq. 2.6 of seed 000)
 and ``basis="normal_modes"`` (per-particle amplitudes of the reference's slowest ANM modes,
 eq. 7 of 002_0d217c95809d417a.txt, fitted to each image as in HEMNMA), and
@@ -148,8 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-box-size", type=int, default=None,
                         help="fit on the central N² Fourier components only (ChainFitConfig.fit_box_size); "
                              "default: the whole image (the chain fit's default)")
+    parser.add_argument("--spectral", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spectral setting (e.g. --spectral k=60); default: SpectralConfig() defaults")
+    parser.add_argument("--chainfit", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a chain-fit setting for every row (e.g. --chainfit n_eigenvectors=20)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    spectral_overrides = {}
+    for item in args.spectral:
+        key, _, value = item.partition("=")
+        spectral_overrides[key.strip()] = json.loads(value)
     names = [p.strip() for p in args.proteins.split(",") if p.strip()]
     bases = [b.strip() for b in args.bases.split(",") if b.strip()]
     unknown = [p for p in names if p not in PROTEINS] + [b for b in bases if b not in BASES]
@@ -175,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["epochs"] = args.epochs or 3
     if fit_box:
         overrides["fit_box_size"] = fit_box
+    for item in args.chainfit:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tfn" else value.strip()
     rows: list[dict] = []
     skipped: list[dict] = []
     setup: dict[str, float] = {}
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         snr = measured_snr(dataset)
         reference = reference_of(dataset)
         tic = time.perf_counter()
-        eigenvectors = run_spectral(dataset, SpectralConfig(seed=args.seed)).embedding()
+        eigenvectors = run_spectral(dataset, SpectralConfig(**{"seed": args.seed, **spectral_overrides})).embedding()
         setup[f"spectral_{name}"] = time.perf_counter() - tic
         for basis in bases:
             config = ChainFitConfig(**overrides, **BASIS_SETTINGS[basis])
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 "diverged": diverged(history),
                 "max_error_before_A": float(first["max_error_a"]),
                 "worst_epoch_avg_error_A": float(max(h["avg_error_a"] for h in history)),
+                "avg_error_per_epoch_A": [round(float(h["avg_error_a"]), 4) for h in history],
                 "epochs": len(history) - 1,
                 "backoffs": int(history[-1].get("backoffs", 0)),  # the guard's count is cumulative
                 "segments": len(reference.segments),
@@ -244,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "normal_modes": NORMAL_MODES,
         "amplitude_a": AMPLITUDE_A,
         "chainfit_overrides": overrides,
-        "spectral": "SpectralConfig() defaults",
+        "spectral": spectral_overrides or "SpectralConfig() defaults",
         "threads": args.threads,
         "setup_seconds": setup,
         "wall_seconds": time.perf_counter() - t_start,

@@ -99,7 +99,7 @@ def run_child(n: int, which: str, timeout: float, device: str | None = None) -> 
 
 
 BOX_ARMS_PAPER_GRAPH = dict(representation="lowres_volumes", n_components=30, graph="knn",
-                            weights="self_tuning", k=30, n_eigenvectors=20, seed=0)
+                            weights="self_tuning", k=30, alpha=0.0, n_eigenvectors=20, seed=0)
 
 
 def _box_arms_best() -> dict:

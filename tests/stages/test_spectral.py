@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -242,3 +244,33 @@ def test_denoise_and_alpha_are_checked():
 
     with pytest.raises(ValueError, match="denoise_dim"):  # must be below the representation's dims
         run_spectral(box_arms_2d(100), SpectralConfig(n_components=5, denoise_dim=5, k=5))
+
+
+def test_automatic_neighbour_count_bridges_particles_that_share_a_frame():
+    """A motion simulated as 100 frames at random points of a 3-D amplitude space, each frame
+    imaged 40 times (4000 particles, noisy copies): with k = 30 < 40 copies the graph falls
+    apart into groups of frames and the eigenvectors do not describe the amplitudes; the
+    automatic k (√4000 → 63) joins the frames into one graph whose first nine eigenvectors
+    explain the amplitudes (linear fit, mean R² 0.86 here, 0.76-0.88 over five seeds, against
+    0.15-0.47 with k = 30; docs/spectral.md, "Defaults")."""
+    rng = np.random.default_rng(2)
+    amplitudes = np.repeat(rng.uniform(-1.0, 1.0, (100, 3)), 40, axis=0)
+    values = amplitudes @ (rng.standard_normal((3, 20)) / np.sqrt(3)) + 0.1 * rng.standard_normal((4000, 20))
+    ds = ParticleDataset(images=np.zeros((4000, 4, 4), np.float32), apix=1.0)
+    feats = Embedding.for_dataset(values, ds)
+
+    def r2(result):
+        x = np.c_[np.ones(len(amplitudes)), result.eigenvectors[:, 1:10]]
+        return [1 - np.var(y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) / np.var(y) for y in amplitudes.T]
+
+    auto = SpectralConfig(representation="table", n_components=None, n_eigenvectors=10)
+    assert auto.neighbours(4000) == 63 and auto.neighbours(500) == 30 and auto.neighbours(10) == 9
+    with warnings.catch_warnings():  # k = 30 below warns that groups of particles dominate (they do)
+        warnings.simplefilter("ignore", UserWarning)
+        fixed = run_spectral(ds, SpectralConfig(representation="table", n_components=None, n_eigenvectors=10, k=30),
+                             features=feats)
+    res = run_spectral(ds, auto, features=feats)
+    assert res.provenance["k_used"] == 63 and res.provenance["n_components_graph"] == 1
+    assert np.mean(r2(res)) > 0.7
+    assert fixed.provenance["n_components_graph"] > 1
+    assert np.mean(r2(fixed)) < 0.5

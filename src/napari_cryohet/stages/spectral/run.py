@@ -115,7 +115,7 @@ def _embed(dataset, config: SpectralConfig, *, features: Embedding | None, progr
     t_rep = time.perf_counter()
     check_cancel(cancel)
     n = len(x)
-    k = min(int(config.k), n - 1)
+    k = config.neighbours(n)
     report(progress, 0.45, f"{config.graph} graph on {n} points ({x.shape[1]} dims)")
     sigma = config.sigma
     if config.graph == "gaussian":
