@@ -42,8 +42,8 @@ low-dimensional noise settings) is ``benchmarks/chainfit_adk.py``; it is not rep
 ``--quick``: 600 particles, 3 epochs, 32 × 32 images at twice the pixel size, same proteins
 and keys (≈ 150 s on one thread: over the project's 60-s rule, because each
 elastic-network diagonalisation of the 1181-residue CFTR, a dense 3543² eigenproblem, takes
-15-25 s and the quick run makes three; ``--proteins adk,1a28`` keeps it near a minute). ``--proteins adk,1a28`` and
-``--bases eigenvectors`` run a subset.
+15-25 s and the quick run makes three; ``--proteins adk,1a28`` keeps it near a minute).
+``--proteins adk,1a28`` and ``--bases eigenvectors`` run a subset.
 
 Cost at full size (one thread, shared 2-core machine, eigenvector basis, whole 64² images):
 about 1.5 / 3.0 / 10-12.5 s per epoch for AdK / 1a28 / 6msm, plus ≈ 1 min of simulation
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a chain-fit setting for every row (e.g. --chainfit n_eigenvectors=20)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    spectral_overrides = {}
-    for item in args.spectral:
-        key, _, value = item.partition("=")
-        spectral_overrides[key.strip()] = json.loads(value)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+    from _settings import parse_overrides
+
+    spectral_overrides = parse_overrides(args.spectral)
     names = [p.strip() for p in args.proteins.split(",") if p.strip()]
     bases = [b.strip() for b in args.bases.split(",") if b.strip()]
     unknown = [p for p in names if p not in PROTEINS] + [b for b in bases if b not in BASES]
@@ -186,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["epochs"] = args.epochs or 3
     if fit_box:
         overrides["fit_box_size"] = fit_box
-    for item in args.chainfit:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tfn" else value.strip()
+    overrides.update(parse_overrides(args.chainfit))
     rows: list[dict] = []
     skipped: list[dict] = []
     setup: dict[str, float] = {}

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -119,14 +120,14 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sampler setting for both runs (e.g. --set n_burnin_sweeps=30)")
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+    from _settings import parse_overrides
+
     torch.set_num_threads(1)
     size = dict(SIZES["quick" if args.quick else "full"])
     if args.particles:
         size["n_particles"] = args.particles
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tfn" else value.strip()
+    overrides = parse_overrides(args.set)
     t0 = time.perf_counter()
     ds = pretzel(size["n_particles"], box_size=size["box"], apix=3.0, snr=1 / 30, seed=0)
     sim_s = time.perf_counter() - t0
