@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_cryohet.core.local_refine import axis_angle_to_matrix, geodesic_angle_deg
 from napari_cryohet.core.projection import apply_ctf_and_shift, project_gaussian_atoms
 from napari_cryohet.core.rotation import random_rotations
 
@@ -50,13 +51,6 @@ CLASSES = (("CORE", "NMP", "LID"), ("CORE", "NMP"), ("CORE", "LID"))  # as bench
 FRAMES = (0, 101)
 START_RMS_DEG = 4.0
 START_MEAN_DEG = 3.66  # mean geodesic angle of the refinement benchmark's starting poses
-
-
-def _skew(w: torch.Tensor) -> torch.Tensor:
-    z = torch.zeros_like(w[..., 0])
-    return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1),
-                        torch.stack([w[..., 2], z, -w[..., 0]], -1),
-                        torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
 
 
 def _ctf_row(ctf: dict, i: int, m: int) -> dict:
@@ -87,7 +81,7 @@ def adk_case(n: int) -> dict:
         weights = torch.as_tensor(masks[c] * atom_w)
 
         def log_lik(omega: torch.Tensor, i=i, coords=coords, weights=weights) -> torch.Tensor:
-            r = torch.matrix_exp(_skew(omega))[None] @ rot[i:i + 1]
+            r = axis_angle_to_matrix(omega)[None] @ rot[i:i + 1]
             p = project_gaussian_atoms(coords, r, d=64, apix=1.5, sigma_a=sigma, weights=weights)
             p = apply_ctf_and_shift(p, apix=1.5, ctf=_ctf_row(ctf, i, 1), shifts_a=shifts[i:i + 1])
             return -((images[i] - p[0]) ** 2).sum() / (2 * noise_var)
@@ -137,10 +131,7 @@ def pretzel_case(n: int, box: int, apix: float, n_rotations: int) -> dict:
     for i in range(n):
         rots = torch.cat([rot[i:i + 1], others])
 
-        def angle(a: torch.Tensor, rots=rots) -> torch.Tensor:
-            return torch.rad2deg(torch.arccos(((torch.einsum("ij,mij->m", a, rots) - 1) / 2).clamp(-1, 1)))
-
-        near = torch.minimum(angle(rot[i]), angle(rot[i] @ c2.T)) < 20
+        near = torch.minimum(geodesic_angle_deg(rots, rot[i]), geodesic_angle_deg(rots, rot[i] @ c2.T)) < 20
         for name, (xyz, ww) in {"exact": (coords[i], w), "state_averaged": (avg_xyz, avg_w)}.items():
             ll = []
             for start in range(0, len(rots), 500):  # chunks keep 128-px spectra in memory

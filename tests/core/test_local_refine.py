@@ -241,3 +241,13 @@ def test_cuda_matches_cpu(problem):
     gpu = refine_poses(*args, **dict(kw, device="cuda"))
     assert float(geodesic_angle_deg(cpu.rotations, gpu.rotations).max()) < 0.05
     assert float((cpu.shifts_a - gpu.shifts_a).abs().max()) < 0.01
+
+
+def test_axis_angle_gradient_at_zero_is_the_cross_product():
+    """At ω = 0, d/dω (exp([ω]ₓ) v) = −[v]ₓ: autograd must give it (it gave NaN, 0 · ∞ from the
+    unused Rodrigues branch, which broke any optimiser started at the current pose)."""
+    v = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    omega = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    jac = torch.autograd.functional.jacobian(lambda w: axis_angle_to_matrix(w) @ v, omega)
+    hat_v = torch.tensor([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(jac, -hat_v)

@@ -100,12 +100,13 @@ class RefinedPoses:
 def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
     """``(..., 3)`` axis-angle vectors (radians) → ``(..., 3, 3)`` rotations ``exp([ω]ₓ)``.
 
-    Rodrigues' formula, with its Taylor series below 1e-4 rad (exact at ω = 0).
+    Rodrigues' formula, with its Taylor series below 1e-4 rad (exact at ω = 0). The square
+    root is taken of the guarded ``θ²`` so that autograd's gradient at ω = 0 is the Taylor
+    branch's (finite), not ``0 · ∞ = NaN`` from the unused branch.
     """
     theta2 = (omega * omega).sum(-1)[..., None, None]
-    theta = theta2.sqrt()
-    small = theta < 1e-4
-    safe = torch.where(small, torch.ones_like(theta), theta)
+    small = theta2 < 1e-8
+    safe = torch.where(small, torch.ones_like(theta2), theta2).sqrt()
     a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe) / safe)
     b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe)) / (safe * safe))
     x, y, z = omega.unbind(-1)
