@@ -117,6 +117,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--verbose", action="store_true", help="print every sweep")
     p.add_argument("--particles", type=int, default=None, help="override the number of particles")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="checkpoint each run here (DIR/A, DIR/B) after every sweep; an interrupted run started "
+                        "again with the same folder continues where it stopped, and its seconds add up")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sampler setting for both runs (e.g. --set n_burnin_sweeps=30)")
     args = p.parse_args()
@@ -140,12 +143,22 @@ def main() -> None:
             estimate_contrast=not known, initial_poses="dataset" if known else "random", initial_map="truth",
             output_size_px=size["working"], volume_samples=5, device=args.device, **{**size[name], **overrides})
 
-        def progress(fraction, message, name=name):
+        run_dir = None if args.run_dir is None else args.run_dir / name
+        clock = None if run_dir is None else run_dir / "elapsed_seconds.json"
+        before = json.loads(clock.read_text())["seconds"] if clock is not None and clock.exists() else 0.0
+        started = time.perf_counter()
+
+        def progress(fraction, message, name=name, clock=clock, before=before, started=started):
+            if clock is not None and "sweep" in message:  # the time spent so far, over every resumption
+                clock.write_text(json.dumps({"seconds": before + time.perf_counter() - started}))
             if args.verbose or fraction < 0 or "sweep" in message and (" 1/" in message or fraction >= 1.0):
                 print(f"  [{name} {time.perf_counter() - t0:.0f} s] {message}", flush=True)
 
-        result = run_hypermolecule(ds, cfg, progress=progress)
+        result = run_hypermolecule(ds, cfg, progress=progress, run_dir=run_dir)
         runs[name] = score(result, ds)
+        if before:
+            runs[name]["seconds"] += before
+            runs[name]["resumed_after_seconds"] = before
         r = runs[name]
         print(f"run {name}: |ρ| per arm {r['spearman'][0]:.3f}, {r['spearman'][1]:.3f}; FSC 0.5 resolution at "
               f"5 states {', '.join(f'{x:.1f}' for x in r['fsc_resolution_A'])} Å; rotation error median "
