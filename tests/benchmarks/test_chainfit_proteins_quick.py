@@ -76,3 +76,26 @@ def test_quick_run_same_keys_and_untrained_error_within_the_motion(bench, tmp_pa
         assert np.isfinite(row["avg_error_A"]) and np.isfinite(row["max_error_A"])
     assert (rows["adk"]["n_residues"], rows["1a28"]["n_residues"], rows["6msm"]["n_residues"]) == (214, 500, 1181)
     assert (rows["1a28"]["segments"], rows["6msm"]["segments"]) == (2, 5)
+
+
+def test_in_span_floor_is_zero_inside_the_modes_and_the_orthogonal_part_outside(bench):
+    """The normal-mode rows' oracle floor: a chain moved along the fit's own modes is reached
+    exactly (floor 0), and a rigid translation — orthogonal to every elastic-network mode —
+    is left whole (floor = its length), whatever else the chain does inside the span."""
+    from types import SimpleNamespace
+
+    from napari_cryohet.stages.chainfit import ChainFitConfig
+    from napari_cryohet.stages.chainfit.normal_modes import mode_displacements
+
+    t = np.linspace(0, 8 * np.pi, 60)
+    ref = np.stack([2.3 * np.cos(t), 2.3 * np.sin(t), 1.5 * t], axis=1)  # a 60-residue helix
+    config = ChainFitConfig(basis="normal_modes", n_modes=4)
+    delta, _, _ = mode_displacements(ref, 4, config.mode_cutoff_a, config.mode_min_collectivity)
+    rng = np.random.default_rng(0)
+    inside = ref + np.einsum("nk,kmd->nmd", rng.normal(0, 2.0, (5, 4)), delta)
+    reference = SimpleNamespace(coords_a=ref)
+    avg, mx = bench.in_span_errors(reference, SimpleNamespace(ground_truth={"coords_a": inside}), config)
+    assert avg < 1e-6 and mx < 1e-6
+    shift = np.array([1.5, -2.0, 0.0])  # 2.5 Å
+    avg, mx = bench.in_span_errors(reference, SimpleNamespace(ground_truth={"coords_a": inside + shift}), config)
+    assert avg == pytest.approx(2.5, abs=1e-6) and mx == pytest.approx(2.5, abs=1e-6)
