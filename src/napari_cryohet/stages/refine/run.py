@@ -111,7 +111,9 @@ def run_refine(dataset: Any, config: RefineConfig, *, embedding: Embedding, prog
         raise ValueError(f"refine: vae_epochs={config.vae_epochs} re-trains the input VAE on the refined poses; "
                          f"the input run {embedding.run_id or embedding.name} is not a VAE run")
     indices = dataset_indices(dataset)
-    vectors = embedding.aligned_to(indices)
+    # spectral eigenvectors are clustered in their commute-time coordinates (SpectralResult.clustering_embedding)
+    clustering_embedding = getattr(source, "clustering_embedding", None)
+    vectors = (clustering_embedding() if callable(clustering_embedding) else embedding).aligned_to(indices)
     n, apix = len(indices), float(dataset.apix)
     device = select_device(config.device)
     halves = _half_sets(dataset, n, config.seed)
