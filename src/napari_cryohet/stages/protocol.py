@@ -310,7 +310,8 @@ class Embedding:
         What the vectors are (``"eigenvectors"``, ``"latents"``).
     source
         The run's result object when it can do more with the vectors than hand them on
-        (a VAE result decodes latents into volumes: ``source.decode``); ``None`` otherwise.
+        (a VAE result decodes latents into volumes: ``source.decode``; a spectral result gives
+        the coordinates to cluster in: ``source.clustering_embedding``); ``None`` otherwise.
         Not compared, not saved.
     """
 
