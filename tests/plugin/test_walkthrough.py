@@ -55,6 +55,9 @@ def test_walkthrough_dock_runs_every_step(make_napari_viewer, qtbot, tmp_path, o
             current = session.scenes.current
             assert current is not None and run_id in current.name, (name, current.name)
             assert any(layer in viewer.layers for layer in current.layers)
+        if name == "refine":  # its dock offers the run the step clustered, not the newest (the VAE)
+            picked = widget.stage_docks[step.widget].workspace.inputs["embedding"].value
+            assert picked == walk.records["spectral"].result.run_id, picked
     assert not widget.next_button.enabled  # the last step
 
     # the check step: its figure is the fraction of the stages that passed, and the table lists them

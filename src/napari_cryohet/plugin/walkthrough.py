@@ -191,10 +191,29 @@ class WalkthroughWidget(Container):
             yield
         if getattr(result, "STAGE", None) in PRESENTERS:
             present(session, result, show=True)
+            self._pick_step_inputs(record.name, result)
         elif record.name == "simulate":
             scene = session.particles_scene(result.dataset)
             if scene is not None:
                 session.scenes.show(scene.name)
+
+    def _pick_step_inputs(self, name: str, result: Any) -> None:
+        """Set the stage dock's input pickers to the runs the step used (its manifest's ``inputs``),
+        so the dock's own Run repeats the step rather than taking the newest run of each kind
+        (after the VAE step, the clustering dock would otherwise offer the VAE latents while the
+        step clustered the spectral eigenvectors)."""
+        step = self.walk.step(name)
+        picker = getattr(self.stage_docks.get(step.widget or ""), "workspace", None)
+        boxes = getattr(picker, "inputs", None)
+        ws = self.session.workspace
+        if not boxes or ws is None or not getattr(result, "run_id", None):
+            return
+        manifest = next((m for m in ws.runs() if m.get("run_id") == result.run_id), {})
+        picker.refresh()
+        for input_name, run_id in (manifest.get("inputs") or {}).items():
+            box = boxes.get(input_name)
+            if box is not None and run_id in box.choices:
+                box.value = run_id
 
     def _show_record(self) -> None:
         step = self.step
