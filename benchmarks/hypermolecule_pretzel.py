@@ -14,15 +14,18 @@ its arms are a blur of all states, so the state dependence is learned from the i
 
 Scores per run:
 
-- ``spearman``: |Spearman ρ| between each arm's posterior-mean state and its true state;
+- ``spearman``: |Spearman ρ| between each arm's posterior-mean state (in the frame of the
+  nearest equivalent truth, :func:`symmetry_aligned`) and its true state;
 - ``fsc_resolution_A``: at 5 true states t (both arms at t, t = 0, ¼, ½, ¾, 1) the posterior
   mean map at the matching recovered states (each arm's median recovered τ of the particles
   whose true τ is within 0.1 of t: the recovered parameterisation may be τ or 1 − τ, or
   stretched) against the true density of the pretzel at t, resolution where the FSC falls
   below 0.5 (Å, at the particle pixel size, :func:`core.fsc.resolution_at`);
 - ``rotation_error_deg_median`` (B; A's are the true poses: 0): median geodesic angle between
-  the estimated and the true rotation, the smaller of R and R·C₂ (the pretzel is C₂-symmetric
-  up to its arms' states, 001 Fig. 6 does the same); the distribution as
+  the estimated and the true rotation, the smallest over the four poses that give the same
+  image (:func:`symmetry_aligned`: the pretzel is unchanged by a half turn about z with its
+  arms swapped, and by one about x or y with its arms' states reversed; 001 Fig. 6 allows
+  for the swap); the distribution as
   ``rotation_error_deg_quantiles`` (10, 25, 50, 75, 90 %) and ``rotation_within_20deg`` (the
   share of particles within 20°; Haar-random orientations put 0.45 % there);
 - ``acceptance``: the stage's acceptance rates over the sampling sweeps; ``seconds``: wall time
@@ -48,8 +51,12 @@ from scipy.stats import spearmanr
 
 from napari_cryohet.core.atoms import gaussian_density_3d
 from napari_cryohet.core.fsc import fourier_shell_correlation, resolution_at
-from napari_cryohet.stages.hypermolecule import C2_Z, HyperMoleculeConfig, run_hypermolecule
-from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel, pretzel_blobs
+from napari_cryohet.stages.hypermolecule import HyperMoleculeConfig, run_hypermolecule
+from napari_cryohet.stages.simulate.hypermolecule_toys import (
+    pretzel,
+    pretzel_blobs,
+    pretzel_symmetries,
+)
 
 SIZES = {
     "full": {"n_particles": 5000, "box": 64, "working": 32,
@@ -71,31 +78,37 @@ def matched_states(tau_rec: np.ndarray, tau_true: np.ndarray, t: float) -> float
     return float(np.median(tau_rec[near])) if near.any() else float("nan")
 
 
-def rotation_error_deg(est: np.ndarray, true: np.ndarray) -> np.ndarray:
+def symmetry_aligned(tau_rec: np.ndarray, est_rot: np.ndarray, true_rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recovered states in the truth's frame and the rotation error (°), up to the pretzel's symmetries.
+
+    An image at pose ``R`` and states ``τ`` is identical to one at pose ``R g`` and states
+    ``σ(τ)`` for each half turn ``g`` of :func:`pretzel_symmetries` (about z: the arms swap;
+    about x: both arms' states reverse, ``τ → 1 − τ``; about y: both). Each particle is
+    compared with the nearest of the four equivalent truths: its rotation error is the
+    smallest geodesic angle to ``R_true g``, and its recovered states are mapped by that
+    ``σ`` (an involution) before they are compared with the true ones. Known poses (Run A)
+    always pick ``g = I``. (Until this session only the swap was allowed for, so a particle
+    found at the x or y mate — the same image — counted as 180° off with reversed states.)
+    """
     def angle(a, b):
         cos = (np.einsum("nij,nij->n", a, b) - 1.0) / 2.0
         return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
-    c2 = np.asarray(C2_Z)
-    return np.minimum(angle(est, true), angle(est, true @ c2.T))
-
-
-def c2_aligned_states(tau_rec: np.ndarray, est_rot: np.ndarray, true_rot: np.ndarray) -> np.ndarray:
-    """Recovered arm states in the true arms' order: a particle whose estimated pose is nearer
-    ``R·C₂`` than ``R`` shows arm 1 where arm 2 was, and the image is exactly the molecule with
-    swapped states in pose ``R·C₂`` (``V_{τ₁,τ₂}(Rᵀx) = V_{τ₂,τ₁}((R C₂)ᵀx)``), so its recovered
-    states are swapped before comparing. Known poses (Run A) never swap."""
-    def angle(a, b):
-        return np.arccos(np.clip((np.einsum("nij,nij->n", a, b) - 1.0) / 2.0, -1.0, 1.0))
-
-    swap = angle(est_rot, true_rot @ np.asarray(C2_Z).T) < angle(est_rot, true_rot)
-    return np.where(swap[:, None], tau_rec[:, ::-1], tau_rec)
+    symmetries = pretzel_symmetries()
+    errors = np.stack([angle(est_rot, true_rot @ g) for g, _, _ in symmetries])  # (4, N)
+    best = errors.argmin(0)
+    tau = np.array(tau_rec, dtype=np.float64)
+    for k, (_, reverse, swap) in enumerate(symmetries):
+        rows = best == k
+        t = tau[rows][:, ::-1] if swap else tau[rows]
+        tau[rows] = 1.0 - t if reverse else t
+    return tau, errors.min(0)
 
 
 def score(result, ds) -> dict:
     truth = np.asarray(ds.ground_truth["state"], dtype=np.float64)
     true_rot = np.asarray(ds.rotations, dtype=np.float64)
-    tau = c2_aligned_states(np.asarray(result.tau_mean), np.asarray(result.rotations), true_rot)
+    tau, rot = symmetry_aligned(np.asarray(result.tau_mean), np.asarray(result.rotations), true_rot)
     rho = [float(abs(spearmanr(tau[:, k], truth[:, k])[0])) for k in range(2)]
     d, apix = ds.box_size, float(ds.apix)
     res_a = []
@@ -106,7 +119,6 @@ def score(result, ds) -> dict:
         ref = gaussian_density_3d(coords, d=d, apix=apix, sigma_a=float(ds.ground_truth["global/sigma_a"]))
         freq, fsc = fourier_shell_correlation(vol.astype(np.float64), ref.numpy())
         res_a.append(float(resolution_at(freq, fsc, apix=apix, threshold=0.5)))
-    rot = rotation_error_deg(result.rotations, true_rot)
     quantiles = (0.1, 0.25, 0.5, 0.75, 0.9)
     return {"spearman": rho, "fsc_resolution_A": res_a, "rotation_error_deg_median": float(np.median(rot)),
             "rotation_error_deg_quantiles": {f"{q:g}": float(np.quantile(rot, q)) for q in quantiles},

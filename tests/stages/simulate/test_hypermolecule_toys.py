@@ -54,3 +54,27 @@ def test_toy_datasets(name):
     assert measured_snr(ds) == pytest.approx(snr, rel=0.05)
     again = RECIPES[name](16, box_size=32, apix=5.0, seed=7)
     np.testing.assert_array_equal(again.images, ds.images)
+
+
+def test_pretzel_symmetries_map_the_blobs_onto_the_mapped_states():
+    """Each listed half turn g carries the pretzel at states τ onto the pretzel at σ(τ), blob for
+    blob (as sets: the base's rings map onto themselves), so images at (R, τ) and (R g, σ(τ))
+    are identical; a half turn that is not listed (about the diagonal x = y) is no symmetry."""
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_blobs, pretzel_symmetries
+
+    tau = np.random.default_rng(4).uniform(0.0, 1.0, (6, 2))
+    moved = pretzel_blobs(tau)
+
+    def mismatch(g, states):  # largest distance from a turned blob to the nearest blob at `states`
+        turned = moved @ np.asarray(g).T
+        return np.linalg.norm(turned[:, :, None] - pretzel_blobs(states)[:, None], axis=-1).min(-1).max()
+
+    symmetries = pretzel_symmetries()
+    assert len(symmetries) == 4
+    for g, reverse, swap in symmetries:
+        states = tau[:, ::-1] if swap else tau
+        states = 1.0 - states if reverse else states
+        assert mismatch(g, states) < 1e-4
+        assert np.allclose(np.asarray(g) @ np.asarray(g), np.eye(3)) and np.isclose(np.linalg.det(g), 1.0)
+    diagonal = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # half turn about x = y
+    assert min(mismatch(diagonal, s) for s in (tau, tau[:, ::-1], 1.0 - tau, 1.0 - tau[:, ::-1])) > 1.0

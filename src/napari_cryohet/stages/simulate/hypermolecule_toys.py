@@ -19,7 +19,7 @@ from napari_cryohet.stages._common import CancelToken, ProgressCallback
 from napari_cryohet.stages.simulate.engine import AtomicModel
 from napari_cryohet.stages.simulate.recipe_support import _simulate_dataset, _volumes
 
-__all__ = ["cat_blobs", "cat", "pretzel_blobs", "pretzel", "CAT_PARTS", "PRETZEL_PARTS"]
+__all__ = ["cat_blobs", "cat", "pretzel_blobs", "pretzel", "pretzel_symmetries", "CAT_PARTS", "PRETZEL_PARTS"]
 
 
 def _rot_z(angle: np.ndarray) -> np.ndarray:
@@ -100,6 +100,23 @@ def pretzel_blobs(tau: Any) -> np.ndarray:
     arm2 = _pretzel_arm(tau[:, 1]) * np.array([-1.0, -1.0, 1.0])  # C2 about z
     base = np.broadcast_to(_PRETZEL_BASE, (len(tau), *_PRETZEL_BASE.shape))
     return np.concatenate([base, arm1, arm2], axis=1).astype(np.float32)
+
+
+def pretzel_symmetries() -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """The pretzel's exact symmetries: ``(g, reverse, swap)`` with ``V_τ(g r) = V_σ(τ)(r)``.
+
+    ``g`` is a 180° rotation ``(3, 3)``; ``σ`` reverses both arms' states (``τ → 1 − τ``) when
+    ``reverse`` and swaps the arms when ``swap``. The base (two rings in the x–y plane) is
+    unchanged by a half turn about x, y or z; each arm bends in its own vertical plane
+    through the x axis, so a half turn about x mirrors its bend (``β → −β``, i.e. ``τ → 1 − τ``)
+    and one about z carries arm 1 onto arm 2 (001 §5, Remark 5). Hence an image at pose ``R``
+    and states ``τ`` is *identical* to one at pose ``R g`` and states ``σ(τ)``: the data
+    cannot tell them apart, and a comparison with the truth must allow all four
+    (:func:`~napari_cryohet.stages.hypermolecule.C2_Z` is the swap alone).
+    """
+    half_turn = {"x": np.diag([1.0, -1.0, -1.0]), "y": np.diag([-1.0, 1.0, -1.0]), "z": np.diag([-1.0, -1.0, 1.0])}
+    return [(np.eye(3), False, False), (half_turn["z"], False, True),
+            (half_turn["x"], True, False), (half_turn["y"], True, True)]
 
 
 def _toy(name: str, blobs: np.ndarray, weights: np.ndarray, state: np.ndarray, volume_states: np.ndarray,
