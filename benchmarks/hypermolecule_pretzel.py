@@ -87,8 +87,8 @@ def symmetry_aligned(tau_rec: np.ndarray, est_rot: np.ndarray, true_rot: np.ndar
     compared with the nearest of the four equivalent truths: its rotation error is the
     smallest geodesic angle to ``R_true g``, and its recovered states are mapped by that
     ``σ`` (an involution) before they are compared with the true ones. Known poses (Run A)
-    always pick ``g = I``. (Until this session only the swap was allowed for, so a particle
-    found at the x or y mate — the same image — counted as 180° off with reversed states.)
+    always pick ``g = I``. (Allowing for the swap alone, a particle found at the x or y mate —
+    the same image — counts as 180° off with reversed states.)
     """
     def angle(a, b):
         cos = (np.einsum("nij,nij->n", a, b) - 1.0) / 2.0

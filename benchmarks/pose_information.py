@@ -113,9 +113,10 @@ def adk_case(n: int) -> dict:
 def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: int | None = None) -> dict:
     """Does the true orientation beat every other? Exact and state-averaged maps (module docstring).
 
-    ``working_px``: compare only the central ``working_px²`` Fourier components (the images
-    Fourier-cropped as the sampler sees them, ``HyperMoleculeConfig.working_size_px``); by
-    Parseval the log-likelihood of white noise is ``−Σ_k |Y_k − a P_k|² / (2 σ² D²)`` over them.
+    The log-likelihood of white noise is computed on the spectrum, ``−Σ_k |Y_k − a P_k|² / (2 σ² D²)``
+    (Parseval: the same as on the pixels), over the central ``working_px²`` Fourier components
+    (the images Fourier-cropped as the sampler sees them, ``HyperMoleculeConfig.working_size_px``;
+    ``None``: all of them).
     """
     from napari_cryohet.core.fft import fft2_centered, fourier_crop
     from napari_cryohet.stages.simulate.hypermolecule_toys import (
@@ -141,8 +142,10 @@ def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: in
     others = random_rotations(n_rotations, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
     mates = [torch.as_tensor(g, dtype=torch.float32) for g, _, _ in pretzel_symmetries()]
     margins: dict[str, list[float]] = {"exact": [], "state_averaged": []}
+    working = working_px or box
     for i in range(n):
         rots = torch.cat([rot[i:i + 1], others])
+        y = fourier_crop(fft2_centered(images[i]), working)  # the image as compared: (cropped) spectrum
 
         # the truth up to the pretzel's symmetries: R g gives the same image with the states mapped
         near = torch.stack([geodesic_angle_deg(rots, rot[i] @ g) for g in mates]).min(0).values < 20
@@ -153,16 +156,12 @@ def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: in
                 p = project_gaussian_atoms(xyz, r, d=box, apix=apix, sigma_a=sigma, weights=ww)
                 p = apply_ctf_and_shift(p, apix=apix, ctf=_ctf_row(ctf, i, len(r)),
                                         shifts_a=shifts[i:i + 1].expand(len(r), 2))
-                if working_px is None:
-                    a = ((images[i] * p).sum((-1, -2)) / (p * p).sum((-1, -2))).clamp_min(0)  # contrast fitted
-                    ll.append(-((images[i] - a[:, None, None] * p) ** 2).sum((-1, -2)) / (2 * noise_var))
-                    continue
-                y, q = (fourier_crop(fft2_centered(x), working_px) for x in (images[i], p))
-                a = ((y.conj() * q).real.sum((-1, -2)) / q.abs().square().sum((-1, -2))).clamp_min(0)
+                q = fourier_crop(fft2_centered(p), working)
+                a = ((y.conj() * q).real.sum((-1, -2)) / q.abs().square().sum((-1, -2))).clamp_min(0)  # contrast
                 ll.append(-(y - a[:, None, None] * q).abs().square().sum((-1, -2)) / (2 * noise_var * box * box))
             ll = torch.cat(ll)
             margins[name].append(float(ll[near].max() - ll[~near].max()))
-    return {"box_px": box, "apix": apix, "working_px": working_px or box, "n_particles": n, "n_rotations": n_rotations,
+    return {"box_px": box, "apix": apix, "working_px": working, "n_particles": n, "n_rotations": n_rotations,
             **{name: {"wins": float(np.mean(np.asarray(m) > 0)), "margin_median_nats": float(np.median(m))}
                for name, m in margins.items()}}
 

@@ -208,9 +208,8 @@ class WalkthroughWidget(Container):
         ws = self.session.workspace
         if not boxes or ws is None or not getattr(result, "run_id", None):
             return
-        manifest = next((m for m in ws.runs() if m.get("run_id") == result.run_id), {})
         picker.refresh()
-        for input_name, run_id in (manifest.get("inputs") or {}).items():
+        for input_name, run_id in (ws.manifest(result.run_id).get("inputs") or {}).items():
             box = boxes.get(input_name)
             if box is not None and run_id in box.choices:
                 box.value = run_id

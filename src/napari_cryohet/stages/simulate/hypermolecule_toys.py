@@ -102,7 +102,7 @@ def pretzel_blobs(tau: Any) -> np.ndarray:
     return np.concatenate([base, arm1, arm2], axis=1).astype(np.float32)
 
 
-def pretzel_symmetries() -> list[tuple[np.ndarray, np.ndarray, bool]]:
+def pretzel_symmetries() -> list[tuple[np.ndarray, bool, bool]]:
     """The pretzel's exact symmetries: ``(g, reverse, swap)`` with ``V_τ(g r) = V_σ(τ)(r)``.
 
     ``g`` is a 180° rotation ``(3, 3)``; ``σ`` reverses both arms' states (``τ → 1 − τ``) when
@@ -114,9 +114,10 @@ def pretzel_symmetries() -> list[tuple[np.ndarray, np.ndarray, bool]]:
     cannot tell them apart, and a comparison with the truth must allow all four
     (:func:`~napari_cryohet.stages.hypermolecule.C2_Z` is the swap alone).
     """
-    half_turn = {"x": np.diag([1.0, -1.0, -1.0]), "y": np.diag([-1.0, 1.0, -1.0]), "z": np.diag([-1.0, -1.0, 1.0])}
-    return [(np.eye(3), False, False), (half_turn["z"], False, True),
-            (half_turn["x"], True, False), (half_turn["y"], True, True)]
+    return [(np.eye(3), False, False),
+            (np.diag([-1.0, -1.0, 1.0]), False, True),   # half turn about z
+            (np.diag([1.0, -1.0, -1.0]), True, False),   # about x
+            (np.diag([-1.0, 1.0, -1.0]), True, True)]    # about y
 
 
 def _toy(name: str, blobs: np.ndarray, weights: np.ndarray, state: np.ndarray, volume_states: np.ndarray,
