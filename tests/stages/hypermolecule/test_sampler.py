@@ -184,3 +184,54 @@ def test_auto_layout_of_a_pretzel_read_back_from_a_workspace(tmp_path):
     reopened = Workspace.open(tmp_path / "ws").dataset
     assert default_layout(reopened) == DEFAULT_LAYOUTS["pretzel"]
     assert ws.info["source"]["recipe"] == "pretzel"
+
+
+def test_joint_pose_search_candidates_are_the_maps_projections_at_their_states():
+    """The joint (orientation × states) search scores candidate ``m·S + s`` with the spectrum
+    of the map at orientation ``m`` and grid state ``s``: each equals the likelihood's own
+    projection (``projection_spectra``, through ``HyperMolecule.project``) at that pose and
+    state on the search crop, to float precision; the grid is stratified (one point per cell
+    of each knob) and different next sweep; the current-pose surrogate is the same
+    projection at the particle's own state."""
+    from napari_cryohet.core.hypermolecule import HyperMolecule
+    from napari_cryohet.core.hypermolecule_posterior import (
+        ImageData,
+        ParticleVariables,
+        projection_spectra,
+    )
+    from napari_cryohet.core.rotation import random_rotations
+    from napari_cryohet.stages.hypermolecule.sampler import HyperMoleculeSampler
+
+    gen = torch.Generator().manual_seed(5)
+    d, apix, n = 16, 12.0, 6
+    comps = layout_components(DEFAULT_LAYOUTS["pretzel"], source="test")
+    model = HyperMolecule(comps, spacing_a=apix, sigma_a=1.5 * apix, device="cpu", dtype=torch.float64)
+    theta0 = torch.randn(sum(int(np.prod(s)) for s in model.parameter_shapes().values()), generator=gen,
+                         dtype=torch.float64)
+    data = ImageData.from_images(torch.randn(n, d, d, generator=gen, dtype=torch.float64), apix=apix)
+    part0 = ParticleVariables(torch.rand(n, 2, generator=gen, dtype=torch.float64),
+                              random_rotations(n, generator=gen, dtype=torch.float64),
+                              torch.zeros(n, 2, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+    cfg = HyperMoleculeConfig(pose_search_candidates=5, pose_search_states=3, pose_search_resolution_a=30.0,
+                              n_burnin_sweeps=4, n_sample_sweeps=1, device="cpu")
+    sampler = HyperMoleculeSampler(model, data, cfg, theta0=theta0, particles0=part0, volume_size_px=d,
+                                   volume_apix=apix)
+    chain = sampler.chains[0]
+    params = unflatten_params(chain["theta"], sampler.shapes)
+    search = sampler._pose_search_setup(chain, params, sampler.plan(3))
+    crop = search["crop"]
+    assert search["rotations"].shape[0] == search["tau"].shape[0] == 5 * 9
+    grid = search["tau"][:9]
+    for k in range(2):  # one point in each third of each knob
+        assert sorted(int(i) for i in torch.unique(torch.floor(grid[:, k] * 3))) == [0, 1, 2]
+    oracle = projection_spectra(model, params, search["tau"], search["rotations"], d=d, apix=apix)
+    oracle = oracle[(..., *crop)].reshape(oracle.shape[0], -1)
+    np.testing.assert_allclose(search["re"].numpy(), oracle.real.numpy(), atol=1e-10 * float(oracle.abs().max()))
+    np.testing.assert_allclose(search["im"].numpy(), oracle.imag.numpy(), atol=1e-10 * float(oracle.abs().max()))
+    current = sampler._current_search_spectra(search, part0)
+    own = projection_spectra(model, params, part0.tau, part0.rotations, d=d, apix=apix)[(..., *crop)]
+    np.testing.assert_allclose(current.numpy(), own.reshape(n, -1).numpy(), atol=1e-10 * float(own.abs().max()))
+    again = sampler._pose_search_setup(chain, params, sampler.plan(3))
+    assert not torch.equal(again["tau"][:9], grid)  # a fresh grid offset (and orientations) each sweep
+    averaged = sampler._pose_search_setup(chain, params, sampler.plan(3), states=False)
+    assert averaged["tau"] is None and averaged["rotations"].shape[0] == 5

@@ -203,6 +203,13 @@ class HyperMoleculeConfig(StageConfig):
     pose_search_resolution_a: float = param(20.0, minimum=1.0, unit="Å", label="pose search resolution",
                                             help="only image detail coarser than this (and than the current "
                                                  "frequency-marching limit) scores the global pose candidates")
+    pose_search_states: int = param(4, minimum=0, maximum=16, label="states per knob in the pose search",
+                                    help="the global pose search scores each candidate orientation at this many "
+                                         "settings of each knob (a stratified grid, drawn afresh each sweep) "
+                                         "against the map at that setting, and a particle may jump to an "
+                                         "orientation and states together. 0 or 1: one map averaged over the "
+                                         "states (faster, but a moving part blurs and orientations are found less "
+                                         "often)")
     pose_only_sweeps: int = param(0, minimum=0, maximum=100000, unit="sweeps", label="pose-only sweeps",
                                   help="the first burn-in sweeps update only orientations, shifts and contrast "
                                        "against the starting map (states and map frozen): the paper's homogeneous "

@@ -384,11 +384,12 @@ class HyperMoleculeSampler:
             positions = positions[positions.shape[0] // 2]
         return positions, masses.mean(0)
 
-    def _pose_search_setup(self, chain: dict, params, plan: SweepPlan) -> dict | None:
+    def _pose_search_setup(self, chain: dict, params, plan: SweepPlan, *, states: bool = True) -> dict | None:
         """The sweep's global pose candidates (module docstring): ``pose_search_candidates``
-        Haar-uniform orientations from the chain's stream and their spectra through the
-        state-averaged map on the central ``ds × ds`` crop holding the search frequencies
-        (``None`` when poses are known or the search is off)."""
+        Haar-uniform orientations from the chain's stream, each paired with the sweep's grid of
+        knob settings (:meth:`_search_states`; one state-averaged map when ``states`` is off or
+        there is no grid), and their spectra on the central ``ds × ds`` crop holding the search
+        frequencies (``None`` when poses are known or the search is off)."""
         cfg = self.config
         if not cfg.estimate_poses or cfg.pose_search_candidates <= 0 or cfg.pose_steps <= 0:
             return None
@@ -400,10 +401,58 @@ class HyperMoleculeSampler:
         weight = (frequency_mask(d, apix, k, device=self.device) / self.data.noise_var)[crop].reshape(-1)
         rot = random_rotations(cfg.pose_search_candidates, generator=chain["generator"], device=self.device,
                                 dtype=self.dtype)
-        positions, masses = self._state_averaged_blobs(params)
-        spectra = self._averaged_spectra(positions, masses, rot, crop)
-        return {"rotations": rot, "crop": crop, "weight": weight, "positions": positions, "masses": masses,
-                "re": spectra.real.contiguous(), "im": spectra.imag.contiguous(), "power": spectra.abs().square()}
+        grid = self._search_states(chain) if states else None
+        if grid is None:
+            positions, masses = self._state_averaged_blobs(params)
+            spectra = self._averaged_spectra(positions, masses, rot, crop)
+            search = {"rotations": rot, "tau": None, "positions": positions, "masses": masses}
+        else:
+            _, masses = self.model.blobs(params, grid)  # (S, K)
+            spectra = self._state_spectra(params, masses, rot, crop)  # (M·S, ds²), orientation-major
+            search = {"rotations": rot.repeat_interleave(grid.shape[0], 0), "tau": grid.repeat(rot.shape[0], 1),
+                      "params": params}
+        return {**search, "crop": crop, "weight": weight, "re": spectra.real.contiguous(),
+                "im": spectra.imag.contiguous(), "power": spectra.abs().square()}
+
+    def _search_states(self, chain: dict) -> torch.Tensor | None:
+        """``(G^s, s)`` knob settings the pose search pairs with every candidate orientation: a
+        grid of ``G = pose_search_states`` cells per knob, each point at ``(i + u_j) / G`` with one
+        uniform offset ``u_j`` per knob and sweep (from the chain's stream), so every grid point
+        is uniformly distributed on ``[0, 1]^s`` — the candidates are draws from the prior of
+        (orientation, states), as the move requires. ``None`` (the state-averaged map) when
+        there are no knobs, ``G ≤ 1``, blobs move with τ, or the grid would exceed 64 points."""
+        g, s = self.config.pose_search_states, self.model.state_dim
+        if s == 0 or g <= 1 or self._profiles_off or g**s > 64:
+            return None
+        offset = torch.rand(s, generator=chain["generator"], device=self.device, dtype=torch.float64)
+        axes = [((torch.arange(g, device=self.device, dtype=torch.float64) + offset[j]) / g).to(self.dtype)
+                for j in range(s)]
+        return torch.stack([a.reshape(-1) for a in torch.meshgrid(*axes, indexing="ij")], -1)
+
+    def _state_spectra(self, params, masses: torch.Tensor, rotations: torch.Tensor, crop) -> torch.Tensor:
+        """``(B·S, ds²)`` spectra (cropped, flattened; row ``b·S + s``) of the map at the ``S``
+        knob settings whose blob masses are ``masses`` ``(S, K)``, at each of ``rotations``
+        ``(B, 3, 3)``. The blob profiles (:meth:`_profiles`) are computed once per orientation
+        and shared by its settings."""
+        s = masses.shape[0]
+        out = []
+        step = max(1, _CANDIDATE_CHUNK // s)
+        for start in range(0, rotations.shape[0], step):
+            gy, gx = self._profiles(params, rotations[start:start + step])  # (C, D, K)
+            img = (gy[:, None] * masses[None, :, None, :]) @ gx[:, None].transpose(-1, -2)  # (C, S, D, D)
+            spec = fft2_centered(img)[(..., *crop)]
+            out.append(spec.reshape(-1, spec.shape[-2] * spec.shape[-1]))
+        return torch.cat(out)
+
+    def _current_search_spectra(self, search: dict, part: ParticleVariables) -> torch.Tensor:
+        """``(B, ds²)`` spectra of each particle's current orientation (and states, in a joint
+        search) through the search's map: the surrogate score of staying put."""
+        if search["tau"] is None:
+            return self._averaged_spectra(search["positions"], search["masses"], part.rotations, search["crop"])
+        _, masses = self.model.blobs(search["params"], part.tau)  # (B, K)
+        gy, gx = self._profiles(search["params"], part.rotations)
+        spec = fft2_centered((gy * masses[:, None, :]) @ gx.transpose(1, 2))[(..., *search["crop"])]
+        return spec.reshape(spec.shape[0], -1)
 
     def _averaged_spectra(self, positions, masses, rotations: torch.Tensor, crop) -> torch.Tensor:
         """``(B, ds²)`` spectra of the state-averaged map at ``rotations`` (cropped, flattened)."""
@@ -417,9 +466,10 @@ class HyperMoleculeSampler:
     def _pose_search(self, search: dict, part: ParticleVariables, rows: torch.Tensor, lp: torch.Tensor, gen,
                      project: Callable[[ParticleVariables], torch.Tensor],
                      log_post: Callable[[torch.Tensor, ParticleVariables], torch.Tensor]):
-        """One multiple-proposal, delayed-acceptance MH move of the poses of ``rows`` (module
-        docstring). Returns ``(rotations, projections or None, log posterior, accepted, moved)``;
-        ``projections`` are the accepted rows' new cached spectra (``None``: nothing moved)."""
+        """One multiple-proposal, delayed-acceptance MH move of the poses (and, in a joint search,
+        the states) of ``rows`` (module docstring). Returns ``(rotations, states, projections or
+        None, log posterior, accepted, moved)``; ``projections`` are the accepted rows' new cached
+        spectra (``None``: nothing moved)."""
         crop, w = search["crop"], search["weight"]
         b = rows.shape[0]
         y = phase_shift_2d(self.data.spectra[rows], part.shifts_a.to(self.dtype) / self.data.apix)
@@ -431,7 +481,7 @@ class HyperMoleculeSampler:
         cross_re, cross_im, norm_w = cw * y.real, cw * y.imag, c.square() * w
         scores = a[:, None] * (cross_re @ search["re"].T + cross_im @ search["im"].T) \
             - 0.5 * a[:, None].square() * (norm_w @ search["power"].T)  # (B, M)
-        cur = self._averaged_spectra(search["positions"], search["masses"], part.rotations, crop)  # (B, ds²)
+        cur = self._current_search_spectra(search, part)  # (B, ds²)
         score0 = a * (cross_re * cur.real + cross_im * cur.imag).sum(-1) - 0.5 * a.square() * (
             norm_w * cur.abs().square()).sum(-1)
         logits = torch.cat([score0[:, None], scores], 1)
@@ -439,10 +489,12 @@ class HyperMoleculeSampler:
         pick = torch.argmax(logits.double() - torch.log(-torch.log(u)), dim=1)
         moved = pick > 0
         if not bool(moved.any()):
-            return part.rotations, None, lp, torch.ones(b, dtype=torch.bool, device=self.device), moved
+            return part.rotations, part.tau, None, lp, torch.ones(b, dtype=torch.bool, device=self.device), moved
         cand = search["rotations"][(pick - 1).clamp_min(0)]
         proposal = torch.where(moved[:, None, None], cand, part.rotations)
-        trial = ParticleVariables(part.tau, proposal, part.shifts_a, part.contrast)
+        tau = part.tau if search["tau"] is None else torch.where(
+            moved[:, None], search["tau"][(pick - 1).clamp_min(0)], part.tau)
+        trial = ParticleVariables(tau, proposal, part.shifts_a, part.contrast)
         proj = project(trial)
         lp_new = log_post(proj, trial)
         surrogate_gain = logits.gather(1, pick[:, None])[:, 0] - score0
@@ -450,7 +502,8 @@ class HyperMoleculeSampler:
         u2 = torch.rand(b, generator=gen, device=self.device, dtype=torch.float64)
         accept = moved & (torch.log(u2) < log_ratio) | ~moved
         rot = torch.where(accept[:, None, None], proposal, part.rotations)
-        return rot, (proj, accept), torch.where(accept, lp_new, lp), accept, moved & accept
+        tau = torch.where(accept[:, None], tau, part.tau)
+        return rot, tau, (proj, accept), torch.where(accept, lp_new, lp), accept, moved & accept
 
     def _particle_blocks(self, chain: dict, params, rows_all: torch.Tensor, mask: torch.Tensor,
                          recorder: AcceptanceRecorder, cancel: Callable[[], None], *, search: dict | None = None,
@@ -520,9 +573,9 @@ class HyperMoleculeSampler:
             def project_pose(t: ParticleVariables) -> torch.Tensor:
                 return self._project(params, t, rows)
 
-            rot, new, lp, accepted, moved = self._pose_search(
+            rot, tau, new, lp, accepted, moved = self._pose_search(
                 search, part, rows, lp, gen, project_pose, lambda pr, t: self._log_post(pr, t, rows, mask))
-            part.rotations = rot
+            part.rotations, part.tau = rot, tau
             if new is not None:
                 proj = torch.where(new[1][:, None, None], new[0], proj)
             recorder.record("pose_search", moved)
@@ -601,7 +654,7 @@ class HyperMoleculeSampler:
                 size = max(1, int(round(self.config.crude_fraction * self.n)))
                 rows = torch.randperm(self.n, generator=chain["generator"], device=self.device)[:size].sort().values
             pose_only = plan.sweep < self.config.pose_only_sweeps
-            search = self._pose_search_setup(chain, params, plan)
+            search = self._pose_search_setup(chain, params, plan, states=not pose_only)
             self._particle_blocks(chain, params, rows, mask, recorder, cancel, search=search, states=not pose_only)
             cancel()
             if pose_only:  # the homogeneous first stage: the map stays; the trace gets the particles' terms
