@@ -20,16 +20,22 @@ quick Run B stayed at a 101° median error). The paper's remedy was a homogeneou
 (001 §5); RELION/cryoSPARC score each image against a grid of orientations. Here the two are
 one exact MCMC move, a multiple-proposal Metropolis–Hastings step (Tjelmeland 2004, "Using
 all Metropolis–Hastings proposals"; Calderhead 2014) with delayed acceptance (Christen & Fox
-2005): per sweep, ``M`` orientations are drawn from the Haar measure (the pose prior) and
-projected once, shared by all particles, through the **state-averaged** map (the mean of
-the blob masses over a grid of states: the homogeneous map) at the **low resolution**
+2005): per sweep, ``M`` orientations are drawn from the Haar measure (the pose prior), each
+paired with ``G^s`` knob settings (a stratified grid of ``G = pose_search_states`` points per
+knob with a random offset per sweep, so each point is a draw from the uniform state prior),
+and projected once, shared by all particles, through the map **at those settings** — a
+joint search over orientation × states, so that a particle whose states are wrong can still
+find its orientation and vice versa (with one map averaged over the states, the homogeneous
+map of the pose-only sweeps, a moving arm is blurred and the right orientation often scores
+no better than wrong ones) — at the **low resolution**
 ``min(k_max, 1/pose_search_resolution_a)`` on a central crop of the spectrum (exact for
 those frequencies, so a 32-px image is scored on ~16 px). A surrogate score
 ``ℓ̃_ij = a_i Re⟨CTF_i P_j, Y_i'⟩ − a_i² ‖CTF_i P_j‖²/2`` (noise-weighted, ``Y_i'`` the image
-with its current shift undone) is two real matrix products ``(N × d²)(d² × M)``. Particle i
-picks one of {current, candidates} with probability ∝ ``exp ℓ̃`` (Gumbel-max on the chain's
-stream) and accepts it with probability ``min(1, π(R') e^ℓ̃(R) / (π(R) e^ℓ̃(R')))``: the
-exact posterior at the particle's own state and full mask corrects the surrogate: the
+with its current shift undone) is two real matrix products ``(N × d²)(d² × M G^s)``.
+Particle i picks one of {current, candidates} with probability ∝ ``exp ℓ̃`` (Gumbel-max on
+the chain's stream) and accepts it with probability
+``min(1, π(x') e^ℓ̃(x) / (π(x) e^ℓ̃(x')))``, ``x`` its orientation and states: the exact
+posterior at the full mask corrects the surrogate: the
 move leaves the posterior invariant whatever the surrogate, which only decides how useful
 it is. ``pose_only_sweeps`` first sweeps update poses, shifts and contrast only (states and
 map frozen): the homogeneous first stage of 001 §5, run on the starting map.
