@@ -239,7 +239,7 @@ def test_joint_pose_search_candidates_are_the_maps_projections_at_their_states()
 
 def test_joint_pose_search_finds_poses_and_states_together(small_pretzel):
     """SNR 1, orientations Haar-random and states uniform at the start, the true mean map:
-    after a pose-only sweep and three full sweeps, searching orientations × states (4 per
+    after a pose-only sweep and four full sweeps (three of burn-in, one of sampling), searching orientations × states (4 per
     knob) leaves the particles at a log posterior ≥ 10 nats per particle above the search
     through one state-averaged map (a particle whose arms are wrong no longer has to find its
     orientation against a blurred map first)."""

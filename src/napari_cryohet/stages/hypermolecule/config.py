@@ -197,9 +197,10 @@ class HyperMoleculeConfig(StageConfig):
                                                 "orientation rather than a small turn (escapes wrong poses)")
     pose_search_candidates: int = param(1000, minimum=0, maximum=100000, label="global pose candidates",
                                         help="orientations drawn uniformly at random each sweep and scored against "
-                                             "every particle at low resolution with the state-averaged map; each "
-                                             "particle may jump to one of them (an exact Metropolis–Hastings move, "
-                                             "see the sampler): finds poses from a random start. 0: off")
+                                             "every particle at low resolution, each at a grid of states (see states "
+                                             "per knob in the pose search); each particle may jump to one of them "
+                                             "(an exact Metropolis–Hastings move, see the sampler): finds poses "
+                                             "from a random start. 0: off")
     pose_search_resolution_a: float = param(20.0, minimum=1.0, unit="Å", label="pose search resolution",
                                             help="only image detail coarser than this (and than the current "
                                                  "frequency-marching limit) scores the global pose candidates")
