@@ -239,10 +239,10 @@ def test_joint_pose_search_candidates_are_the_maps_projections_at_their_states()
 
 def test_joint_pose_search_finds_poses_and_states_together(small_pretzel):
     """SNR 1, orientations Haar-random and states uniform at the start, the true mean map:
-    after a pose-only sweep and four full sweeps (three of burn-in, one of sampling), searching orientations × states (4 per
-    knob) leaves the particles at a log posterior ≥ 10 nats per particle above the search
-    through one state-averaged map (a particle whose arms are wrong no longer has to find its
-    orientation against a blurred map first)."""
+    after a pose-only sweep and four full sweeps (three of burn-in, one of sampling),
+    searching orientations × states (4 per knob) leaves the particles at a log posterior
+    ≥ 10 nats per particle above the search through one state-averaged map (a particle whose
+    arms are wrong no longer has to find its orientation against a blurred map first)."""
     ds = small_pretzel.subset(np.arange(32))
     base = dict(working_size_px=16, n_burnin_sweeps=4, n_sample_sweeps=1, pose_only_sweeps=1,
                 initial_poses="random", estimate_shifts=False, estimate_contrast=False, start_resolution_a=16.0,
