@@ -117,31 +117,46 @@ def adk_case(n: int) -> dict:
             "bayes_floor_deg": s_post * math.sqrt(8 / math.pi), "target_deg": START_MEAN_DEG / 2}
 
 
+def _pretzel_data(n: int, box: int, apix: float, snr: float) -> tuple:
+    """The benchmark's pretzel (seed 0) and what the oracles read from it: blob width ``sigma``,
+    the likelihood's ``scale = 1 / (2 σ² D²)`` (white noise on an unnormalised spectrum), and
+    float32 ``images``, ``rot``, ``shifts`` (Å) and blob weights ``w``."""
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel
+
+    def as32(x) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+    ds = pretzel(n, box_size=box, apix=apix, snr=snr, seed=0)
+    gt = ds.ground_truth
+    return ds, {"sigma": float(np.asarray(gt["global/sigma_a"]).ravel()[0]),
+                "scale": 1.0 / (2 * float(np.asarray(gt["global/noise_var"]).ravel()[0]) * box * box),
+                "images": as32(ds.get_images(np.arange(n))), "rot": as32(ds.rotations),
+                "shifts": as32(ds.shifts_a), "w": as32(gt["global/blob_weights"])}
+
+
+def _fitted_log_lik(cross: torch.Tensor, power: torch.Tensor, scale: float) -> torch.Tensor:
+    """White-noise log-likelihood of an image ``Y`` under ``a Q`` with the contrast ``a ≥ 0``
+    fitted, up to the constant ``−scale ‖Y‖²``: ``scale (2 a Re⟨Q, Y⟩ − a² ‖Q‖²)`` with
+    ``a = Re⟨Q, Y⟩ / ‖Q‖²``; ``cross = Re⟨Q, Y⟩``, ``power = ‖Q‖²`` (any matching shapes)."""
+    a = (cross / power).clamp_min(0)
+    return ((2 * a * cross - a * a * power) * scale).double()
+
+
 def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: int | None = None) -> dict:
     """Does the true orientation beat every other? Exact and state-averaged maps (module docstring).
 
     The log-likelihood of white noise is computed on the spectrum, ``−Σ_k |Y_k − a P_k|² / (2 σ² D²)``
-    (Parseval: the same as on the pixels), over the central ``working_px²`` Fourier components
+    (Parseval: the same as on the pixels; up to a constant, :func:`_fitted_log_lik`), over the central ``working_px²`` Fourier components
     (the images Fourier-cropped as the sampler sees them, ``HyperMoleculeConfig.working_size_px``;
     ``None``: all of them).
     """
     from napari_cryohet.core.fft import fft2_centered, fourier_crop
-    from napari_cryohet.stages.simulate.hypermolecule_toys import (
-        pretzel,
-        pretzel_blobs,
-        pretzel_symmetries,
-    )
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_blobs, pretzel_symmetries
 
-    ds = pretzel(n, box_size=box, apix=apix, snr=1 / 30, seed=0)
-    gt = ds.ground_truth
-    sigma = float(np.asarray(gt["global/sigma_a"]).ravel()[0])
-    noise_var = float(np.asarray(gt["global/noise_var"]).ravel()[0])
-    images = torch.as_tensor(np.asarray(ds.get_images(np.arange(n))), dtype=torch.float32)
-    rot = torch.as_tensor(np.asarray(ds.rotations), dtype=torch.float32)
-    shifts = torch.as_tensor(np.asarray(ds.shifts_a), dtype=torch.float32)
+    ds, t = _pretzel_data(n, box, apix, 1 / 30)
+    sigma, scale, images, rot, shifts, w = t["sigma"], t["scale"], t["images"], t["rot"], t["shifts"], t["w"]
     ctf = ds.ctf.to_torch(dtype=torch.float32)
-    coords = torch.as_tensor(np.asarray(gt["coords_a"]), dtype=torch.float32)
-    w = torch.as_tensor(np.asarray(gt["global/blob_weights"]), dtype=torch.float32)
+    coords = torch.as_tensor(np.asarray(ds.ground_truth["coords_a"]), dtype=torch.float32)
     g = np.linspace(0.0, 1.0, 5)
     grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     avg_xyz = torch.as_tensor(pretzel_blobs(grid), dtype=torch.float32).reshape(-1, 3)
@@ -164,8 +179,7 @@ def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: in
                 p = apply_ctf_and_shift(p, apix=apix, ctf=_ctf_row(ctf, i, len(r)),
                                         shifts_a=shifts[i:i + 1].expand(len(r), 2))
                 q = fourier_crop(fft2_centered(p), working)
-                a = ((y.conj() * q).real.sum((-1, -2)) / q.abs().square().sum((-1, -2))).clamp_min(0)  # contrast
-                ll.append(-(y - a[:, None, None] * q).abs().square().sum((-1, -2)) / (2 * noise_var * box * box))
+                ll.append(_fitted_log_lik((y.conj() * q).real.sum((-1, -2)), q.abs().square().sum((-1, -2)), scale))
             ll = torch.cat(ll)
             margins[name].append(float(ll[near].max() - ll[~near].max()))
     return {"box_px": box, "apix": apix, "working_px": working, "n_particles": n, "n_rotations": n_rotations,
@@ -193,27 +207,23 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
     The projections do not depend on the particle (only the CTF and shift do), so each
     candidate is projected once and scored against all particles by two matrix products.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from scipy.stats import spearmanr
 
     from hypermolecule_pretzel import symmetry_aligned
     from napari_cryohet.core.fft import fft2_centered, fourier_crop
-    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel, pretzel_blobs
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_blobs
 
     working = working_px or box
-    ds = pretzel(n, box_size=box, apix=apix, snr=snr, seed=0)
-    gt = ds.ground_truth
-    sigma = float(np.asarray(gt["global/sigma_a"]).ravel()[0])
-    scale = 1.0 / (2 * float(np.asarray(gt["global/noise_var"]).ravel()[0]) * box * box)
-    rot = torch.as_tensor(np.asarray(ds.rotations), dtype=torch.float32)
-    w = torch.as_tensor(np.asarray(gt["global/blob_weights"]), dtype=torch.float32)
-    truth = np.asarray(gt["state"], dtype=np.float64)
-    images = torch.as_tensor(np.asarray(ds.get_images(np.arange(n))), dtype=torch.float32)
-    y = fourier_crop(fft2_centered(images), working).reshape(n, -1)
+    ds, t = _pretzel_data(n, box, apix, snr)
+    sigma, scale, rot, w = t["sigma"], t["scale"], t["rot"], t["w"]
+    truth = np.asarray(ds.ground_truth["state"], dtype=np.float64)
+    y = fourier_crop(fft2_centered(t["images"]), working).reshape(n, -1)
     delta = torch.zeros(n, box, box)  # the particle's CTF × shift phase ramp, as the simulator applies them
     delta[:, box // 2, box // 2] = 1.0
-    h = apply_ctf_and_shift(delta, apix=apix, ctf=ds.ctf.to_torch(dtype=torch.float32),
-                            shifts_a=torch.as_tensor(np.asarray(ds.shifts_a), dtype=torch.float32))
+    h = apply_ctf_and_shift(delta, apix=apix, ctf=ds.ctf.to_torch(dtype=torch.float32), shifts_a=t["shifts"])
     h = fourier_crop(fft2_centered(h), working).reshape(n, -1)
     yh, h2 = y.conj() * h, h.abs().square()
     axis = (np.arange(per_knob) + 0.5) / per_knob
@@ -225,13 +235,9 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
         p = project_gaussian_atoms(xyz, r, d=box, apix=apix, sigma_a=sigma, weights=w)
         return fourier_crop(fft2_centered(p), working).reshape(len(r), -1)
 
-    def log_lik(cross: torch.Tensor, power: torch.Tensor) -> torch.Tensor:  # contrast a ≥ 0 fitted
-        a = (cross / power).clamp_min(0)
-        return ((2 * a * cross - a * a * power) * scale).double()
-
     def own(s: int, r: torch.Tensor) -> torch.Tensor:  # each particle at its own orientation r[i], state s
         q = spectra(blobs[s].expand(n, -1, -1), r)
-        return log_lik((yh * q).sum(-1).real, (h2 * q.abs().square()).sum(-1))
+        return _fitted_log_lik((yh * q).sum(-1).real, (h2 * q.abs().square()).sum(-1), scale)
 
     best = torch.full((n,), -math.inf, dtype=torch.float64)
     best_rot, best_state = rot.clone(), np.zeros(n, dtype=int)
@@ -239,7 +245,7 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
         for start in range(0, n_rotations, 1000):
             r = others[start:start + 1000]
             q = spectra(blobs[s], r)
-            v, j = log_lik((yh @ q.T).real, h2 @ q.abs().square().T).max(1)
+            v, j = _fitted_log_lik((yh @ q.T).real, h2 @ q.abs().square().T, scale).max(1)
             better = v > best
             best, best_rot[better], best_state[better.numpy()] = torch.where(better, v, best), r[j][better], s
         v = own(s, rot)
