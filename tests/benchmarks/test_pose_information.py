@@ -7,6 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,8 @@ def test_states_ceiling_recovers_clean_images():
     assert clean["within_20deg"] == 1.0
     assert clean["rotation_error_deg_median"] < 1.0
     assert min(clean["rho_map"]) > 0.9  # 5 grid cells per arm: ties within a cell cap ρ below 1
+    # all the posterior weight on the true orientation: averaging over orientations changes nothing
+    np.testing.assert_allclose(clean["rho_marginal"], clean["rho_posterior_mean"], atol=1e-3)
     noisy = bench.pretzel_states_case(30, 64, 3.0, 200, 5)
     assert noisy["within_20deg"] < clean["within_20deg"]
     assert min(noisy["rho_map"]) < min(clean["rho_map"])

@@ -16,6 +16,7 @@ from napari_cryohet.stages.hypermolecule import (
     HyperMoleculeConfig,
     HyperMoleculeResult,
     layout_components,
+    layout_symmetries,
     run_hypermolecule,
 )
 from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel
@@ -254,3 +255,68 @@ def test_joint_pose_search_finds_poses_and_states_together(small_pretzel):
     print(f"log posterior per particle after 5 sweeps: {after[0]:.1f} joint, {after[1]:.1f} state-averaged; "
           f"pose search acceptance {joint.acceptance['pose_search']:.2f} / {averaged.acceptance['pose_search']:.2f}")
     assert after[0] > after[1] + 10.0
+
+
+def test_states_are_averaged_in_one_frame_across_the_pretzels_symmetries():
+    """The pretzel layout declares the simulator's four symmetries (``pretzel_symmetries``:
+    an image at pose R and states τ is the image at R g and σ(τ)). A particle whose chain sits
+    at ``F g`` (up to a small turn) has its states carried to the frame ``F`` by σ_g, so a
+    chain that alternates between equivalent poses keeps its states' posterior mean instead
+    of averaging τ with its mirror 1 − τ or the other arm's state."""
+    from napari_cryohet.core.hypermolecule import HyperMolecule
+    from napari_cryohet.core.hypermolecule_posterior import ImageData, ParticleVariables
+    from napari_cryohet.core.local_refine import axis_angle_to_matrix
+    from napari_cryohet.core.rotation import random_rotations
+    from napari_cryohet.stages.hypermolecule.sampler import HyperMoleculeSampler
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_symmetries
+
+    gen = torch.Generator().manual_seed(2)
+    n, d, apix = 40, 16, 12.0
+    layout = DEFAULT_LAYOUTS["pretzel"]
+    symmetries = layout_symmetries(layout)
+    assert len(symmetries) == 3
+    model = HyperMolecule(layout_components(layout, source="test"), spacing_a=apix, sigma_a=1.5 * apix,
+                          device="cpu", dtype=torch.float64)
+    theta0 = torch.zeros(sum(int(np.prod(s)) for s in model.parameter_shapes().values()), dtype=torch.float64)
+    frame = random_rotations(n, generator=gen, dtype=torch.float64)
+    tau = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    part0 = ParticleVariables(tau, frame, torch.zeros(n, 2, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
+    images = torch.randn(n, d, d, generator=gen, dtype=torch.float64)
+    sampler = HyperMoleculeSampler(model, ImageData.from_images(images, apix=apix),
+                                   HyperMoleculeConfig(device="cpu"), theta0=theta0, particles0=part0,
+                                   volume_size_px=d, volume_apix=apix, symmetries=symmetries)
+    wobble = axis_angle_to_matrix(0.1 * torch.randn(n, 3, generator=gen, dtype=torch.float64))  # ≈ 8° turns
+    for g, reverse, swap in pretzel_symmetries():  # the simulator's own statement of the symmetries
+        g = torch.as_tensor(g, dtype=torch.float64)
+        at_mate = frame @ g @ wobble
+        mapped = tau.flip(1) if swap else tau
+        mapped = 1.0 - mapped if reverse else mapped
+        # (F g, τ) is the image (F, σ(τ)): a draw at the mate with states σ(τ) reads τ in F's frame
+        np.testing.assert_allclose(sampler._in_frame(at_mate, mapped, frame).numpy(), tau.numpy(), atol=1e-12)
+    # a chain alternating between F (states τ) and F g_z (states swapped): the mean is τ, not the arms' average
+    chain = sampler.chains[0]
+    chain["tau_frame"] = frame.clone()
+    swap_z = torch.as_tensor(pretzel_symmetries()[1][0], dtype=torch.float64)
+    for rot, t in ((frame, tau), (frame @ swap_z, tau.flip(1)), (frame, tau)):
+        t = sampler._in_frame(rot, t, chain["tau_frame"])
+        chain["tau_sum"] += t
+        chain["tau_sq"] += t.square()
+        chain["n_kept"] += 1
+    chain["particles"].rotations = frame @ swap_z  # reported at the mate: the mean is given in its frame
+    mean, std = sampler.tau_moments(0)
+    np.testing.assert_allclose(mean.numpy(), tau.flip(1).numpy(), atol=1e-12)
+    assert float(std.abs().max()) < 1e-6
+
+
+def test_layout_symmetries_are_checked():
+    base = {"components": [{"name": "a", "state_dim": 1}, {"name": "b", "state_dim": 1}]}
+    good = {**base, "symmetries": [{"rotation": C2_Z, "states_from": ["b", "a"], "reversed": [True, True]}]}
+    (g, cols, rev), = layout_symmetries(good)
+    assert cols == [1, 0] and rev == [True, True]
+    quarter = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    for bad, match in (({"rotation": quarter, "states_from": ["a", "b"], "reversed": [False, False]}, "half turns"),
+                       ({"rotation": C2_Z, "states_from": ["a", "a"], "reversed": [False, False]}, "each knob"),
+                       ({"rotation": C2_Z, "states_from": ["b", "a"], "reversed": [True, False]}, "undo itself"),
+                       ({"rotation": C2_Z}, "states_from")):
+        with pytest.raises(ValueError, match=match):
+            HyperMoleculeConfig(regions={**base, "symmetries": [bad]}).validate()

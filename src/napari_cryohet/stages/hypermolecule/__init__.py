@@ -21,6 +21,7 @@ from napari_cryohet.stages.hypermolecule.config import (
     HyperMoleculeConfig,
     default_layout,
     layout_components,
+    layout_symmetries,
 )
 from napari_cryohet.stages.hypermolecule.result import HyperMoleculeResult
 from napari_cryohet.stages.hypermolecule.sampler import KERNELS, HyperMoleculeSampler, SweepPlan
@@ -37,5 +38,6 @@ __all__ = [
     "SweepPlan",
     "default_layout",
     "layout_components",
+    "layout_symmetries",
     "run_hypermolecule",
 ]

@@ -28,6 +28,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from napari_cryohet.core.hypermolecule import STATE_BASES, Component
 from napari_cryohet.stages.protocol import StageConfig, param
 
@@ -46,6 +48,12 @@ DEFAULT_LAYOUTS: dict[str, dict[str, Any]] = {
         {"name": "arm1", "centre_a": [46.0, 0.0, 0.0], "radius_a": 26.0, "state_dim": 1, "state_order": 2},
         {"name": "arm2", "copy_of": "arm1", "state_dim": 1, "state_order": 2, "copy_rotation": C2_Z,
          "copy_translation_a": [0.0, 0.0, 0.0]},
+    ], "symmetries": [  # hypermolecule_toys.pretzel_symmetries: the same image at pose R g, states mapped
+        {"rotation": C2_Z, "states_from": ["arm2", "arm1"], "reversed": [False, False]},
+        {"rotation": [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]], "states_from": ["arm1", "arm2"],
+         "reversed": [True, True]},
+        {"rotation": [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]], "states_from": ["arm2", "arm1"],
+         "reversed": [True, True]},
     ]},
     "cat": {"components": [
         {"name": "body", "centre_a": [-9.0, 0.0, 3.0], "radius_a": 56.0, "state_dim": 0},
@@ -106,6 +114,48 @@ def layout_components(layout: dict[str, Any], *, source: str = "the regions layo
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from err
         out.append(Component(**kwargs))
+    return out
+
+
+def layout_symmetries(layout: dict[str, Any], *,
+                      source: str = "the regions layout") -> list[tuple[list[list[float]], list[int], list[bool]]]:
+    """The layout's ``symmetries``: half turns ``g`` under which the hyper-molecule is unchanged
+    once its states are mapped, ``V_τ(g r) = V_σ(τ)(r)`` — an image at pose ``R`` and states
+    ``τ`` is then the same image at pose ``R g`` and states ``σ(τ)``, so a chain may move
+    between the two and its states are only comparable in one frame.
+
+    Each entry: ``{"rotation": 3 × 3, "states_from": [knob names], "reversed": [bools]}``;
+    ``σ(τ)_j = τ[states_from[j]]``, or ``1 − τ[states_from[j]]`` where ``reversed[j]``. Only
+    half turns (``g² = I``, ``σ∘σ = id``) are accepted, so each symmetry is its own inverse.
+    Returns ``(g, columns, reversed)`` per symmetry, ``columns`` indices into the state columns
+    (the heterogeneous components in the order given, ``name[i]`` for a 2D state).
+    """
+    state_names = []
+    for comp in layout_components(layout, source=source):
+        state_names += ([comp.name] if comp.state_dim == 1
+                        else [f"{comp.name}[{i}]" for i in range(comp.state_dim)])
+    out = []
+    for i, entry in enumerate(layout.get("symmetries") or []):
+        where = f"{source}: symmetries[{i}]"
+        try:
+            g = np.asarray(entry["rotation"], dtype=float)
+            names, rev = list(entry["states_from"]), [bool(x) for x in entry["reversed"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where}: expected rotation (3 × 3), states_from (knob names) and reversed "
+                             f"(true/false per knob); {err}") from err
+        if g.shape != (3, 3) or not np.allclose(g @ g.T, np.eye(3), atol=1e-6) or np.linalg.det(g) < 0:
+            raise ValueError(f"{where}: rotation must be a 3 × 3 rotation matrix, got {g.tolist()}")
+        if not np.allclose(g @ g, np.eye(3), atol=1e-6):
+            raise ValueError(f"{where}: only half turns are supported (the rotation applied twice must be the "
+                             f"identity), got {g.tolist()}")
+        if sorted(names) != sorted(state_names) or len(rev) != len(state_names):
+            raise ValueError(f"{where}: states_from must list each knob {state_names} once and reversed have one "
+                             f"entry per knob; got {names} and {rev}")
+        cols = [state_names.index(n) for n in names]
+        if any(cols[cols[j]] != j or rev[cols[j]] != rev[j] for j in range(len(cols))):
+            raise ValueError(f"{where}: the state map must undo itself (a half turn): swapped knobs must be "
+                             f"reversed alike")
+        out.append((g.tolist(), cols, rev))
     return out
 
 
@@ -244,7 +294,7 @@ class HyperMoleculeConfig(StageConfig):
         if self.regions is None and self.layout not in ("auto", *DEFAULT_LAYOUTS):
             self.fail("layout", f"'auto' or one of {sorted(DEFAULT_LAYOUTS)} (or regions given)", self.layout)
         if self.regions is not None:
-            layout_components(self.regions, source="HyperMoleculeConfig.regions")
+            layout_symmetries(self.regions, source="HyperMoleculeConfig.regions")
         if self.final_resolution_a is not None and self.final_resolution_a > self.start_resolution_a:
             self.fail("final_resolution_a", f"a resolution finer (smaller) than start_resolution_a = "
                       f"{self.start_resolution_a} Å", self.final_resolution_a)

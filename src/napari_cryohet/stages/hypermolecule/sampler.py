@@ -162,9 +162,16 @@ class HyperMoleculeSampler:
     """
 
     def __init__(self, model: HyperMolecule, data: ImageData, config: HyperMoleculeConfig, *, theta0: torch.Tensor,
-                 particles0: ParticleVariables, volume_size_px: int, volume_apix: float) -> None:
+                 particles0: ParticleVariables, volume_size_px: int, volume_apix: float,
+                 symmetries: list | tuple = ()) -> None:
         self.model, self.data, self.config = model, data, config
         self.device, self.dtype = model.device, model.dtype
+        # the identity and the layout's half turns (config.layout_symmetries): rotations, state columns, reversals
+        s = model.state_dim
+        table = [(torch.eye(3).tolist(), list(range(s)), [False] * s), *symmetries]
+        self._sym_rot = torch.tensor([g for g, _, _ in table], device=self.device, dtype=self.dtype)
+        self._sym_cols = torch.tensor([c for _, c, _ in table], device=self.device, dtype=torch.long).reshape(-1, s)
+        self._sym_rev = torch.tensor([r for _, _, r in table], device=self.device, dtype=torch.bool).reshape(-1, s)
         self.n = data.spectra.shape[0]
         self.shapes = model.parameter_shapes()
         self.volume_size_px, self.volume_apix = int(volume_size_px), float(volume_apix)
@@ -688,8 +695,11 @@ class HyperMoleculeSampler:
             if not plan.burnin:
                 chain["samples"].append(chain["theta"].detach().clone())
                 part = chain["particles"]
-                chain["tau_sum"] += part.tau
-                chain["tau_sq"] += part.tau.square()
+                if chain.get("tau_frame") is None:
+                    chain["tau_frame"] = part.rotations.clone()
+                tau = self._in_frame(part.rotations, part.tau, chain["tau_frame"])
+                chain["tau_sum"] += tau
+                chain["tau_sq"] += tau.square()
                 chain["n_kept"] += 1
             if c == 0:
                 summary = {**rates, "log_posterior": log_post}
@@ -748,7 +758,24 @@ class HyperMoleculeSampler:
         if ch["n_kept"] == 0:
             return ch["particles"].tau.clone(), torch.zeros_like(ch["particles"].tau)
         mean = ch["tau_sum"] / ch["n_kept"]
-        return mean, (ch["tau_sq"] / ch["n_kept"] - mean.square()).clamp_min(0).sqrt()
+        std = (ch["tau_sq"] / ch["n_kept"] - mean.square()).clamp_min(0).sqrt()
+        final = ch["particles"].rotations  # report the states in the frame of the reported orientation
+        return (self._in_frame(ch["tau_frame"], mean, final),
+                self._in_frame(ch["tau_frame"], std, final, reverse=False))
+
+    def _in_frame(self, rotations: torch.Tensor, tau: torch.Tensor, frame: torch.Tensor, *,
+                  reverse: bool = True) -> torch.Tensor:
+        """States ``tau`` of particles at ``rotations``, carried to orientations ``frame``: with
+        ``R ≈ F g`` for the nearest of the layout's symmetries ``g`` (largest ``tr(Rᵀ F g)``),
+        ``(R, τ)`` is the same image as ``(R g ≈ F, σ_g(τ))`` (half turns: ``g⁻¹ = g``), so the
+        posterior mean of the states is taken in one frame even when a chain moves between
+        equivalent poses. Identity when the layout declares no symmetries."""
+        if self._sym_rot.shape[0] == 1 or tau.shape[-1] == 0:
+            return tau
+        mates = frame.to(self.dtype)[:, None] @ self._sym_rot[None]  # (N, G, 3, 3)
+        k = (rotations.to(self.dtype)[:, None] * mates).sum((-1, -2)).argmax(1)
+        out = tau.gather(1, self._sym_cols[k])
+        return torch.where(self._sym_rev[k], 1.0 - out, out) if reverse else out
 
     def acceptance(self, chain: int) -> dict[str, float]:
         """Acceptance rate of each kernel over the sampling sweeps."""
@@ -768,6 +795,7 @@ class HyperMoleculeSampler:
                 "precond": None if ch["precond"] is None else ch["precond"].cpu(),
                 "samples": [s.cpu() for s in ch["samples"]], "tau_sum": ch["tau_sum"].cpu(),
                 "tau_sq": ch["tau_sq"].cpu(), "n_kept": ch["n_kept"], "traces": ch["traces"],
+                "tau_frame": None if ch.get("tau_frame") is None else ch["tau_frame"].cpu(),
                 "accept_total": ch["accept_total"],
             })
         gens = generator_states({str(c): ch["generator"] for c, ch in enumerate(self.chains)})
@@ -789,6 +817,8 @@ class HyperMoleculeSampler:
             ch["samples"] = [s.to(dev) for s in saved["samples"]]
             ch["tau_sum"], ch["tau_sq"] = saved["tau_sum"].to(dev), saved["tau_sq"].to(dev)
             ch["n_kept"] = int(saved["n_kept"])
+            frame = saved.get("tau_frame")
+            ch["tau_frame"] = None if frame is None else frame.to(dev)
             done = len(saved["traces"]["log_posterior"])  # kernels added since the checkpoint: empty history
             ch["traces"] = {k: list(saved["traces"].get(k, [float("nan")] * done)) for k in ch["traces"]}
             ch["accept_total"] = {k: list(saved["accept_total"].get(k, [0, 0])) for k in KERNELS}

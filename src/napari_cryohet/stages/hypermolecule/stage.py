@@ -44,6 +44,7 @@ from napari_cryohet.stages.hypermolecule.config import (
     HyperMoleculeConfig,
     default_layout,
     layout_components,
+    layout_symmetries,
 )
 from napari_cryohet.stages.hypermolecule.result import HyperMoleculeResult
 from napari_cryohet.stages.hypermolecule.sampler import HyperMoleculeSampler
@@ -218,7 +219,8 @@ def run_hypermolecule(dataset: Any, config: HyperMoleculeConfig, *, progress: Pr
         theta0 = flatten_params(model.init_params())
     sampler = HyperMoleculeSampler(model, data, config, theta0=theta0,
                                    particles0=_initial_particles(dataset, config, model),
-                                   volume_size_px=out_d, volume_apix=out_apix)
+                                   volume_size_px=out_d, volume_apix=out_apix,
+                                   symmetries=layout_symmetries(layout, source="regions layout"))
     if state is not None:
         sampler.load_state_dict(state["sampler"])
     total = sampler.total_sweeps
