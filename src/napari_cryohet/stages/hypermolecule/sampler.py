@@ -759,6 +759,8 @@ class HyperMoleculeSampler:
             return ch["particles"].tau.clone(), torch.zeros_like(ch["particles"].tau)
         mean = ch["tau_sum"] / ch["n_kept"]
         std = (ch["tau_sq"] / ch["n_kept"] - mean.square()).clamp_min(0).sqrt()
+        if ch.get("tau_frame") is None:  # a checkpoint from before the frame was kept
+            return mean, std
         final = ch["particles"].rotations  # report the states in the frame of the reported orientation
         return (self._in_frame(ch["tau_frame"], mean, final),
                 self._in_frame(ch["tau_frame"], std, final, reverse=False))
