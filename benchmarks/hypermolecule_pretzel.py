@@ -107,9 +107,15 @@ def symmetry_aligned(tau_rec: np.ndarray, est_rot: np.ndarray, true_rot: np.ndar
     tau = np.array(tau_rec, dtype=np.float64)
     for k, (_, reverse, swap) in enumerate(symmetries):
         rows = best == k
-        t = tau[rows][:, ::-1] if swap else tau[rows]
-        tau[rows] = 1.0 - t if reverse else t
+        tau[rows] = mapped_states(tau[rows], reverse, swap)
     return tau, errors.min(0)
+
+
+def mapped_states(tau: np.ndarray, reverse: bool, swap: bool) -> np.ndarray:
+    """``σ(τ)`` of one of :func:`pretzel_symmetries`: ``(N, 2)`` arm states with the arms swapped
+    when ``swap`` and both reversed (``τ → 1 − τ``) when ``reverse``."""
+    tau = tau[:, ::-1] if swap else tau
+    return 1.0 - tau if reverse else tau
 
 
 def score(result, ds) -> dict:

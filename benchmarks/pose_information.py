@@ -221,7 +221,7 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
         sys.path.insert(0, here)
     from scipy.stats import spearmanr
 
-    from hypermolecule_pretzel import symmetry_aligned
+    from hypermolecule_pretzel import mapped_states, symmetry_aligned
     from napari_cryohet.core.fft import fft2_centered, fourier_crop
     from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_blobs, pretzel_symmetries
 
@@ -274,12 +274,8 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
     # symmetry that brings the candidate nearest to it (as a method must, without the truth).
     mates = torch.stack([best_rot @ torch.as_tensor(g, dtype=torch.float32)
                          for g, _, _ in pretzel_symmetries()], 1).reshape(n, 4, 9)
-
-    def carried(t: np.ndarray, reverse: bool, swap: bool) -> np.ndarray:  # the states' map of one symmetry
-        t = t[:, ::-1] if swap else t
-        return 1.0 - t if reverse else t
-
-    mapped = torch.as_tensor(np.stack([carried(grid, rev, swap) for _, rev, swap in pretzel_symmetries()], 1))  # (S, 4, 2)
+    mapped = torch.as_tensor(np.stack([mapped_states(grid, rev, swap) for _, rev, swap in pretzel_symmetries()],
+                                      1))  # (S, 4, 2)
     # running (max, Σ e^(ℓ − max), Σ e^(ℓ − max) τ) over the random grid and over the true orientation
     sums = {key: [torch.full((n,), -math.inf, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
                   torch.zeros(n, 2, dtype=torch.float64)] for key in ("grid", "own")}

@@ -202,7 +202,7 @@ class HyperMoleculeSampler:
                 "traj_precond": DiagonalPreconditioner(theta0.numel(), device=self.device, dtype=self.dtype,
                                                        mask=self._traj_mask),
                 "precond": None, "samples": [], "tau_sum": torch.zeros_like(part.tau),
-                "tau_sq": torch.zeros_like(part.tau), "n_kept": 0,
+                "tau_sq": torch.zeros_like(part.tau), "n_kept": 0, "tau_frame": None,
                 "traces": {key: [] for key in ("log_posterior", "max_frequency_per_a", "state_order", "theta_step",
                                                "tau_step", "pose_step_deg", "shift_step_a", "contrast_step",
                                                *(f"acceptance_{k}" for k in KERNELS))},
@@ -695,7 +695,7 @@ class HyperMoleculeSampler:
             if not plan.burnin:
                 chain["samples"].append(chain["theta"].detach().clone())
                 part = chain["particles"]
-                if chain.get("tau_frame") is None:
+                if chain["tau_frame"] is None:  # the first kept sweep's poses fix each particle's frame
                     chain["tau_frame"] = part.rotations.clone()
                 tau = self._in_frame(part.rotations, part.tau, chain["tau_frame"])
                 chain["tau_sum"] += tau
@@ -759,7 +759,7 @@ class HyperMoleculeSampler:
             return ch["particles"].tau.clone(), torch.zeros_like(ch["particles"].tau)
         mean = ch["tau_sum"] / ch["n_kept"]
         std = (ch["tau_sq"] / ch["n_kept"] - mean.square()).clamp_min(0).sqrt()
-        if ch.get("tau_frame") is None:  # a checkpoint from before the frame was kept
+        if ch["tau_frame"] is None:  # a checkpoint from before the frame was kept
             return mean, std
         final = ch["particles"].rotations  # report the states in the frame of the reported orientation
         return (self._in_frame(ch["tau_frame"], mean, final),
@@ -797,7 +797,7 @@ class HyperMoleculeSampler:
                 "precond": None if ch["precond"] is None else ch["precond"].cpu(),
                 "samples": [s.cpu() for s in ch["samples"]], "tau_sum": ch["tau_sum"].cpu(),
                 "tau_sq": ch["tau_sq"].cpu(), "n_kept": ch["n_kept"], "traces": ch["traces"],
-                "tau_frame": None if ch.get("tau_frame") is None else ch["tau_frame"].cpu(),
+                "tau_frame": None if ch["tau_frame"] is None else ch["tau_frame"].cpu(),
                 "accept_total": ch["accept_total"],
             })
         gens = generator_states({str(c): ch["generator"] for c, ch in enumerate(self.chains)})
