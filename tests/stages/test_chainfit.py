@@ -83,6 +83,20 @@ def test_fourier_cropped_misfit_keeps_the_low_frequencies():
     assert off == pytest.approx(off_full, rel=0.15)  # the perturbation's signal sits at low frequency
 
 
+def test_noise_variance_from_the_misfit_does_not_depend_on_the_fit_box():
+    """Images of pure noise (σ² = 4 per pixel) against blank predictions: the misfit divided by
+    the share of the spectrum it keeps is σ², whether the whole 64-px box is fitted or its
+    central 32² or 16² frequencies (the normal-mode prior is scaled by it; before 2026-12-01 a
+    cropped fit took the cropped misfit for σ² and weakened the prior (D/D')²-fold)."""
+    ds = adk_chain(200, box_size=64, apix=2.0, snr=1.0, seed=1)
+    ds.images = np.random.default_rng(3).normal(0, 2.0, (200, 64, 64)).astype(np.float32)
+    idx = np.arange(200)
+    for fit in (None, 32, 16):
+        targets = FourierTargets(ds, torch.device("cpu"), torch.float64, fit_box_size=fit)
+        blank = torch.zeros(200, targets.d, targets.d, dtype=torch.float64)
+        assert float(targets.misfit(blank, idx, False)) / targets.kept_fraction == pytest.approx(4.0, rel=0.02)
+
+
 def test_zero_coefficients_predict_the_reference_images(adk_small):
     """A = B = 0 (Remark 2.5) with the particle's own chain as reference and anchor rebuilds
     its clean image (the forward model of eq. 2.10 matches the simulator's)."""

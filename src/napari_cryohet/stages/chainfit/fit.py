@@ -203,10 +203,12 @@ def run_chainfit(
             report(progress, 0.0, note)
         weights = None
         if config.mode_prior_a is not None and config.mode_amplitudes == "per_particle":
-            # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all noise)
+            # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all
+            # noise), over the share of the spectrum the misfit keeps (with fit_box_size, (D'/D)²)
             sample = np.arange(0, n, max(n // 256, 1))[:256]
             with torch.no_grad():
                 noise_var = float(misfit(ref.to(device, dtype).expand(len(sample), -1, -1), sample, False))
+            noise_var /= targets.kept_fraction
             weights = torch.as_tensor(prior_weights(eigenvalues, config.mode_prior_a, noise_var, d * d))
         if config.mode_amplitudes == "eigenvectors":
             model = ModeExpansion(ref.to(device, dtype), torch.as_tensor(displacements, device=device, dtype=dtype), k)

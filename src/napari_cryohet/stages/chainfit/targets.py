@@ -92,6 +92,15 @@ class FourierTargets:
             return ctf[t], spectra[t]
         return self._compute(idx, key)
 
+    @property
+    def kept_fraction(self) -> float:
+        """The share ``(D'/D)²`` of the image's Fourier components the misfit keeps.
+
+        White noise of variance ``σ²`` per pixel adds ``σ² (D'/D)²`` to :meth:`misfit`, not
+        ``σ²``: divide a misfit made of noise by this to get the noise variance per pixel.
+        """
+        return (self.d / self.full_d) ** 2
+
     def misfit(self, images: torch.Tensor, idx: np.ndarray, clean: bool) -> torch.Tensor:
         """Per-pixel mean square of ``CTF · S · images − Y`` over the batch (eq. 2.11 / D²)."""
         ctf, target = self(idx, clean)
