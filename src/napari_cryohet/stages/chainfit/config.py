@@ -74,6 +74,12 @@ class ChainFitConfig(StageConfig):
         help="Normal-mode model only: how far particles typically move along the softest mode (Å of RMSD; softer "
              "modes are expected to move more, as in the elastic network); a prior that keeps noisy images from "
              "pulling the amplitudes around; empty = no prior, as in HEMNMA")
+    mode_prior_learned: bool = param(
+        True, label="learn the expected motion",
+        help="Normal-mode model only: re-estimate from the images, every epoch of the first two thirds, how far "
+             "the particles move along each mode and which modes move together (empirical Bayes: the spread of "
+             "the fitted amplitudes plus their uncertainty), starting from 'expected motion'; modes the "
+             "particles do not use are then held near the reference. Off = keep 'expected motion' fixed")
     mode_steps: int = param(
         5, minimum=1, unit="steps", label="steps per visit",
         help="Normal-mode model only: optimiser steps on a particle's amplitudes each time its batch comes up "

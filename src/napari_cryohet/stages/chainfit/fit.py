@@ -201,7 +201,7 @@ def run_chainfit(
                                                               float(config.mode_min_collectivity))
         if note:
             report(progress, 0.0, note)
-        weights = None
+        weights, noise_scale = None, None
         if config.mode_prior_a is not None and config.mode_amplitudes == "per_particle":
             # noise variance per pixel ≈ the misfit of the reference itself (at low SNR almost all
             # noise), over the share of the spectrum the misfit keeps (with fit_box_size, (D'/D)²)
@@ -210,12 +210,16 @@ def run_chainfit(
                 noise_var = float(misfit(ref.to(device, dtype).expand(len(sample), -1, -1), sample, False))
             noise_var /= targets.kept_fraction
             weights = torch.as_tensor(prior_weights(eigenvalues, config.mode_prior_a, noise_var, d * d))
+            noise_scale = noise_var / (d * d)
         if config.mode_amplitudes == "eigenvectors":
             model = ModeExpansion(ref.to(device, dtype), torch.as_tensor(displacements, device=device, dtype=dtype), k)
         else:
             model = NormalModeAmplitudes(ref.to(device, dtype), torch.as_tensor(displacements, device=device,
                                                                                 dtype=dtype),
-                                         n, steps_per_batch=config.mode_steps, prior_weights=weights)
+                                         n, steps_per_batch=config.mode_steps, prior_weights=weights,
+                                         noise_scale=noise_scale,
+                                         learn_prior_until=(2 * config.epochs) // 3
+                                         if config.mode_prior_learned and weights is not None else 0)
     else:
         scales = None
         if config.step_scaling == "lever_arm":

@@ -258,6 +258,8 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
                    f"epoch {epoch}/{config.epochs}  batch {b + 1}/{n_batches}")
         if ctx.active:
             total, seen = (float(v) for v in distributed.all_reduce_array([total, seen]))
+        end_of_epoch = getattr(model, "end_of_epoch", None)  # the normal modes' learned prior
+        note = None if end_of_epoch is None else end_of_epoch(problem, epoch)
         seconds = time.perf_counter() - tic
         record = {"epoch": epoch, "train_loss": total / max(seen, 1), **evaluate(), "seconds": seconds,
                   "processes": ctx.world_size, "global_batch_size": int(config.batch_size),
@@ -269,6 +271,8 @@ def train(problem: Problem, model: SpectralAngles, config: ChainFitConfig, *, ru
         msg = f"epoch {epoch}/{config.epochs}  train {record['train_loss']:.4g}"
         if "avg_error_a" in record:
             msg += f"  avg err {record['avg_error_a']:.2f} Å  max err {record['max_error_a']:.2f} Å"
+        if note:
+            msg += f"  ({note})"
         report(progress, epoch / max(config.epochs, 1), msg)
         if checkpointer is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
             checkpointer.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
