@@ -135,10 +135,13 @@ class NormalModeAmplitudes(torch.nn.Module):
         self.noise_scale = None if noise_scale is None else float(noise_scale)
         self.learn_prior_until = int(learn_prior_until)
 
+    def chains_from(self, b: torch.Tensor) -> torch.Tensor:
+        """Chains ``(B, m, 3)`` of amplitudes ``b (B, K)``: ``r⁰ + Σ_k b_k Δ_k``."""
+        return self.reference + torch.einsum("bk,kmd->bmd", b, self.displacements)
+
     def coords(self, problem, idx: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (train.Problem: no cycle)
         """Chains ``(B, m, 3)`` of the particles in rows ``idx``."""
-        b = self.amplitudes(idx.to(self.reference.device))  # (B, K)
-        return self.reference + torch.einsum("bk,kmd->bmd", b, self.displacements)
+        return self.chains_from(self.amplitudes(idx.to(self.reference.device)))
 
     def penalty(self, idx: torch.Tensor) -> torch.Tensor:
         """The Gaussian prior on the amplitudes, in the misfit's units: ``mean_i (b_i − μ)ᵀ W (b_i − μ)``."""
@@ -176,8 +179,7 @@ class NormalModeAmplitudes(torch.nn.Module):
             b = self.amplitudes.weight[torch.as_tensor(idx, device=self.reference.device)].detach()
             b = b.clone().requires_grad_(True)
             with torch.enable_grad():
-                coords = self.reference + torch.einsum("bk,kmd->bmd", b, self.displacements)
-                loss = problem.misfit(coords, idx, False) * len(idx)  # Σ_i misfit_i
+                loss = problem.misfit(self.chains_from(b), idx, False) * len(idx)  # Σ_i misfit_i
                 (grad,) = torch.autograd.grad(loss, b, create_graph=True)
                 rows_h = [torch.autograd.grad(grad[:, j].sum(), b, retain_graph=j < k - 1)[0] for j in range(k)]
             hess = torch.stack(rows_h, dim=1).detach().double()  # (B, K, K), misfit units
