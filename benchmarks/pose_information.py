@@ -39,7 +39,12 @@ sampler. Whatever a method does, it cannot know more than this.
   symmetries), at 64 px / 3 Å and 128 px / 1.5 Å, both Fourier-cropped to the sampler's
   32-px working size: the best candidate's states, their posterior mean at its orientation,
   and their posterior mean over every candidate (orientations included), each with and
-  without the particle's true orientation among the candidates.
+  without the particle's true orientation among the candidates. At 64 px the orientation
+  posterior's modes are then also climbed to their peaks (``rho_refined*``): from the
+  particle's 16 best grid orientations lying 25° apart (and, for ``*_with_truth``, from its
+  true orientation too), orientation and arm states climb together, each mode is weighed by
+  its Laplace mass, and the states are averaged over the modes — the grid's favour to the
+  truth (scored at its peak, rivals off theirs) removed.
 
     python benchmarks/pose_information.py [--quick] [--json PATH] [--cases adk,pretzel,pretzel_states]
 
@@ -47,7 +52,7 @@ sampler. Whatever a method does, it cannot know more than this.
 for ``pretzel_states``), 64 px pretzel only (< 60 s). Full (one thread): 1 000 AdK particles (about 5 min),
 30 pretzel particles × 3000 orientations at 64 px, 64 → 32 px and 128 px (about 50 min,
 most of it at 128 px); ``pretzel_states``: 1 000 particles × 5 000 orientations × 11 × 11
-states at 64 and 128 px (about 15 min).
+states at 64 and 128 px (about 45 min; the modes' climb at 64 px about 10 min of it).
 """
 
 from __future__ import annotations
@@ -221,8 +226,152 @@ def pretzel_case(n: int, box: int, apix: float, n_rotations: int, working_px: in
                for name, m in margins.items()}}
 
 
+def _peaks(score, particles: torch.Tensor, tau0: torch.Tensor, r0: torch.Tensor,
+           iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's orientation and arm states moved from ``(r0, tau0)`` to the nearest peak of
+    ``score(particles, τ, R)`` (rows independent: L-BFGS on their summed log-likelihood, over the
+    rotation vector ``ω`` of ``R = exp([ω]ₓ) r0`` and ``u`` of ``τ = 1 / (1 + e^(−u))``, which keeps
+    the states inside [0, 1])."""
+    omega = torch.zeros(len(r0), 3, requires_grad=True)
+    u = torch.logit(tau0.clamp(0.02, 0.98)).detach().requires_grad_(True)
+    opt = torch.optim.LBFGS([omega, u], max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-7, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = -score(particles, torch.sigmoid(u), axis_angle_to_matrix(omega) @ r0).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return (axis_angle_to_matrix(omega) @ r0).detach(), torch.sigmoid(u).detach()
+
+
+def _rotation_hessians(score, particles: torch.Tensor, tau: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, 3)`` second derivatives of each row's log-likelihood in the rotation vector at ``r``
+    (exact, by differentiating the gradient again; rows are independent, so one backward pass per
+    coordinate gives every row's Hessian)."""
+    omega = torch.zeros(len(r), 3, requires_grad=True)
+    ll = score(particles, tau, axis_angle_to_matrix(omega) @ r)
+    g = torch.autograd.grad(ll.sum(), omega, create_graph=True)[0]
+    return torch.stack([torch.autograd.grad(g[:, j].sum(), omega, retain_graph=j < 2)[0] for j in range(3)],
+                       1).double()
+
+
+def _laplace_states(score, grid: np.ndarray, starts: torch.Tensor, start_tau: torch.Tensor,
+                    chunk: int = 64, iters: int = 40) -> dict:
+    """The orientation posterior's modes, each climbed to its peak, with their mass and states' mean.
+
+    ``starts (n, M, 3, 3)``, ``start_tau (n, M, 2)``: per particle, ``M`` starting orientations and
+    arm states. Each climbs to its peak in orientation and states together (:func:`_peaks`). A
+    mode's posterior mass is the Laplace approximation in orientation times the sum over the
+    state grid ``grid (S, 2)`` at the peak's orientation,
+    ``log Z = log Σ_τ exp ℓ(R̂, τ) − ½ log det(−∇²_ω ℓ(R̂, τ̂))`` (the ``(2π)^{3/2}`` and the grid
+    cell's area are common to all), and its states' mean is the grid posterior at ``R̂``. Returns
+    per particle and mode the peak orientation ``rot``, ``log_mass``, ``tau_mean`` and ``curved``
+    (whether ``−∇²ℓ`` is positive definite there; if not, the mode's mass is left out).
+    """
+    n, m = start_tau.shape[:2]
+    rot, log_mass = starts.clone(), torch.full((n, m), -math.inf, dtype=torch.float64)
+    tau_mean, curved = np.zeros((n, m, 2)), torch.zeros(n, m, dtype=torch.bool)
+    rows = torch.arange(n)[:, None].expand(n, m).reshape(-1)
+    flat_rot, flat_tau = starts.reshape(-1, 3, 3), start_tau.reshape(-1, 2).float()
+    grid_t = torch.as_tensor(grid, dtype=torch.float32)
+    for lo in range(0, n * m, chunk):
+        p = rows[lo:lo + chunk]
+        r, tau = _peaks(score, p, flat_tau[lo:lo + chunk], flat_rot[lo:lo + chunk], iters)
+        with torch.no_grad():
+            ll = torch.stack([score(p, grid_t[k].expand(len(p), 2), r) for k in range(len(grid))], 1)  # (b, S)
+        eig = torch.linalg.eigvalsh(-_rotation_hessians(score, p, tau, r))
+        ok = eig.min(1).values > 0
+        lz = torch.logsumexp(ll, 1) - 0.5 * torch.log(eig.clamp_min(1e-12)).sum(1)
+        idx = np.unravel_index(np.arange(lo, lo + len(p)), (n, m))
+        rot[idx], curved[idx] = r, ok
+        log_mass[idx] = torch.where(ok, lz, torch.full_like(lz, -math.inf))
+        tau_mean[idx] = torch.softmax(ll, 1).numpy() @ grid
+    return {"rot": rot, "log_mass": log_mass, "tau_mean": tau_mean, "curved": curved}
+
+
+def _pretzel_blobs_torch(knots: int = 1001):
+    """The pretzel's blob centres as a differentiable function of the arm states ``τ (B, 2)`` → ``(B, 30, 3)``:
+    :func:`pretzel_blobs` tabulated at ``knots`` states per arm and interpolated linearly (each
+    blob moves with one arm only, so ``P(τ₁, τ₂) = P(τ₁, 0) + P(0, τ₂) − P(0, 0)``; checked here)."""
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_blobs
+
+    t = np.linspace(0.0, 1.0, knots)
+    zero = np.zeros_like(t)
+    first, second = pretzel_blobs(np.column_stack([t, zero])), pretzel_blobs(np.column_stack([zero, t]))
+    origin = pretzel_blobs([[0.0, 0.0]])[0]
+    probe = np.array([[0.3, 0.8], [0.9, 0.1]])
+    assert np.allclose(pretzel_blobs(probe), pretzel_blobs(probe[:, :1] * [1, 0]) + pretzel_blobs(probe[:, 1:] * [0, 1])
+                       - origin, atol=1e-4)
+    table = torch.as_tensor(np.stack([first - origin, second - origin]), dtype=torch.float32)  # (2, T, 30, 3)
+    base = torch.as_tensor(origin, dtype=torch.float32)
+
+    def blobs(tau: torch.Tensor) -> torch.Tensor:
+        x = tau.clamp(0, 1) * (knots - 1)
+        lo = x.detach().floor().long().clamp_max(knots - 2)
+        frac = (x - lo)[..., None, None]
+        out = base.expand(len(tau), -1, -1)
+        for k in range(2):
+            out = out + table[k, lo[:, k]] * (1 - frac[:, k]) + table[k, lo[:, k] + 1] * frac[:, k]
+        return out
+
+    return blobs
+
+
+def _distinct_starts(per_rot: torch.Tensor, per_rot_state: torch.Tensor, others: torch.Tensor, mates: list,
+                     k: int, apart_deg: float = 25.0, pool: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per particle, the ``k`` best-scoring grid orientations that lie more than ``apart_deg`` from
+    each other up to the symmetries (greedy, from the ``pool`` best), with their best grid states."""
+    n = per_rot.shape[0]
+    order = per_rot.argsort(1, descending=True)[:, :pool]
+    picked = torch.zeros(n, k, dtype=torch.long)
+    cos_apart = math.cos(math.radians(apart_deg))
+    sym = torch.stack([torch.as_tensor(g, dtype=torch.float32) for g in mates])  # (4, 3, 3)
+    for i in range(n):
+        chosen: list[int] = []
+        for j in order[i].tolist():
+            if len(chosen) == k:
+                break
+            if chosen:  # cos of the angle from R_j to R_c g, for every chosen c and symmetry g
+                rel = torch.einsum("cab,gbd,ad->cg", others[chosen], sym, others[j])
+                if ((rel - 1) / 2).max() > cos_apart:
+                    continue
+            chosen.append(j)
+        chosen += [chosen[-1]] * (k - len(chosen))
+        picked[i] = torch.as_tensor(chosen)
+    return others[picked], per_rot_state.gather(1, picked)
+
+
+def _mode_average(modes: dict, symmetries: list, mapped_states, same_deg: float = 5.0) -> tuple:
+    """Per particle: the heaviest mode's orientation ``(n, 3, 3)``, the states' posterior mean ``(n, 2)``
+    over the modes, each mode's states first carried into the heaviest one's frame by the symmetry
+    that brings it nearest (``mapped_states(τ, reverse, swap)``), and that mode's share of the mass.
+    Starts that climbed to the same peak (within ``same_deg`` up to the symmetries) count once."""
+    rot, lz, tau = modes["rot"].double().numpy(), modes["log_mass"].numpy(), modes["tau_mean"]
+    n, m = lz.shape
+    gs = np.stack([np.asarray(g, dtype=np.float64) for g, _, _ in symmetries])
+    # tr((R_a g)ᵀ R_b) = 1 + 2 cos(angle between R_a g and R_b), for every pair of modes and symmetry
+    trace = np.einsum("nbax,kxy,ncay->nbck", rot, gs, rot)  # (n, m, m, 4)
+    same = (trace.max(3) - 1) / 2 > math.cos(math.radians(same_deg))
+    best = lz.argmax(1)
+    ref, mean, share = rot[np.arange(n), best], np.zeros((n, 2)), np.zeros(n)
+    for i in range(n):
+        kept: list[int] = []
+        for j in np.argsort(-lz[i]):
+            if np.isfinite(lz[i, j]) and not any(same[i, j, c] for c in kept):
+                kept.append(int(j))
+        w = np.exp(lz[i, kept] - lz[i, kept].max())
+        nearest = trace[i, best[i], kept].argmax(1)
+        states = np.stack([mapped_states(tau[i, j][None], symmetries[k][1], symmetries[k][2])[0]
+                           for j, k in zip(kept, nearest, strict=True)])
+        mean[i], share[i] = w @ states / w.sum(), w.max() / w.sum()
+    return ref, mean, share
+
+
 def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_knob: int,
-                        working_px: int | None = 32, snr: float = 1 / 30) -> dict:
+                        working_px: int | None = 32, snr: float = 1 / 30, refine_starts: int = 0) -> dict:
     """The most a Run B can recover: orientation and arm states searched together, exact model.
 
     Per particle, every one of ``n_rotations`` Haar-random orientations *and its own true
@@ -246,6 +395,17 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
 
     The projections do not depend on the particle (only the CTF and shift do), so each
     candidate is projected once and scored against all particles by two matrix products.
+
+    ``refine_starts = k > 0`` removes the grid's favour: the particle's ``k`` best grid
+    orientations lying 25° apart up to the symmetries (:func:`_distinct_starts`) climb to their
+    peaks in orientation and continuous arm states together, each peak is weighed by its
+    Laplace mass in orientation times its states' grid sum (:func:`_laplace_states`), and the
+    states are averaged over the distinct peaks in the heaviest one's frame
+    (:func:`_mode_average`): ``rho_refined``, ``within_20deg_refined`` (the heaviest peak) and
+    ``heaviest_mode_share_refined`` (median share of the posterior mass); ``*_with_truth`` adds
+    the climb from the true orientation. Both sides now score every candidate at its own peak,
+    so the two figures differ only by whether the true orientation's peak was among those
+    found; the posterior's mass between the peaks is taken as Gaussian in orientation.
     """
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
@@ -279,18 +439,54 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
         q = spectra(blobs[s].expand(n, -1, -1), r)
         return _fitted_log_lik((yh * q).sum(-1).real, (h2 * q.abs().square()).sum(-1), scale)
 
-    def candidates():  # (state index, orientations (n, c, 3, 3) or (c, 3, 3), log-likelihoods (n, c))
-        for s in range(len(grid)):
+    def candidates():  # (state index, first orientation's index, orientations (n, c, 3, 3) or (c, 3, 3),
+        for s in range(len(grid)):  # log-likelihoods (n, c)); the true orientations come last, index −1
             for start in range(0, n_rotations, 1000):
                 r = others[start:start + 1000]
                 q = spectra(blobs[s], r)
-                yield s, r, _fitted_log_lik((yh @ q.T).real, h2 @ q.abs().square().T, scale)
-            yield s, rot[:, None], own(s, rot)[:, None]
+                yield s, start, r, _fitted_log_lik((yh @ q.T).real, h2 @ q.abs().square().T, scale)
+            yield s, -1, rot[:, None], own(s, rot)[:, None]
+
+    def _refined_states(k: int) -> dict:
+        # the orientation posterior's modes climbed to their peaks (_laplace_states), from the k best
+        # distinct grid orientations, and from those plus the true orientation
+        arms = _pretzel_blobs_torch()
+
+        def score(p: torch.Tensor, tau: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            q = spectra(arms(tau), r)
+            return _fitted_log_lik((yh[p] * q).sum(-1).real, (h2[p] * q.abs().square()).sum(-1), scale)
+
+        t0 = time.perf_counter()
+        symmetries = pretzel_symmetries()
+        starts, start_states = _distinct_starts(per_rot[:, :-1], per_rot_state[:, :-1], others,
+                                                [g for g, _, _ in symmetries], k)
+        grid_t = torch.as_tensor(grid, dtype=torch.float32)
+        grid_modes = _laplace_states(score, grid, starts, grid_t[start_states])
+        true_mode = _laplace_states(score, grid, rot[:, None], grid_t[per_rot_state[:, -1:]])
+        with_truth = {key: (torch.cat([grid_modes[key], true_mode[key]], 1) if key != "tau_mean"
+                            else np.concatenate([grid_modes[key], true_mode[key]], 1)) for key in grid_modes}
+        res = {"refine_starts": k}
+        for key, modes in (("refined", grid_modes), ("refined_with_truth", with_truth)):
+            ref, mean, share = _mode_average(modes, symmetries, mapped_states)
+            tau, err = symmetry_aligned(mean, ref, rot.double().numpy())
+            res["rho_" + key] = [float(abs(spearmanr(tau[:, j], truth[:, j])[0])) for j in range(2)]
+            res["within_20deg_" + key] = float(np.mean(err < 20))
+            res["heaviest_mode_share_" + key] = float(np.median(share))
+        res["uncurved_modes"] = float(1 - with_truth["curved"].float().mean())
+        res["refine_seconds"] = time.perf_counter() - t0
+        return res
 
     best = torch.full((n,), -math.inf, dtype=torch.float64)
     best_rot, best_state = rot.clone(), np.zeros(n, dtype=int)
     grid_best, grid_rot = best.clone(), rot.clone()  # the same over the random orientations only
-    for s, r, ll in candidates():
+    # per particle and orientation, the best arm states' score and grid index (starts for the refinement)
+    per_rot = torch.full((n, n_rotations + 1), -math.inf, dtype=torch.float64)
+    per_rot_state = torch.zeros(n, n_rotations + 1, dtype=torch.long)
+    for s, start, r, ll in candidates():
+        cols = slice(start, start + ll.shape[1]) if start >= 0 else slice(n_rotations, n_rotations + 1)
+        higher = ll > per_rot[:, cols]
+        per_rot[:, cols] = torch.where(higher, ll, per_rot[:, cols])
+        per_rot_state[:, cols][higher] = s
         v, j = ll.max(1)
         better = v > best
         picked = r[j] if r.dim() == 3 else r[torch.arange(n), j]
@@ -310,7 +506,7 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
     # running (max, Σ e^(ℓ − max), Σ e^(ℓ − max) τ) over the random grid and over the true orientation
     sums = {key: [torch.full((n,), -math.inf, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
                   torch.zeros(n, 2, dtype=torch.float64)] for key in ("grid", "own")}
-    for s, r, ll in candidates():
+    for s, _, r, ll in candidates():
         acc = sums["grid" if r.dim() == 3 else "own"]
         flat = r.reshape(*r.shape[:-2], 9)
         trace = (torch.einsum("nkf,cf->nkc", mates, flat) if r.dim() == 3
@@ -339,6 +535,8 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
     out["within_20deg_random_only"] = float(np.mean(symmetry_aligned(grid[best_state], grid_rot.double().numpy(),
                                                                      rot.double().numpy())[1] < 20))
     out["rotation_error_deg_median"] = float(np.median(err))
+    if refine_starts:
+        out.update(_refined_states(refine_starts))
     return out
 
 
@@ -361,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     if "pretzel_states" in cases:
         sizes = [(64, 3.0)] if args.quick else [(64, 3.0), (128, 1.5)]
         out["pretzel_states"] = [pretzel_states_case(60 if args.quick else 1000, box, apix,
-                                                     400 if args.quick else 5000, 5 if args.quick else 11)
+                                                     400 if args.quick else 5000, 5 if args.quick else 11,
+                                                     refine_starts=(3 if args.quick else 16) if box == 64 else 0)
                                  for box, apix in sizes]
     out["seconds"] = time.perf_counter() - t0
     text = json.dumps(out, indent=1)
@@ -388,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"({100 * r['within_20deg_random_only']:.0f} % without the true one among the candidates), "
                      f"|ρ| of the states there {r['rho_posterior_mean'][0]:.2f} / {r['rho_posterior_mean'][1]:.2f}, "
                      f"averaged over orientations {r['rho_marginal'][0]:.2f} / {r['rho_marginal'][1]:.2f} "
-                     f"({r['rho_marginal_random_only'][0]:.2f} / {r['rho_marginal_random_only'][1]:.2f})")
+                     f"({r['rho_marginal_random_only'][0]:.2f} / {r['rho_marginal_random_only'][1]:.2f})"
+                     + (f", every mode at its peak {r['rho_refined_with_truth'][0]:.2f} / "
+                        f"{r['rho_refined_with_truth'][1]:.2f} ({r['rho_refined'][0]:.2f} / {r['rho_refined'][1]:.2f})"
+                        if "rho_refined" in r else ""))
     print("SUMMARY pose_information" + (" --quick" if args.quick else "") + ": " + "; ".join(parts))
     return 0
 
