@@ -273,7 +273,7 @@ def _laplace_states(score, grid: np.ndarray, starts: torch.Tensor, start_tau: to
     """
     n, m = start_tau.shape[:2]
     rot, log_mass = starts.clone(), torch.full((n, m), -math.inf, dtype=torch.float64)
-    tau_mean, curved = np.zeros((n, m, 2)), torch.zeros(n, m, dtype=torch.bool)
+    tau_mean, curved = torch.zeros(n, m, 2, dtype=torch.float64), torch.zeros(n, m, dtype=torch.bool)
     rows = torch.arange(n)[:, None].expand(n, m).reshape(-1)
     flat_rot, flat_tau = starts.reshape(-1, 3, 3), start_tau.reshape(-1, 2).float()
     grid_t = torch.as_tensor(grid, dtype=torch.float32)
@@ -288,7 +288,7 @@ def _laplace_states(score, grid: np.ndarray, starts: torch.Tensor, start_tau: to
         idx = np.unravel_index(np.arange(lo, lo + len(p)), (n, m))
         rot[idx], curved[idx] = r, ok
         log_mass[idx] = torch.where(ok, lz, torch.full_like(lz, -math.inf))
-        tau_mean[idx] = torch.softmax(ll, 1).numpy() @ grid
+        tau_mean[idx] = torch.softmax(ll, 1) @ torch.as_tensor(grid)
     return {"rot": rot, "log_mass": log_mass, "tau_mean": tau_mean, "curved": curved}
 
 
@@ -344,29 +344,32 @@ def _distinct_starts(per_rot: torch.Tensor, per_rot_state: torch.Tensor, others:
     return others[picked], per_rot_state.gather(1, picked)
 
 
-def _mode_average(modes: dict, symmetries: list, mapped_states, same_deg: float = 5.0) -> tuple:
+def _mode_average(modes: dict, symmetry_aligned, same_deg: float = 5.0) -> tuple:
     """Per particle: the heaviest mode's orientation ``(n, 3, 3)``, the states' posterior mean ``(n, 2)``
     over the modes, each mode's states first carried into the heaviest one's frame by the symmetry
-    that brings it nearest (``mapped_states(τ, reverse, swap)``), and that mode's share of the mass.
-    Starts that climbed to the same peak (within ``same_deg`` up to the symmetries) count once."""
-    rot, lz, tau = modes["rot"].double().numpy(), modes["log_mass"].numpy(), modes["tau_mean"]
+    that brings it nearest (:func:`hypermolecule_pretzel.symmetry_aligned`, with the heaviest mode
+    in the truth's place), and that mode's share of the mass. Starts that climbed to the same
+    peak (within ``same_deg`` up to the symmetries) count once."""
+    from napari_cryohet.stages.simulate.hypermolecule_toys import pretzel_symmetries
+
+    rot, lz = modes["rot"].double().numpy(), modes["log_mass"].numpy()
     n, m = lz.shape
-    gs = np.stack([np.asarray(g, dtype=np.float64) for g, _, _ in symmetries])
-    # tr((R_a g)ᵀ R_b) = 1 + 2 cos(angle between R_a g and R_b), for every pair of modes and symmetry
-    trace = np.einsum("nbax,kxy,ncay->nbck", rot, gs, rot)  # (n, m, m, 4)
-    same = (trace.max(3) - 1) / 2 > math.cos(math.radians(same_deg))
     best = lz.argmax(1)
-    ref, mean, share = rot[np.arange(n), best], np.zeros((n, 2)), np.zeros(n)
+    ref = rot[np.arange(n), best]
+    states, _ = symmetry_aligned(modes["tau_mean"].reshape(n * m, 2).numpy(), rot.reshape(n * m, 3, 3),
+                                 np.repeat(ref, m, axis=0))
+    states = states.reshape(n, m, 2)
+    gs = np.stack([np.asarray(g, dtype=np.float64) for g, _, _ in pretzel_symmetries()])
+    # tr((R_a g)ᵀ R_b) = 1 + 2 cos(angle between R_a g and R_b), for every pair of modes and symmetry
+    same = (np.einsum("nbax,kxy,ncay->nbck", rot, gs, rot).max(3) - 1) / 2 > math.cos(math.radians(same_deg))
+    mean, share = np.zeros((n, 2)), np.zeros(n)
     for i in range(n):
         kept: list[int] = []
         for j in np.argsort(-lz[i]):
             if np.isfinite(lz[i, j]) and not any(same[i, j, c] for c in kept):
                 kept.append(int(j))
         w = np.exp(lz[i, kept] - lz[i, kept].max())
-        nearest = trace[i, best[i], kept].argmax(1)
-        states = np.stack([mapped_states(tau[i, j][None], symmetries[k][1], symmetries[k][2])[0]
-                           for j, k in zip(kept, nearest, strict=True)])
-        mean[i], share[i] = w @ states / w.sum(), w.max() / w.sum()
+        mean[i], share[i] = w @ states[i, kept] / w.sum(), w.max() / w.sum()
     return ref, mean, share
 
 
@@ -463,11 +466,10 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
         grid_t = torch.as_tensor(grid, dtype=torch.float32)
         grid_modes = _laplace_states(score, grid, starts, grid_t[start_states])
         true_mode = _laplace_states(score, grid, rot[:, None], grid_t[per_rot_state[:, -1:]])
-        with_truth = {key: (torch.cat([grid_modes[key], true_mode[key]], 1) if key != "tau_mean"
-                            else np.concatenate([grid_modes[key], true_mode[key]], 1)) for key in grid_modes}
+        with_truth = {key: torch.cat([grid_modes[key], true_mode[key]], 1) for key in grid_modes}
         res = {"refine_starts": k}
         for key, modes in (("refined", grid_modes), ("refined_with_truth", with_truth)):
-            ref, mean, share = _mode_average(modes, symmetries, mapped_states)
+            ref, mean, share = _mode_average(modes, symmetry_aligned)
             tau, err = symmetry_aligned(mean, ref, rot.double().numpy())
             res["rho_" + key] = [float(abs(spearmanr(tau[:, j], truth[:, j])[0])) for j in range(2)]
             res["within_20deg_" + key] = float(np.mean(err < 20))
@@ -480,13 +482,14 @@ def pretzel_states_case(n: int, box: int, apix: float, n_rotations: int, per_kno
     best_rot, best_state = rot.clone(), np.zeros(n, dtype=int)
     grid_best, grid_rot = best.clone(), rot.clone()  # the same over the random orientations only
     # per particle and orientation, the best arm states' score and grid index (starts for the refinement)
-    per_rot = torch.full((n, n_rotations + 1), -math.inf, dtype=torch.float64)
-    per_rot_state = torch.zeros(n, n_rotations + 1, dtype=torch.long)
+    per_rot = torch.full((n, n_rotations + 1) if refine_starts else (0, 0), -math.inf, dtype=torch.float64)
+    per_rot_state = torch.zeros(per_rot.shape, dtype=torch.long)
     for s, start, r, ll in candidates():
-        cols = slice(start, start + ll.shape[1]) if start >= 0 else slice(n_rotations, n_rotations + 1)
-        higher = ll > per_rot[:, cols]
-        per_rot[:, cols] = torch.where(higher, ll, per_rot[:, cols])
-        per_rot_state[:, cols][higher] = s
+        if refine_starts:
+            cols = slice(start, start + ll.shape[1]) if start >= 0 else slice(n_rotations, n_rotations + 1)
+            higher = ll > per_rot[:, cols]
+            per_rot[:, cols] = torch.where(higher, ll, per_rot[:, cols])
+            per_rot_state[:, cols][higher] = s
         v, j = ll.max(1)
         better = v > best
         picked = r[j] if r.dim() == 3 else r[torch.arange(n), j]
